@@ -1,0 +1,20 @@
+//! Ryzanstein compute kernels: pure compute, no I/O, no async.
+//!
+//! - [`formats`]: `#[repr(C)]` block formats (Q4_0, Q4_1, Q8_0, Q8_1) and [`DType`].
+//! - [`scalar`]: the always-built scalar reference for every kernel (the oracle).
+//! - [`x86`]: AVX2 / AVX-512 paths, selected at run time by [`dispatch`].
+//! - [`matmul`]: shape-checked safe entry points (`matmul`, quantise activations).
+//! - [`ops`]: element-wise and row operations (RMSNorm, RoPE, softmax, SiLU).
+
+pub mod dispatch;
+pub mod error;
+pub mod formats;
+pub mod matmul;
+pub mod ops;
+pub mod scalar;
+pub mod x86;
+
+pub use dispatch::{isa, Isa};
+pub use error::KernelError;
+pub use formats::DType;
+pub use matmul::{matmul, MatRef};

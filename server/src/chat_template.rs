@@ -1,0 +1,1 @@
+//! TODO(owner): being written in this session.

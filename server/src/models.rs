@@ -1,0 +1,42 @@
+//! Model architectures. Each is self-contained (see `llama`); the engine sees only [`CausalLm`].
+
+use crate::Result;
+
+/// A decoder-only language model: append tokens to a sequence's state, get next-token logits.
+pub trait CausalLm: Send + Sync {
+    /// Number of logits per position.
+    fn vocab_size(&self) -> usize;
+    /// Longest sequence (prompt plus generated tokens) the model supports.
+    fn context_length(&self) -> usize;
+    /// Architecture name, e.g. "llama".
+    fn architecture(&self) -> &str;
+    /// A fresh, empty per-sequence state (KV cache) that can hold up to `max_len` positions.
+    fn new_state(&self, max_len: usize) -> SeqState;
+    /// Append `tokens` at positions `state.len()..`, and return the logits of the last one.
+    fn forward(&self, state: &mut SeqState, tokens: &[u32]) -> Result<Vec<f32>>;
+}
+
+/// Per-sequence state: the key/value cache of every layer, stored as f16 like llama.cpp's default.
+pub struct SeqState {
+    /// `k[layer]` holds `len * kv_dim` values, position-major.
+    pub(crate) k: Vec<Vec<half::f16>>,
+    pub(crate) v: Vec<Vec<half::f16>>,
+    pub(crate) len: usize,
+    pub(crate) max_len: usize,
+}
+
+impl SeqState {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    pub fn max_len(&self) -> usize {
+        self.max_len
+    }
+    /// Forget every position from `len` on (to reuse a common prompt prefix).
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+}
