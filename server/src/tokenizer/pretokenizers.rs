@@ -1,0 +1,1 @@
+//! llama.cpp pre-tokenizer names (`tokenizer.ggml.pre`) to the regexes that split text.
