@@ -3,6 +3,9 @@
 //! `RYZANSTEIN_ISA=scalar|avx2|avx512` forces a lower instruction set (never a higher one than
 //! the CPU has), so every path can be exercised on a machine that has the higher ones.
 
+use crate::formats::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
+use crate::scalar;
+use half::{bf16, f16};
 use std::sync::OnceLock;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -28,11 +31,16 @@ impl Isa {
             if std::arch::is_x86_feature_detected!("avx512f")
                 && std::arch::is_x86_feature_detected!("avx512bw")
                 && std::arch::is_x86_feature_detected!("avx512vl")
+                && std::arch::is_x86_feature_detected!("avx2")
                 && std::arch::is_x86_feature_detected!("fma")
+                && std::arch::is_x86_feature_detected!("f16c")
             {
                 return Isa::Avx512;
             }
-            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+                && std::arch::is_x86_feature_detected!("f16c")
+            {
                 return Isa::Avx2;
             }
         }
@@ -59,4 +67,93 @@ pub fn isa() -> Isa {
         });
         forced.map_or(best, |f| f.min(best))
     })
+}
+
+/// The dot-product kernels of one instruction set.
+pub struct Kernels {
+    pub isa: Isa,
+    pub dot_q4_0_q8_0: fn(&[BlockQ4_0], &[BlockQ8_0]) -> f32,
+    pub dot_q4_1_q8_1: fn(&[BlockQ4_1], &[BlockQ8_1]) -> f32,
+    pub dot_q8_0_q8_0: fn(&[BlockQ8_0], &[BlockQ8_0]) -> f32,
+    pub dot_f16: fn(&[f16], &[f16]) -> f32,
+    pub dot_bf16: fn(&[bf16], &[bf16]) -> f32,
+    pub dot_f32: fn(&[f32], &[f32]) -> f32,
+}
+
+static SCALAR: Kernels = Kernels {
+    isa: Isa::Scalar,
+    dot_q4_0_q8_0: scalar::dot::vec_dot_q4_0_q8_0,
+    dot_q4_1_q8_1: scalar::dot::vec_dot_q4_1_q8_1,
+    dot_q8_0_q8_0: scalar::dot::vec_dot_q8_0_q8_0,
+    dot_f16: scalar::dot::vec_dot_f16,
+    dot_bf16: scalar::dot::vec_dot_bf16,
+    dot_f32: scalar::dot::vec_dot_f32,
+};
+
+/// Safe entry points over the `unsafe` SIMD kernels. They are private and reachable only
+/// through the tables below, which [`kernels_for`] hands out after detecting the features.
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    use super::*;
+    use crate::x86::{avx2, avx512};
+
+    macro_rules! guarded {
+        ($name:ident, $path:path, $x:ty, $y:ty) => {
+            pub(super) fn $name(x: &[$x], y: &[$y]) -> f32 {
+                // SAFETY: only reachable through a table `kernels_for` returns after feature detection.
+                unsafe { $path(x, y) }
+            }
+        };
+    }
+    guarded!(avx2_q4_0, avx2::vec_dot_q4_0_q8_0, BlockQ4_0, BlockQ8_0);
+    guarded!(avx2_q4_1, avx2::vec_dot_q4_1_q8_1, BlockQ4_1, BlockQ8_1);
+    guarded!(avx2_q8_0, avx2::vec_dot_q8_0_q8_0, BlockQ8_0, BlockQ8_0);
+    guarded!(avx2_f16, avx2::vec_dot_f16, f16, f16);
+    guarded!(avx2_f32, avx2::vec_dot_f32, f32, f32);
+    guarded!(avx512_q4_0, avx512::vec_dot_q4_0_q8_0, BlockQ4_0, BlockQ8_0);
+    guarded!(avx512_q4_1, avx512::vec_dot_q4_1_q8_1, BlockQ4_1, BlockQ8_1);
+    guarded!(avx512_q8_0, avx512::vec_dot_q8_0_q8_0, BlockQ8_0, BlockQ8_0);
+    guarded!(avx512_f16, avx512::vec_dot_f16, f16, f16);
+    guarded!(avx512_f32, avx512::vec_dot_f32, f32, f32);
+
+    pub(super) static AVX2: Kernels = Kernels {
+        isa: Isa::Avx2,
+        dot_q4_0_q8_0: avx2_q4_0,
+        dot_q4_1_q8_1: avx2_q4_1,
+        dot_q8_0_q8_0: avx2_q8_0,
+        dot_f16: avx2_f16,
+        dot_bf16: scalar::dot::vec_dot_bf16,
+        dot_f32: avx2_f32,
+    };
+
+    pub(super) static AVX512: Kernels = Kernels {
+        isa: Isa::Avx512,
+        dot_q4_0_q8_0: avx512_q4_0,
+        dot_q4_1_q8_1: avx512_q4_1,
+        dot_q8_0_q8_0: avx512_q8_0,
+        dot_f16: avx512_f16,
+        dot_bf16: scalar::dot::vec_dot_bf16,
+        dot_f32: avx512_f32,
+    };
+}
+
+/// The kernel table for `isa`, or `None` when this CPU cannot run it.
+pub fn kernels_for(isa: Isa) -> Option<&'static Kernels> {
+    if isa > Isa::detect() {
+        return None;
+    }
+    match isa {
+        Isa::Scalar => Some(&SCALAR),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => Some(&simd::AVX2),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => Some(&simd::AVX512),
+        #[allow(unreachable_patterns)]
+        _ => None,
+    }
+}
+
+/// The kernel table in use (see [`isa`]).
+pub fn kernels() -> &'static Kernels {
+    kernels_for(isa()).unwrap_or(&SCALAR)
 }

@@ -39,3 +39,85 @@ impl DType {
         Some(cols / self.block_size() * self.type_size())
     }
 }
+
+impl DType {
+    /// The activation format this weight type's dot product consumes (llama.cpp's `vec_dot_type`):
+    /// activations are quantised to it before the product, exactly as llama.cpp does.
+    pub const fn vec_dot_type(self) -> DType {
+        match self {
+            DType::F32 => DType::F32,
+            DType::F16 => DType::F16,
+            DType::BF16 => DType::BF16,
+            DType::Q4_0 | DType::Q8_0 => DType::Q8_0,
+            DType::Q4_1 | DType::Q8_1 => DType::Q8_1,
+        }
+    }
+}
+
+use half::f16;
+
+/// 32 weights: `w = d * (q - 8)`, q a nibble; element j in the low nibble of `qs[j]`, element
+/// j + 16 in its high nibble.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct BlockQ4_0 {
+    pub d: f16,
+    pub qs: [u8; 16],
+}
+
+/// 32 weights: `w = d * q + m`, q a nibble laid out as in [`BlockQ4_0`].
+#[repr(C)]
+#[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct BlockQ4_1 {
+    pub d: f16,
+    pub m: f16,
+    pub qs: [u8; 16],
+}
+
+/// 32 values: `x = d * q`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct BlockQ8_0 {
+    pub d: f16,
+    pub qs: [i8; 32],
+}
+
+/// 32 values: `x = d * q`, with `s = d * sum(q)` kept for the Q4_1 offset term.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct BlockQ8_1 {
+    pub d: f16,
+    pub s: f16,
+    pub qs: [i8; 32],
+}
+
+/// Values per quantised block.
+pub const QK: usize = 32;
+
+const _: () = assert!(std::mem::size_of::<BlockQ4_0>() == 18);
+const _: () = assert!(std::mem::size_of::<BlockQ4_1>() == 20);
+const _: () = assert!(std::mem::size_of::<BlockQ8_0>() == 34);
+const _: () = assert!(std::mem::size_of::<BlockQ8_1>() == 36);
+const _: () = assert!(DType::Q4_0.type_size() == std::mem::size_of::<BlockQ4_0>());
+const _: () = assert!(DType::Q4_1.type_size() == std::mem::size_of::<BlockQ4_1>());
+const _: () = assert!(DType::Q8_0.type_size() == std::mem::size_of::<BlockQ8_0>());
+const _: () = assert!(DType::Q8_1.type_size() == std::mem::size_of::<BlockQ8_1>());
+
+/// A byte buffer aligned for every block and float type, for quantised activations.
+#[derive(Debug, Clone, Default)]
+pub struct AlignedBytes {
+    words: Vec<u64>,
+    len: usize,
+}
+
+impl AlignedBytes {
+    pub fn zeroed(len: usize) -> Self {
+        AlignedBytes { words: vec![0; len.div_ceil(8)], len }
+    }
+    pub fn as_bytes(&self) -> &[u8] {
+        &bytemuck::cast_slice(&self.words)[..self.len]
+    }
+    pub fn as_bytes_mut(&mut self) -> &mut [u8] {
+        &mut bytemuck::cast_slice_mut(&mut self.words)[..self.len]
+    }
+}

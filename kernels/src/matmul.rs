@@ -1,6 +1,15 @@
-//! Shape-checked entry points: `out[n][m] = sum_k x[n][k] * w[m][k]` over quantised weights.
+//! Shape-checked entry points: `out[t][r] = sum_i x[t][i] * w[r][i]` over quantised weights.
+//!
+//! Activations are first quantised to the weight type's `vec_dot_type` (Q8_0 for Q4_0/Q8_0,
+//! Q8_1 for Q4_1, f16 for F16, bf16 for BF16), as llama.cpp does, then every output row is a dot
+//! product computed by the kernel table of the selected instruction set. Rows are split across
+//! the current rayon pool.
 
-use crate::{DType, KernelError};
+use crate::dispatch::{kernels, Kernels};
+use crate::formats::{AlignedBytes, BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
+use crate::{scalar, DType, KernelError};
+use half::{bf16, f16};
+use rayon::prelude::*;
 
 /// A row-major weight matrix of `rows` rows, each `cols` values in `dtype`, borrowed as bytes.
 #[derive(Debug, Clone, Copy)]
@@ -11,7 +20,15 @@ pub struct MatRef<'a> {
     pub data: &'a [u8],
 }
 
+fn align_of(dtype: DType) -> usize {
+    match dtype {
+        DType::F32 => 4,
+        _ => 2,
+    }
+}
+
 impl<'a> MatRef<'a> {
+    /// Checks that `data` holds exactly `rows` rows of `cols` values and is aligned for `dtype`.
     pub fn new(dtype: DType, rows: usize, cols: usize, data: &'a [u8]) -> Result<Self, KernelError> {
         let rb = dtype.row_bytes(cols).ok_or(KernelError::RaggedBlocks {
             op: "MatRef::new",
@@ -19,18 +36,183 @@ impl<'a> MatRef<'a> {
             cols,
             block: dtype.block_size(),
         })?;
-        if rb * rows != data.len() {
+        if rb.checked_mul(rows) != Some(data.len()) {
             return Err(KernelError::Shape {
                 op: "MatRef::new",
                 what: format!("{rows}x{cols} {dtype:?} needs {} bytes, got {}", rb * rows, data.len()),
             });
         }
+        if data.as_ptr() as usize % align_of(dtype) != 0 {
+            return Err(KernelError::Shape {
+                op: "MatRef::new",
+                what: format!("{dtype:?} data is not {}-byte aligned", align_of(dtype)),
+            });
+        }
         Ok(MatRef { dtype, rows, cols, data })
+    }
+
+    fn row_bytes(&self) -> usize {
+        self.data.len() / self.rows.max(1)
+    }
+
+    /// The bytes of row `r`.
+    pub fn row(&self, r: usize) -> &'a [u8] {
+        let rb = self.row_bytes();
+        &self.data[r * rb..(r + 1) * rb]
+    }
+
+    /// Row `r` as f32 values (an embedding lookup, llama.cpp's `get_rows`).
+    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) -> Result<(), KernelError> {
+        if r >= self.rows || out.len() != self.cols {
+            return Err(KernelError::Shape {
+                op: "dequantize_row",
+                what: format!("row {r} of {} into {} values (need {})", self.rows, out.len(), self.cols),
+            });
+        }
+        let b = self.row(r);
+        match self.dtype {
+            DType::F32 => out.copy_from_slice(bytemuck::cast_slice(b)),
+            DType::F16 => {
+                for (o, v) in out.iter_mut().zip(bytemuck::cast_slice::<u8, f16>(b)) {
+                    *o = v.to_f32();
+                }
+            }
+            DType::BF16 => {
+                for (o, v) in out.iter_mut().zip(bytemuck::cast_slice::<u8, bf16>(b)) {
+                    *o = v.to_f32();
+                }
+            }
+            DType::Q4_0 => scalar::quantize::dequantize_row_q4_0(bytemuck::cast_slice(b), out),
+            DType::Q4_1 => scalar::quantize::dequantize_row_q4_1(bytemuck::cast_slice(b), out),
+            DType::Q8_0 => scalar::quantize::dequantize_row_q8_0(bytemuck::cast_slice(b), out),
+            DType::Q8_1 => scalar::quantize::dequantize_row_q8_1(bytemuck::cast_slice(b), out),
+        }
+        Ok(())
     }
 }
 
-/// `out` (n x w.rows) = `x` (n x w.cols) times `w` transposed.
+/// `n` rows of `k` activations, quantised to one activation format.
+#[derive(Debug, Clone)]
+pub struct QuantizedActs {
+    pub dtype: DType,
+    pub k: usize,
+    pub n: usize,
+    row_bytes: usize,
+    buf: AlignedBytes,
+}
+
+impl QuantizedActs {
+    pub fn row(&self, t: usize) -> &[u8] {
+        &self.buf.as_bytes()[t * self.row_bytes..(t + 1) * self.row_bytes]
+    }
+}
+
+/// Quantise `x` (`n x k`, row-major) to `dtype` (an activation format).
+pub fn quantize_acts(dtype: DType, x: &[f32], k: usize) -> Result<QuantizedActs, KernelError> {
+    let op = "quantize_acts";
+    let row_bytes =
+        dtype.row_bytes(k).ok_or(KernelError::RaggedBlocks { op, dtype, cols: k, block: dtype.block_size() })?;
+    if k == 0 || x.len() % k != 0 {
+        return Err(KernelError::Shape { op, what: format!("{} values are not rows of {k}", x.len()) });
+    }
+    let n = x.len() / k;
+    let mut buf = AlignedBytes::zeroed(row_bytes * n);
+    for (xr, br) in x.chunks_exact(k).zip(buf.as_bytes_mut().chunks_exact_mut(row_bytes)) {
+        match dtype {
+            DType::F32 => bytemuck::cast_slice_mut::<u8, f32>(br).copy_from_slice(xr),
+            DType::F16 => scalar::quantize::quantize_row_f16(xr, bytemuck::cast_slice_mut(br)),
+            DType::BF16 => scalar::quantize::quantize_row_bf16(xr, bytemuck::cast_slice_mut(br)),
+            DType::Q8_0 => scalar::quantize::quantize_row_q8_0(xr, bytemuck::cast_slice_mut(br)),
+            DType::Q8_1 => scalar::quantize::quantize_row_q8_1(xr, bytemuck::cast_slice_mut(br)),
+            DType::Q4_0 | DType::Q4_1 => return Err(KernelError::Unsupported { op, dtype }),
+        }
+    }
+    Ok(QuantizedActs { dtype, k, n, row_bytes, buf })
+}
+
+/// One weight row times one activation row.
+fn row_dot(kt: &Kernels, wtype: DType, w: &[u8], a: &[u8]) -> f32 {
+    use bytemuck::cast_slice as c;
+    match wtype {
+        DType::Q4_0 => (kt.dot_q4_0_q8_0)(c::<u8, BlockQ4_0>(w), c::<u8, BlockQ8_0>(a)),
+        DType::Q4_1 => (kt.dot_q4_1_q8_1)(c::<u8, BlockQ4_1>(w), c::<u8, BlockQ8_1>(a)),
+        DType::Q8_0 => (kt.dot_q8_0_q8_0)(c::<u8, BlockQ8_0>(w), c::<u8, BlockQ8_0>(a)),
+        DType::Q8_1 => (kt.dot_q8_0_q8_0)(c::<u8, BlockQ8_0>(w), c::<u8, BlockQ8_0>(a)),
+        DType::F16 => (kt.dot_f16)(c::<u8, f16>(w), c::<u8, f16>(a)),
+        DType::BF16 => (kt.dot_bf16)(c::<u8, bf16>(w), c::<u8, bf16>(a)),
+        DType::F32 => (kt.dot_f32)(c::<u8, f32>(w), c::<u8, f32>(a)),
+    }
+}
+
+/// Rows per parallel task: small enough to balance, large enough to amortise scheduling.
+fn rows_per_task(rows: usize) -> usize {
+    let threads = rayon::current_num_threads().max(1);
+    (rows / (threads * 8)).clamp(4, 256)
+}
+
+/// `out` (`acts.n x w.rows`) = activations times `w` transposed, with the given kernel table.
+pub fn matmul_quantized_with(
+    kt: &Kernels,
+    w: MatRef<'_>,
+    acts: &QuantizedActs,
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    let op = "matmul";
+    if acts.dtype != w.dtype.vec_dot_type() {
+        return Err(KernelError::Shape {
+            op,
+            what: format!("{:?} weights need {:?} activations, got {:?}", w.dtype, w.dtype.vec_dot_type(), acts.dtype),
+        });
+    }
+    if acts.k != w.cols || out.len() != acts.n * w.rows {
+        return Err(KernelError::Shape {
+            op,
+            what: format!(
+                "weights {}x{}, activations {}x{}, output of {} values (need {})",
+                w.rows,
+                w.cols,
+                acts.n,
+                acts.k,
+                out.len(),
+                acts.n * w.rows
+            ),
+        });
+    }
+    let (n, m) = (acts.n, w.rows);
+    let chunk = rows_per_task(m);
+    if n == 1 {
+        out.par_chunks_mut(chunk).enumerate().for_each(|(c, o)| {
+            for (i, v) in o.iter_mut().enumerate() {
+                *v = row_dot(kt, w.dtype, w.row(c * chunk + i), acts.row(0));
+            }
+        });
+        return Ok(());
+    }
+    // Row-major by weight row, then transposed into `out` (token-major).
+    let mut tmp = vec![0.0f32; n * m];
+    tmp.par_chunks_mut(chunk * n).enumerate().for_each(|(c, o)| {
+        for (i, orow) in o.chunks_exact_mut(n).enumerate() {
+            let wr = w.row(c * chunk + i);
+            for (t, v) in orow.iter_mut().enumerate() {
+                *v = row_dot(kt, w.dtype, wr, acts.row(t));
+            }
+        }
+    });
+    for r in 0..m {
+        for t in 0..n {
+            out[t * m + r] = tmp[r * n + t];
+        }
+    }
+    Ok(())
+}
+
+/// `out` (`n x w.rows`) = pre-quantised activations times `w` transposed.
+pub fn matmul_quantized(w: MatRef<'_>, acts: &QuantizedActs, out: &mut [f32]) -> Result<(), KernelError> {
+    matmul_quantized_with(kernels(), w, acts, out)
+}
+
+/// `out` (`n x w.rows`) = `x` (`n x w.cols`) times `w` transposed.
 pub fn matmul(w: MatRef<'_>, x: &[f32], out: &mut [f32]) -> Result<(), KernelError> {
-    let _ = (w, x, out);
-    Err(KernelError::Unsupported { op: "matmul", dtype: DType::F32 })
+    let acts = quantize_acts(w.dtype.vec_dot_type(), x, w.cols)?;
+    matmul_quantized(w, &acts, out)
 }

@@ -1,0 +1,148 @@
+//! Quantise f32 rows into activation formats, and dequantise weight rows back to f32.
+
+use crate::formats::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1, QK};
+use half::{bf16, f16};
+
+fn amax(x: &[f32]) -> f32 {
+    x.iter().fold(0.0f32, |m, v| m.max(v.abs()))
+}
+
+/// `(d, 1/d)` as llama.cpp's x86 quantiser computes them.
+fn q8_scales(x: &[f32]) -> (f32, f32) {
+    let max = amax(x);
+    let d = max / 127.0;
+    let id = if max != 0.0 { 127.0 / max } else { 0.0 };
+    (d, id)
+}
+
+fn q8_round(v: f32) -> i8 {
+    // |v| <= 127 by construction; round_ties_even matches _mm256_round_ps(_MM_ROUND_NEAREST).
+    v.round_ties_even() as i8
+}
+
+pub fn quantize_row_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
+    debug_assert_eq!(x.len(), out.len() * QK);
+    for (xb, ob) in x.chunks_exact(QK).zip(out.iter_mut()) {
+        let (d, id) = q8_scales(xb);
+        ob.d = f16::from_f32(d);
+        for (q, v) in ob.qs.iter_mut().zip(xb) {
+            *q = q8_round(v * id);
+        }
+    }
+}
+
+pub fn quantize_row_q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
+    debug_assert_eq!(x.len(), out.len() * QK);
+    for (xb, ob) in x.chunks_exact(QK).zip(out.iter_mut()) {
+        let (d, id) = q8_scales(xb);
+        ob.d = f16::from_f32(d);
+        let mut sum = 0i32;
+        for (q, v) in ob.qs.iter_mut().zip(xb) {
+            *q = q8_round(v * id);
+            sum += *q as i32;
+        }
+        ob.s = f16::from_f32(d * sum as f32);
+    }
+}
+
+pub fn quantize_row_f16(x: &[f32], out: &mut [f16]) {
+    for (o, v) in out.iter_mut().zip(x) {
+        *o = f16::from_f32(*v);
+    }
+}
+
+pub fn quantize_row_bf16(x: &[f32], out: &mut [bf16]) {
+    for (o, v) in out.iter_mut().zip(x) {
+        *o = bf16::from_f32(*v);
+    }
+}
+
+pub fn dequantize_row_q4_0(x: &[BlockQ4_0], out: &mut [f32]) {
+    for (b, o) in x.iter().zip(out.chunks_exact_mut(QK)) {
+        let d = b.d.to_f32();
+        for j in 0..QK / 2 {
+            o[j] = ((b.qs[j] & 0x0f) as i32 - 8) as f32 * d;
+            o[j + QK / 2] = ((b.qs[j] >> 4) as i32 - 8) as f32 * d;
+        }
+    }
+}
+
+pub fn dequantize_row_q4_1(x: &[BlockQ4_1], out: &mut [f32]) {
+    for (b, o) in x.iter().zip(out.chunks_exact_mut(QK)) {
+        let (d, m) = (b.d.to_f32(), b.m.to_f32());
+        for j in 0..QK / 2 {
+            o[j] = (b.qs[j] & 0x0f) as f32 * d + m;
+            o[j + QK / 2] = (b.qs[j] >> 4) as f32 * d + m;
+        }
+    }
+}
+
+pub fn dequantize_row_q8_0(x: &[BlockQ8_0], out: &mut [f32]) {
+    for (b, o) in x.iter().zip(out.chunks_exact_mut(QK)) {
+        let d = b.d.to_f32();
+        for (v, q) in o.iter_mut().zip(b.qs) {
+            *v = q as f32 * d;
+        }
+    }
+}
+
+pub fn dequantize_row_q8_1(x: &[BlockQ8_1], out: &mut [f32]) {
+    for (b, o) in x.iter().zip(out.chunks_exact_mut(QK)) {
+        let d = b.d.to_f32();
+        for (v, q) in o.iter_mut().zip(b.qs) {
+            *v = q as f32 * d;
+        }
+    }
+}
+
+/// Quantise f32 weights to Q4_0 (llama.cpp's reference rounding), for tests and converters.
+pub fn quantize_row_q4_0(x: &[f32], out: &mut [BlockQ4_0]) {
+    for (xb, ob) in x.chunks_exact(QK).zip(out.iter_mut()) {
+        // The value of largest magnitude maps to -8.
+        let mut max = 0.0f32;
+        let mut amax = 0.0f32;
+        for &v in xb {
+            if v.abs() > amax {
+                amax = v.abs();
+                max = v;
+            }
+        }
+        let d = max / -8.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        ob.d = f16::from_f32(d);
+        for j in 0..QK / 2 {
+            let q0 = ((xb[j] * id + 8.5) as i32).min(15) as u8;
+            let q1 = ((xb[j + QK / 2] * id + 8.5) as i32).min(15) as u8;
+            ob.qs[j] = q0 | (q1 << 4);
+        }
+    }
+}
+
+/// Quantise f32 weights to Q4_1 (llama.cpp's reference rounding), for tests and converters.
+pub fn quantize_row_q4_1(x: &[f32], out: &mut [BlockQ4_1]) {
+    for (xb, ob) in x.chunks_exact(QK).zip(out.iter_mut()) {
+        let min = xb.iter().copied().fold(f32::INFINITY, f32::min);
+        let max = xb.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let d = (max - min) / 15.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        ob.d = f16::from_f32(d);
+        ob.m = f16::from_f32(min);
+        for j in 0..QK / 2 {
+            let q0 = (((xb[j] - min) * id + 0.5) as i32).min(15) as u8;
+            let q1 = (((xb[j + QK / 2] - min) * id + 0.5) as i32).min(15) as u8;
+            ob.qs[j] = q0 | (q1 << 4);
+        }
+    }
+}
+
+/// Quantise f32 weights to Q8_0 with llama.cpp's reference rounding (`roundf`, `id = 1/d`).
+pub fn quantize_row_q8_0_ref(x: &[f32], out: &mut [BlockQ8_0]) {
+    for (xb, ob) in x.chunks_exact(QK).zip(out.iter_mut()) {
+        let d = amax(xb) / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        ob.d = f16::from_f32(d);
+        for (q, v) in ob.qs.iter_mut().zip(xb) {
+            *q = (v * id).round() as i8;
+        }
+    }
+}
