@@ -239,13 +239,18 @@ mod tests {
 
     fn draw_many(p: SamplingParams, logits: &[f32], n: usize) -> Vec<u32> {
         let mut s = Sampler::new(p);
-        (0..n).map(|_| s.sample(&mut logits.to_vec(), &[])).collect()
+        (0..n)
+            .map(|_| s.sample(&mut logits.to_vec(), &[]))
+            .collect()
     }
 
     #[test]
     fn greedy_takes_the_first_maximum() {
         let mut l = vec![0.5, 3.0, -1.0, 3.0, 2.9];
-        assert_eq!(Sampler::new(SamplingParams::greedy()).sample(&mut l, &[]), 1);
+        assert_eq!(
+            Sampler::new(SamplingParams::greedy()).sample(&mut l, &[]),
+            1
+        );
         assert_eq!(argmax(&[f32::NAN, -5.0, f32::NAN]), 1);
     }
 
