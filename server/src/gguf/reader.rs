@@ -159,7 +159,11 @@ impl<'a> Cursor<'a> {
 /// Parse a whole GGUF file held in memory. Errors name `path` (use [`super::parse`] for bytes
 /// with no file behind them).
 pub(super) fn parse_at(bytes: &[u8], path: &Path) -> Result<GgufHeader> {
-    let mut c = Cursor { bytes, pos: 0, path };
+    let mut c = Cursor {
+        bytes,
+        pos: 0,
+        path,
+    };
     let magic = c.array::<4>(&|| "the magic number".into())?;
     if &magic != MAGIC {
         return Err(c.err(format!(
@@ -183,11 +187,7 @@ pub(super) fn parse_at(bytes: &[u8], path: &Path) -> Result<GgufHeader> {
                  are supported"
             )))
         }
-        v => {
-            return Err(c.err(format!(
-                "unsupported GGUF version {v} (supported: 2, 3)"
-            )))
-        }
+        v => return Err(c.err(format!("unsupported GGUF version {v} (supported: 2, 3)"))),
     }
     // A tensor info takes at least 24 bytes (empty name, no dims, type, offset); a kv pair at
     // least 13 (empty key, type, one byte of value).
@@ -314,11 +314,7 @@ pub(super) fn parse_at(bytes: &[u8], path: &Path) -> Result<GgufHeader> {
 }
 
 /// Bytes of a tensor with `dims` (ne0 first) of type `t`, with every step checked.
-fn tensor_bytes(
-    name: &str,
-    dims: &[u64],
-    t: GgmlType,
-) -> std::result::Result<usize, String> {
+fn tensor_bytes(name: &str, dims: &[u64], t: GgmlType) -> std::result::Result<usize, String> {
     let n = dims
         .iter()
         .try_fold(1u64, |acc, &d| acc.checked_mul(d))
