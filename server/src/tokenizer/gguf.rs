@@ -45,8 +45,23 @@ pub(super) struct GgufVocab {
 
 /// The `tokenizer.ggml.<name>_token_id` keys llama.cpp reads.
 const SPECIAL_ID_KEYS: &[&str] = &[
-    "bos", "eos", "eot", "eom", "unknown", "seperator", "padding", "mask", "fim_pre", "fim_suf",
-    "fim_mid", "fim_pad", "fim_rep", "fim_sep", "prefix", "suffix", "middle",
+    "bos",
+    "eos",
+    "eot",
+    "eom",
+    "unknown",
+    "seperator",
+    "padding",
+    "mask",
+    "fim_pre",
+    "fim_suf",
+    "fim_mid",
+    "fim_pad",
+    "fim_rep",
+    "fim_sep",
+    "prefix",
+    "suffix",
+    "middle",
 ];
 
 impl GgufVocab {
@@ -489,7 +504,7 @@ fn bpe_merges(raw: &[String], ids: &HashMap<&str, u32>) -> Vec<(String, String)>
     let mut merges = Vec::with_capacity(raw.len());
     let mut dropped = 0usize;
     for m in raw {
-        let Some(pos) = m.get(1..).and_then(|s| s.find(' ')).map(|p| p + 1) else {
+        let Some(pos) = m.bytes().skip(1).position(|b| b == b' ').map(|p| p + 1) else {
             dropped += 1;
             continue;
         };

@@ -329,9 +329,7 @@ impl Tokenizer {
 
     /// Whether `id` is a special (control or unknown) token, hidden by `skip_special`.
     pub fn is_special(&self, id: u32) -> bool {
-        self.kinds
-            .get(id as usize)
-            .is_some_and(|k| k.is_special())
+        self.kinds.get(id as usize).is_some_and(|k| k.is_special())
     }
 
     /// The underlying `tokenizers` tokenizer (for callers that need its own pipeline, such as
@@ -457,9 +455,8 @@ impl HfPieceStyle {
     fn piece(self, inner: &tokenizers::Tokenizer, id: u32, text: &str) -> Vec<u8> {
         match self {
             HfPieceStyle::ByteLevel => byte_level_decode(text),
-            HfPieceStyle::SentencePiece => {
-                spm_byte_token(text).map_or_else(|| text.replace('\u{2581}', " ").into(), |b| vec![b])
-            }
+            HfPieceStyle::SentencePiece => spm_byte_token(text)
+                .map_or_else(|| text.replace('\u{2581}', " ").into(), |b| vec![b]),
             HfPieceStyle::Inner => inner
                 .decode(&[id], false)
                 .map(String::into_bytes)
