@@ -9,12 +9,17 @@
 //! [`parse`] is the pure parser over bytes (driven by the fuzz target in `server/fuzz`);
 //! [`GgufFile::open`] memory-maps a file and parses it. Every read is bounds-checked and every
 //! count is checked against the bytes left before anything is allocated, so no input panics.
-//! [`GgufFile`] dereferences to [`GgufHeader`] for the metadata accessors.
+//! [`GgufFile`] dereferences to [`GgufHeader`] for the metadata accessors. [`GgufWriter`] builds
+//! small valid files for tests.
 
 mod reader;
 mod tensor;
 mod types;
 mod value;
+mod writer;
+
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -28,6 +33,7 @@ pub use reader::{DEFAULT_ALIGNMENT, MAX_DIMS};
 pub use tensor::{TensorInfo, TensorView};
 pub use types::GgmlType;
 pub use value::{Value, ValueType};
+pub use writer::GgufWriter;
 
 /// Parse a whole GGUF file held in memory. Errors name the file as `<memory>`.
 pub fn parse(bytes: &[u8]) -> Result<GgufHeader> {

@@ -73,10 +73,11 @@ impl<'a> Cursor<'a> {
         let room = (self.remaining() / min_size.max(1)) as u64;
         if n > room {
             return Err(self.err(format!(
-                "corrupt GGUF file: {} at offset {at} is {n}, but only {} bytes follow, room \
-                 for at most {room}",
+                "truncated or corrupt GGUF file: {} at offset {at} is {n}, but only {} of the \
+                 file's {} bytes follow, room for at most {room}",
                 what(),
-                self.remaining()
+                self.remaining(),
+                self.bytes.len()
             )));
         }
         Ok(n as usize)
