@@ -50,7 +50,10 @@ impl Isa {
     /// Every instruction set this CPU can run, lowest first (property tests run them all).
     pub fn available() -> Vec<Isa> {
         let best = Isa::detect();
-        [Isa::Scalar, Isa::Avx2, Isa::Avx512].into_iter().filter(|i| *i <= best).collect()
+        [Isa::Scalar, Isa::Avx2, Isa::Avx512]
+            .into_iter()
+            .filter(|i| *i <= best)
+            .collect()
     }
 }
 
@@ -59,11 +62,13 @@ pub fn isa() -> Isa {
     static ISA: OnceLock<Isa> = OnceLock::new();
     *ISA.get_or_init(|| {
         let best = Isa::detect();
-        let forced = std::env::var("RYZANSTEIN_ISA").ok().and_then(|v| match v.to_ascii_lowercase().as_str() {
-            "scalar" => Some(Isa::Scalar),
-            "avx2" => Some(Isa::Avx2),
-            "avx512" => Some(Isa::Avx512),
-            _ => None,
+        let forced = std::env::var("RYZANSTEIN_ISA").ok().and_then(|v| {
+            match v.to_ascii_lowercase().as_str() {
+                "scalar" => Some(Isa::Scalar),
+                "avx2" => Some(Isa::Avx2),
+                "avx512" => Some(Isa::Avx512),
+                _ => None,
+            }
         });
         forced.map_or(best, |f| f.min(best))
     })

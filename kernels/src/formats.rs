@@ -112,7 +112,10 @@ pub struct AlignedBytes {
 
 impl AlignedBytes {
     pub fn zeroed(len: usize) -> Self {
-        AlignedBytes { words: vec![0; len.div_ceil(8)], len }
+        AlignedBytes {
+            words: vec![0; len.div_ceil(8)],
+            len,
+        }
     }
     pub fn as_bytes(&self) -> &[u8] {
         &bytemuck::cast_slice(&self.words)[..self.len]

@@ -29,7 +29,12 @@ fn align_of(dtype: DType) -> usize {
 
 impl<'a> MatRef<'a> {
     /// Checks that `data` holds exactly `rows` rows of `cols` values and is aligned for `dtype`.
-    pub fn new(dtype: DType, rows: usize, cols: usize, data: &'a [u8]) -> Result<Self, KernelError> {
+    pub fn new(
+        dtype: DType,
+        rows: usize,
+        cols: usize,
+        data: &'a [u8],
+    ) -> Result<Self, KernelError> {
         let rb = dtype.row_bytes(cols).ok_or(KernelError::RaggedBlocks {
             op: "MatRef::new",
             dtype,
@@ -39,7 +44,11 @@ impl<'a> MatRef<'a> {
         if rb.checked_mul(rows) != Some(data.len()) {
             return Err(KernelError::Shape {
                 op: "MatRef::new",
-                what: format!("{rows}x{cols} {dtype:?} needs {} bytes, got {}", rb * rows, data.len()),
+                what: format!(
+                    "{rows}x{cols} {dtype:?} needs {} bytes, got {}",
+                    rb * rows,
+                    data.len()
+                ),
             });
         }
         if data.as_ptr() as usize % align_of(dtype) != 0 {
@@ -48,7 +57,12 @@ impl<'a> MatRef<'a> {
                 what: format!("{dtype:?} data is not {}-byte aligned", align_of(dtype)),
             });
         }
-        Ok(MatRef { dtype, rows, cols, data })
+        Ok(MatRef {
+            dtype,
+            rows,
+            cols,
+            data,
+        })
     }
 
     fn row_bytes(&self) -> usize {
@@ -66,7 +80,12 @@ impl<'a> MatRef<'a> {
         if r >= self.rows || out.len() != self.cols {
             return Err(KernelError::Shape {
                 op: "dequantize_row",
-                what: format!("row {r} of {} into {} values (need {})", self.rows, out.len(), self.cols),
+                what: format!(
+                    "row {r} of {} into {} values (need {})",
+                    self.rows,
+                    out.len(),
+                    self.cols
+                ),
             });
         }
         let b = self.row(r);
@@ -110,14 +129,24 @@ impl QuantizedActs {
 /// Quantise `x` (`n x k`, row-major) to `dtype` (an activation format).
 pub fn quantize_acts(dtype: DType, x: &[f32], k: usize) -> Result<QuantizedActs, KernelError> {
     let op = "quantize_acts";
-    let row_bytes =
-        dtype.row_bytes(k).ok_or(KernelError::RaggedBlocks { op, dtype, cols: k, block: dtype.block_size() })?;
+    let row_bytes = dtype.row_bytes(k).ok_or(KernelError::RaggedBlocks {
+        op,
+        dtype,
+        cols: k,
+        block: dtype.block_size(),
+    })?;
     if k == 0 || x.len() % k != 0 {
-        return Err(KernelError::Shape { op, what: format!("{} values are not rows of {k}", x.len()) });
+        return Err(KernelError::Shape {
+            op,
+            what: format!("{} values are not rows of {k}", x.len()),
+        });
     }
     let n = x.len() / k;
     let mut buf = AlignedBytes::zeroed(row_bytes * n);
-    for (xr, br) in x.chunks_exact(k).zip(buf.as_bytes_mut().chunks_exact_mut(row_bytes)) {
+    for (xr, br) in x
+        .chunks_exact(k)
+        .zip(buf.as_bytes_mut().chunks_exact_mut(row_bytes))
+    {
         match dtype {
             DType::F32 => bytemuck::cast_slice_mut::<u8, f32>(br).copy_from_slice(xr),
             DType::F16 => scalar::quantize::quantize_row_f16(xr, bytemuck::cast_slice_mut(br)),
@@ -127,7 +156,13 @@ pub fn quantize_acts(dtype: DType, x: &[f32], k: usize) -> Result<QuantizedActs,
             DType::Q4_0 | DType::Q4_1 => return Err(KernelError::Unsupported { op, dtype }),
         }
     }
-    Ok(QuantizedActs { dtype, k, n, row_bytes, buf })
+    Ok(QuantizedActs {
+        dtype,
+        k,
+        n,
+        row_bytes,
+        buf,
+    })
 }
 
 /// One weight row times one activation row.
@@ -137,7 +172,7 @@ fn row_dot(kt: &Kernels, wtype: DType, w: &[u8], a: &[u8]) -> f32 {
         DType::Q4_0 => (kt.dot_q4_0_q8_0)(c::<u8, BlockQ4_0>(w), c::<u8, BlockQ8_0>(a)),
         DType::Q4_1 => (kt.dot_q4_1_q8_1)(c::<u8, BlockQ4_1>(w), c::<u8, BlockQ8_1>(a)),
         DType::Q8_0 => (kt.dot_q8_0_q8_0)(c::<u8, BlockQ8_0>(w), c::<u8, BlockQ8_0>(a)),
-        DType::Q8_1 => (kt.dot_q8_0_q8_0)(c::<u8, BlockQ8_0>(w), c::<u8, BlockQ8_0>(a)),
+        DType::Q8_1 => unreachable!("matmul rejects Q8_1 weights before any dot product"),
         DType::F16 => (kt.dot_f16)(c::<u8, f16>(w), c::<u8, f16>(a)),
         DType::BF16 => (kt.dot_bf16)(c::<u8, bf16>(w), c::<u8, bf16>(a)),
         DType::F32 => (kt.dot_f32)(c::<u8, f32>(w), c::<u8, f32>(a)),
@@ -158,10 +193,18 @@ pub fn matmul_quantized_with(
     out: &mut [f32],
 ) -> Result<(), KernelError> {
     let op = "matmul";
+    if w.dtype == DType::Q8_1 {
+        return Err(KernelError::Unsupported { op, dtype: w.dtype });
+    }
     if acts.dtype != w.dtype.vec_dot_type() {
         return Err(KernelError::Shape {
             op,
-            what: format!("{:?} weights need {:?} activations, got {:?}", w.dtype, w.dtype.vec_dot_type(), acts.dtype),
+            what: format!(
+                "{:?} weights need {:?} activations, got {:?}",
+                w.dtype,
+                w.dtype.vec_dot_type(),
+                acts.dtype
+            ),
         });
     }
     if acts.k != w.cols || out.len() != acts.n * w.rows {
@@ -190,14 +233,16 @@ pub fn matmul_quantized_with(
     }
     // Row-major by weight row, then transposed into `out` (token-major).
     let mut tmp = vec![0.0f32; n * m];
-    tmp.par_chunks_mut(chunk * n).enumerate().for_each(|(c, o)| {
-        for (i, orow) in o.chunks_exact_mut(n).enumerate() {
-            let wr = w.row(c * chunk + i);
-            for (t, v) in orow.iter_mut().enumerate() {
-                *v = row_dot(kt, w.dtype, wr, acts.row(t));
+    tmp.par_chunks_mut(chunk * n)
+        .enumerate()
+        .for_each(|(c, o)| {
+            for (i, orow) in o.chunks_exact_mut(n).enumerate() {
+                let wr = w.row(c * chunk + i);
+                for (t, v) in orow.iter_mut().enumerate() {
+                    *v = row_dot(kt, w.dtype, wr, acts.row(t));
+                }
             }
-        }
-    });
+        });
     for r in 0..m {
         for t in 0..n {
             out[t * m + r] = tmp[r * n + t];
@@ -207,7 +252,11 @@ pub fn matmul_quantized_with(
 }
 
 /// `out` (`n x w.rows`) = pre-quantised activations times `w` transposed.
-pub fn matmul_quantized(w: MatRef<'_>, acts: &QuantizedActs, out: &mut [f32]) -> Result<(), KernelError> {
+pub fn matmul_quantized(
+    w: MatRef<'_>,
+    acts: &QuantizedActs,
+    out: &mut [f32],
+) -> Result<(), KernelError> {
     matmul_quantized_with(kernels(), w, acts, out)
 }
 

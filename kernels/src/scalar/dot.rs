@@ -34,7 +34,12 @@ pub fn vec_dot_q4_1_q8_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
 pub fn vec_dot_q8_0_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
     let mut sumf = 0.0f32;
     for (bx, by) in x.iter().zip(y) {
-        let sumi: i32 = bx.qs.iter().zip(&by.qs).map(|(a, b)| *a as i32 * *b as i32).sum();
+        let sumi: i32 = bx
+            .qs
+            .iter()
+            .zip(&by.qs)
+            .map(|(a, b)| *a as i32 * *b as i32)
+            .sum();
         sumf += sumi as f32 * (bx.d.to_f32() * by.d.to_f32());
     }
     sumf

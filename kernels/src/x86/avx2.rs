@@ -117,7 +117,11 @@ pub unsafe fn vec_dot_f32(x: &[f32], y: &[f32]) -> f32 {
     let mut acc1 = _mm256_setzero_ps();
     let mut i = 0;
     while i + 16 <= n {
-        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(x.as_ptr().add(i)), _mm256_loadu_ps(y.as_ptr().add(i)), acc0);
+        acc0 = _mm256_fmadd_ps(
+            _mm256_loadu_ps(x.as_ptr().add(i)),
+            _mm256_loadu_ps(y.as_ptr().add(i)),
+            acc0,
+        );
         acc1 = _mm256_fmadd_ps(
             _mm256_loadu_ps(x.as_ptr().add(i + 8)),
             _mm256_loadu_ps(y.as_ptr().add(i + 8)),

@@ -134,7 +134,11 @@ pub unsafe fn vec_dot_f32(x: &[f32], y: &[f32]) -> f32 {
     let mut acc = _mm512_setzero_ps();
     let mut i = 0;
     while i + 16 <= n {
-        acc = _mm512_fmadd_ps(_mm512_loadu_ps(x.as_ptr().add(i)), _mm512_loadu_ps(y.as_ptr().add(i)), acc);
+        acc = _mm512_fmadd_ps(
+            _mm512_loadu_ps(x.as_ptr().add(i)),
+            _mm512_loadu_ps(y.as_ptr().add(i)),
+            acc,
+        );
         i += 16;
     }
     _mm512_reduce_add_ps(acc) + avx2::vec_dot_f32(&x[i..n], &y[i..n])

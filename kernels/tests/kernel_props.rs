@@ -1,0 +1,199 @@
+//! Every instruction set's kernels against the scalar reference (random sizes, ragged tails),
+//! and error budgets of the quantised formats against f32. Runs every ISA this CPU has, so on
+//! an AVX-512 machine the AVX-512 path is held to the same properties.
+
+use half::f16;
+use proptest::prelude::*;
+use ryzanstein_kernels::dispatch::{kernels_for, Isa};
+use ryzanstein_kernels::formats::*;
+use ryzanstein_kernels::matmul::{matmul_quantized_with, quantize_acts};
+use ryzanstein_kernels::scalar::quantize::*;
+use ryzanstein_kernels::{DType, MatRef};
+
+fn vec_f32(n: usize, seed: u64) -> Vec<f32> {
+    // xorshift: reproducible values in [-2, 2) with some outliers.
+    let mut s = seed | 1;
+    (0..n)
+        .map(|i| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            let v = (s >> 40) as f32 / (1u64 << 24) as f32 * 4.0 - 2.0;
+            if i % 97 == 13 {
+                v * 8.0
+            } else {
+                v
+            }
+        })
+        .collect()
+}
+
+fn quantize_weights(dtype: DType, x: &[f32]) -> AlignedBytes {
+    let mut buf = AlignedBytes::zeroed(dtype.row_bytes(x.len()).unwrap());
+    let b = buf.as_bytes_mut();
+    match dtype {
+        DType::Q4_0 => quantize_row_q4_0(x, bytemuck::cast_slice_mut(b)),
+        DType::Q4_1 => quantize_row_q4_1(x, bytemuck::cast_slice_mut(b)),
+        DType::Q8_0 => quantize_row_q8_0_ref(x, bytemuck::cast_slice_mut(b)),
+        DType::F16 => quantize_row_f16(x, bytemuck::cast_slice_mut(b)),
+        DType::BF16 => quantize_row_bf16(x, bytemuck::cast_slice_mut(b)),
+        DType::F32 => b.copy_from_slice(bytemuck::cast_slice(x)),
+        DType::Q8_1 => unreachable!(),
+    }
+    buf
+}
+
+const WEIGHT_TYPES: [DType; 6] = [
+    DType::F32,
+    DType::F16,
+    DType::BF16,
+    DType::Q4_0,
+    DType::Q4_1,
+    DType::Q8_0,
+];
+
+fn check_matmul_matches_scalar(dtype: DType, rows: usize, blocks: usize, n: usize, seed: u64) {
+    let k = blocks * 32;
+    let w = vec_f32(rows * k, seed);
+    let x = vec_f32(n * k, seed.wrapping_mul(31) + 7);
+    let wq = quantize_weights(dtype, &w);
+    let wm = MatRef::new(dtype, rows, k, wq.as_bytes()).unwrap();
+    let acts = quantize_acts(dtype.vec_dot_type(), &x, k).unwrap();
+    let scalar = kernels_for(Isa::Scalar).unwrap();
+    let mut want = vec![0.0; n * rows];
+    matmul_quantized_with(scalar, wm, &acts, &mut want).unwrap();
+    for isa in Isa::available() {
+        let kt = kernels_for(isa).unwrap();
+        let mut got = vec![0.0; n * rows];
+        matmul_quantized_with(kt, wm, &acts, &mut got).unwrap();
+        for (g, w) in got.iter().zip(&want) {
+            let tol = 1e-4 * (1.0 + w.abs()) * (k as f32).sqrt();
+            assert!(
+                (g - w).abs() <= tol,
+                "{dtype:?} {isa:?}: {g} vs scalar {w} (k={k})"
+            );
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+    #[test]
+    fn simd_matches_scalar(rows in 1usize..40, blocks in 1usize..13, n in 1usize..4, seed in any::<u64>(), t in 0usize..6) {
+        check_matmul_matches_scalar(WEIGHT_TYPES[t], rows, blocks, n, seed);
+    }
+
+    #[test]
+    fn f32_tail_lengths(len in 1usize..100, seed in any::<u64>()) {
+        let x = vec_f32(len, seed);
+        let y = vec_f32(len, seed ^ 0xabc);
+        let want = (kernels_for(Isa::Scalar).unwrap().dot_f32)(&x, &y);
+        for isa in Isa::available() {
+            let got = (kernels_for(isa).unwrap().dot_f32)(&x, &y);
+            prop_assert!((got - want).abs() <= 1e-4 * (1.0 + want.abs()), "{isa:?} {got} vs {want}");
+            let xh: Vec<f16> = x.iter().map(|v| f16::from_f32(*v)).collect();
+            let yh: Vec<f16> = y.iter().map(|v| f16::from_f32(*v)).collect();
+            let wh = (kernels_for(Isa::Scalar).unwrap().dot_f16)(&xh, &yh);
+            let gh = (kernels_for(isa).unwrap().dot_f16)(&xh, &yh);
+            prop_assert!((gh - wh).abs() <= 1e-3 * (1.0 + wh.abs()), "{isa:?} f16 {gh} vs {wh}");
+        }
+    }
+}
+
+/// The quantised product stays within each format's error budget of the exact f32 product.
+#[test]
+fn error_budget_against_f32() {
+    let (rows, k) = (16, 512);
+    let w = vec_f32(rows * k, 3);
+    let x = vec_f32(k, 5);
+    let exact: Vec<f64> = (0..rows)
+        .map(|r| {
+            w[r * k..(r + 1) * k]
+                .iter()
+                .zip(&x)
+                .map(|(a, b)| (*a as f64) * (*b as f64))
+                .sum()
+        })
+        .collect();
+    let scale: f64 = (exact.iter().map(|v| v * v).sum::<f64>() / rows as f64).sqrt();
+    for (dtype, budget) in [
+        (DType::F32, 1e-6),
+        (DType::F16, 2e-3),
+        (DType::BF16, 2e-2),
+        (DType::Q8_0, 2e-2),
+        (DType::Q4_1, 0.15),
+        (DType::Q4_0, 0.2),
+    ] {
+        let wq = quantize_weights(dtype, &w);
+        let wm = MatRef::new(dtype, rows, k, wq.as_bytes()).unwrap();
+        let mut out = vec![0.0; rows];
+        ryzanstein_kernels::matmul(wm, &x, &mut out).unwrap();
+        let rms_err = (out
+            .iter()
+            .zip(&exact)
+            .map(|(a, b)| (*a as f64 - b).powi(2))
+            .sum::<f64>()
+            / rows as f64)
+            .sqrt();
+        assert!(
+            rms_err / scale < budget,
+            "{dtype:?}: relative rms error {} over budget {budget}",
+            rms_err / scale
+        );
+    }
+}
+
+#[test]
+fn q8_activation_quantisation_matches_llama_cpp_rules() {
+    // amax 127 -> d = 1, values round half to even.
+    let mut x = vec![0.0f32; 32];
+    x[0] = 127.0;
+    x[1] = 2.5;
+    x[2] = -3.5;
+    x[3] = 1.5;
+    let mut b = [BlockQ8_1 {
+        d: f16::ZERO,
+        s: f16::ZERO,
+        qs: [0; 32],
+    }];
+    quantize_row_q8_1(&x, &mut b);
+    assert_eq!(b[0].d.to_f32(), 1.0);
+    assert_eq!(&b[0].qs[..4], &[127, 2, -4, 2]);
+    assert_eq!(b[0].s.to_f32(), 127.0);
+    let mut z = [BlockQ8_0 {
+        d: f16::ONE,
+        qs: [1; 32],
+    }];
+    quantize_row_q8_0(&[0.0; 32], &mut z);
+    assert_eq!(z[0].d.to_f32(), 0.0);
+    assert_eq!(z[0].qs, [0; 32]);
+}
+
+#[test]
+fn shape_errors_are_reported() {
+    let buf = AlignedBytes::zeroed(40);
+    assert!(MatRef::new(DType::Q4_1, 2, 32, &buf.as_bytes()[..39]).is_err());
+    assert!(MatRef::new(DType::Q4_1, 1, 33, buf.as_bytes()).is_err());
+    let w = MatRef::new(DType::Q4_1, 2, 32, buf.as_bytes()).unwrap();
+    let mut out = vec![0.0; 3];
+    let err = ryzanstein_kernels::matmul(w, &[0.0; 32], &mut out).unwrap_err();
+    assert!(err.to_string().contains("output of 3 values"), "{err}");
+}
+
+#[test]
+fn dequantize_matches_blocks() {
+    let x = vec_f32(64, 9);
+    for dtype in WEIGHT_TYPES {
+        let wq = quantize_weights(dtype, &x);
+        let wm = MatRef::new(dtype, 1, 64, wq.as_bytes()).unwrap();
+        let mut out = vec![0.0; 64];
+        wm.dequantize_row(0, &mut out).unwrap();
+        let max_err = out
+            .iter()
+            .zip(&x)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        assert!(max_err <= amax * 0.1, "{dtype:?}: {max_err}");
+    }
+}
