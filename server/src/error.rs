@@ -37,13 +37,54 @@ pub enum Error {
     // --- engine ---
     #[error("engine: {0}")]
     Engine(String),
+    /// The prompt plus the requested completion does not fit the context window.
+    #[error("{}", context_overflow_message(*.prompt_tokens, *.max_tokens, *.context_length))]
+    ContextOverflow {
+        prompt_tokens: usize,
+        max_tokens: usize,
+        context_length: usize,
+    },
+    /// The prompt tokenized to nothing: there is no position to predict from.
+    #[error("the prompt is empty (0 tokens); send at least one token of text")]
+    EmptyPrompt,
+    /// A prompt token id the model's vocabulary does not have.
+    #[error("the prompt has token id {id}, but the vocabulary has {vocab_size} tokens (ids 0 to {}); send ids from this model's tokenizer", vocab_size.saturating_sub(1))]
+    TokenOutOfRange { id: u32, vocab_size: usize },
+    /// The engine's bounded queue is full; the caller should retry later.
+    #[error("the engine's queue is full ({capacity} requests waiting); retry in a moment")]
+    QueueFull { capacity: usize },
+    /// The engine's worker thread is gone (it panicked or the server is shutting down).
+    #[error("engine: the generation worker has stopped; restart the server")]
+    EngineStopped,
 }
 
 impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io {
+            path: path.into(),
+            source,
+        }
     }
     pub fn model_file(path: impl Into<PathBuf>, what: impl Into<String>) -> Self {
-        Error::ModelFile { path: path.into(), what: what.into() }
+        Error::ModelFile {
+            path: path.into(),
+            what: what.into(),
+        }
+    }
+}
+
+fn context_overflow_message(prompt: usize, max_tokens: usize, context: usize) -> String {
+    if prompt >= context {
+        format!(
+            "the prompt is {prompt} tokens, which leaves no room in the context length of \
+             {context} tokens; shorten the prompt to fewer than {context} tokens"
+        )
+    } else {
+        format!(
+            "the prompt is {prompt} tokens and max_tokens is {max_tokens}, together more than \
+             the context length of {context} tokens; set max_tokens to at most {} or shorten \
+             the prompt",
+            context - prompt
+        )
     }
 }

@@ -1,0 +1,253 @@
+//! The OpenAI-compatible HTTP surface (axum): routes, one middleware stack, graceful shutdown.
+//!
+//! - `POST /v1/chat/completions`, `POST /v1/completions`: JSON or SSE (`stream: true`).
+//! - `GET /v1/models`: the served model.
+//! - `GET /healthz`: 200 while the process is up. `GET /readyz`: 200 once the model is loaded,
+//!   503 before that and once shutdown has begun.
+//!
+//! The port is bound before the model loads (see [`AppState::set_engine`]), so readiness can be
+//! watched while loading.
+
+pub mod errors;
+pub mod routes;
+pub mod sse;
+pub mod types;
+pub mod validation;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::error_handling::HandleErrorLayer;
+use axum::routing::{get, post};
+use axum::Router;
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower::ServiceBuilder;
+use tower_http::trace::TraceLayer;
+
+use crate::engine::EngineHandle;
+pub use errors::ApiError;
+
+/// What the handlers share.
+pub struct AppState {
+    /// The model name clients use (`model` in requests and responses).
+    pub served_name: String,
+    /// When the server started (the `created` of `/v1/models`).
+    pub created: u64,
+    engine: OnceLock<EngineHandle>,
+    shutting_down: AtomicBool,
+}
+
+impl AppState {
+    pub fn new(served_name: impl Into<String>) -> Arc<AppState> {
+        Arc::new(AppState {
+            served_name: served_name.into(),
+            created: routes::created_now(),
+            engine: OnceLock::new(),
+            shutting_down: AtomicBool::new(false),
+        })
+    }
+
+    /// Makes the server ready: requests are served from now on.
+    pub fn set_engine(&self, engine: EngineHandle) {
+        if self.engine.set(engine).is_err() {
+            tracing::warn!("set_engine called twice; keeping the first engine");
+        }
+    }
+
+    /// Readiness goes false and new generation requests are refused with 503.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.engine().is_ok()
+    }
+
+    /// The engine, or why requests cannot be served now.
+    pub fn engine(&self) -> Result<EngineHandle, ApiError> {
+        if self.shutting_down.load(Ordering::SeqCst) {
+            return Err(ApiError::NotReady {
+                message: "the server is shutting down; send the request to another replica".into(),
+            });
+        }
+        self.engine
+            .get()
+            .cloned()
+            .ok_or_else(|| ApiError::NotReady {
+                message: "the model is still loading; retry when GET /readyz returns 200".into(),
+            })
+    }
+}
+
+/// HTTP-level limits.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// A request that has not produced its response (headers, for streams) by then gets 504.
+    pub request_timeout: Duration,
+    /// Requests handled at once; more are answered 503 with `Retry-After` right away.
+    pub max_concurrent_requests: usize,
+    /// After SIGTERM/Ctrl-C, in-flight requests get this long to finish.
+    pub drain_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            request_timeout: Duration::from_secs(600),
+            max_concurrent_requests: 256,
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The application: API routes behind one middleware stack (error mapping, load shedding, a
+/// global concurrency limit, a timeout), probes outside it, tracing around everything.
+pub fn router(state: Arc<AppState>, cfg: &ServerConfig) -> Router {
+    let timeout_secs = cfg.request_timeout.as_secs();
+    let middleware = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(
+            move |err: tower::BoxError| async move {
+                if err.is::<tower::timeout::error::Elapsed>() {
+                    ApiError::Timeout { secs: timeout_secs }
+                } else if err.is::<tower::load_shed::error::Overloaded>() {
+                    ApiError::Overloaded
+                } else {
+                    ApiError::Internal {
+                        message: format!("unhandled middleware error: {err}"),
+                    }
+                }
+            },
+        ))
+        .load_shed()
+        .layer(GlobalConcurrencyLimitLayer::new(
+            cfg.max_concurrent_requests,
+        ))
+        .timeout(cfg.request_timeout);
+
+    let api = Router::new()
+        .route("/v1/chat/completions", post(routes::chat_completions))
+        .route("/v1/completions", post(routes::completions))
+        .route("/v1/models", get(routes::models))
+        .layer(middleware);
+
+    Router::new()
+        .route("/healthz", get(routes::healthz))
+        .route("/readyz", get(routes::readyz))
+        .merge(api)
+        .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Serves until SIGTERM or Ctrl-C, then stops accepting, lets in-flight requests finish (up to
+/// the drain timeout) and returns.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    cfg: ServerConfig,
+) -> std::io::Result<()> {
+    let app = router(state.clone(), &cfg);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutdown requested: readiness off, draining in-flight requests");
+        state.begin_shutdown();
+        let _ = stop_tx.send(true);
+        // Keep the sender alive so the receivers do not see a spurious close.
+        std::future::pending::<()>().await;
+    });
+    let mut graceful = stop_rx.clone();
+    let mut drain = stop_rx;
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let _ = graceful.wait_for(|stop| *stop).await;
+    });
+    let drain_timeout = cfg.drain_timeout;
+    tokio::select! {
+        r = server => r,
+        _ = async move {
+            let _ = drain.wait_for(|stop| *stop).await;
+            tokio::time::sleep(drain_timeout).await;
+        } => {
+            tracing::warn!(?drain_timeout, "drain timeout reached; exiting with requests in flight");
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!("cannot listen for Ctrl-C: {e}");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt;
+
+    async fn call(app: Router, req: Request<Body>) -> (StatusCode, serde_json::Value) {
+        let resp = app.oneshot(req).await.unwrap();
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn before_the_model_loads_generation_is_503_and_probes_answer() {
+        let state = AppState::new("smol");
+        let app = router(state.clone(), &ServerConfig::default());
+        let get = |uri: &str| Request::get(uri).body(Body::empty()).unwrap();
+        assert_eq!(call(app.clone(), get("/healthz")).await.0, StatusCode::OK);
+        assert_eq!(
+            call(app.clone(), get("/readyz")).await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        let (status, models) = call(app.clone(), get("/v1/models")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(models["data"][0]["id"], "smol");
+        assert_eq!(models["data"][0]["owned_by"], "ryzanstein");
+
+        let chat = Request::post("/v1/chat/completions")
+            .header("content-type", "application/json")
+            .body(Body::from(
+                r#"{"messages":[{"role":"user","content":"hi"}]}"#,
+            ))
+            .unwrap();
+        let (status, body) = call(app.clone(), chat).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["error"]["code"], "not_ready");
+
+        let (status, body) = call(app.clone(), get("/v1/nope")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(body["error"]["type"], "invalid_request_error");
+        let (status, _) = call(app, get("/v1/chat/completions")).await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    }
+}

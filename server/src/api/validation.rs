@@ -1,0 +1,572 @@
+//! Raw requests to typed [`ValidRequest`]s, with errors written for the person sending them.
+//!
+//! Parsing (`parse_body`) names the offending field for wrong JSON types; `validate` checks
+//! ranges and the fields we do not support. What needs the model (tokenizing, the context
+//! length, the vocabulary) is checked by the engine when the request is submitted.
+
+use axum::http::{header, HeaderMap};
+
+use super::errors::ApiError;
+use super::types::{RawContent, RawMessage, RawPrompt, RawRequest, RawStop};
+use crate::chat_template::ChatMessage;
+use crate::sampler::SamplingParams;
+
+/// Which endpoint a request came to; it decides whether `messages` or `prompt` is required.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Chat,
+    Completions,
+}
+
+/// What the model is asked to continue.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PromptInput {
+    /// Chat messages, to be rendered with the model's chat template.
+    Chat(Vec<ChatMessage>),
+    /// Raw text, tokenized as is.
+    Text(String),
+    /// Token ids, used as is.
+    Tokens(Vec<u32>),
+}
+
+/// A request that passed every check that does not need the model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidRequest {
+    pub endpoint: Endpoint,
+    /// The model name to answer with (the one requested, which is the served one).
+    pub model: String,
+    pub input: PromptInput,
+    /// `None`: until the context is full (or a stop condition).
+    pub max_tokens: Option<usize>,
+    pub sampling: SamplingParams,
+    pub stop: Vec<String>,
+    pub stream: bool,
+    pub include_usage: bool,
+    pub ignore_eos: bool,
+}
+
+/// Checks the Content-Type and parses the body, naming the field whose JSON type is wrong.
+pub fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<RawRequest, ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let is_json = content_type.as_deref().is_some_and(|ct| {
+        let mime = ct
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+    });
+    if !is_json {
+        let got = match &content_type {
+            Some(ct) => format!("Content-Type {ct:?}"),
+            None => "no Content-Type header".to_owned(),
+        };
+        return Err(ApiError::invalid_body(format!(
+            "the request body must be JSON with Content-Type: application/json, but it has \
+             {got}; set that header and send a JSON object"
+        )));
+    }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::invalid_body(
+            "the request body is empty; send a JSON object such as \
+             {\"model\": ..., \"messages\": [...]}",
+        ));
+    }
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::invalid_body(
+            match serde_json::from_slice::<serde_json::Value>(body) {
+                Ok(v) => format!(
+                    "the request body must be a JSON object, but it is {}",
+                    json_kind(&v)
+                ),
+                Err(e) => format!("the request body is not valid JSON: {e}"),
+            },
+        ));
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let parsed: Result<RawRequest, _> = serde_path_to_error::deserialize(&mut de);
+    let raw = parsed.map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        match inner.classify() {
+            serde_json::error::Category::Data if path != "." => ApiError::invalid(
+                path.clone(),
+                format!("field `{path}` has the wrong type or value: {inner}"),
+            ),
+            serde_json::error::Category::Data => {
+                ApiError::invalid_body(format!("the request body must be a JSON object: {inner}"))
+            }
+            _ => ApiError::invalid_body(format!("the request body is not valid JSON: {inner}")),
+        }
+    })?;
+    de.end().map_err(|e| {
+        ApiError::invalid_body(format!(
+            "the request body has data after the JSON object: {e}"
+        ))
+    })?;
+    Ok(raw)
+}
+
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+/// Turns a parsed request into a [`ValidRequest`] for `endpoint` on a server serving
+/// `served_name`.
+pub fn validate(
+    raw: RawRequest,
+    endpoint: Endpoint,
+    served_name: &str,
+) -> Result<ValidRequest, ApiError> {
+    let model = match raw.model {
+        Some(m) if m != served_name => {
+            return Err(ApiError::ModelNotFound {
+                requested: m,
+                served: served_name.to_owned(),
+            })
+        }
+        _ => served_name.to_owned(),
+    };
+
+    let sampling = validate_sampling(&raw)?;
+    let input = match endpoint {
+        Endpoint::Chat => PromptInput::Chat(validate_messages(raw.messages)?),
+        Endpoint::Completions => validate_prompt(raw.prompt)?,
+    };
+
+    if let Some(n) = raw.n {
+        if n != 1 {
+            return Err(ApiError::invalid(
+                "n",
+                format!("n is {n}, but only n = 1 (one choice per request) is supported"),
+            ));
+        }
+    }
+    let wants_logprobs = match &raw.logprobs {
+        None | Some(serde_json::Value::Null) | Some(serde_json::Value::Bool(false)) => false,
+        Some(serde_json::Value::Number(n)) => n.as_f64() != Some(0.0),
+        Some(_) => true,
+    };
+    if wants_logprobs {
+        return Err(ApiError::invalid(
+            "logprobs",
+            "logprobs are not supported yet; leave logprobs out or set it to false",
+        ));
+    }
+    if raw.top_logprobs.is_some_and(|n| n > 0) {
+        return Err(ApiError::invalid(
+            "top_logprobs",
+            "top_logprobs is not supported yet; leave it out",
+        ));
+    }
+    if raw.echo == Some(true) {
+        return Err(ApiError::invalid(
+            "echo",
+            "echo is not supported; leave it out or set it to false",
+        ));
+    }
+
+    // max_completion_tokens is the current name; max_tokens the older one.
+    let (max_param, max_value) = match (raw.max_completion_tokens, raw.max_tokens) {
+        (Some(v), _) => ("max_completion_tokens", Some(v)),
+        (None, v) => ("max_tokens", v),
+    };
+    let max_tokens = match max_value {
+        Some(v) if v < 1 => {
+            return Err(ApiError::invalid(
+                max_param,
+                format!("{max_param} is {v}; it must be at least 1"),
+            ))
+        }
+        Some(v) => Some(usize::try_from(v).unwrap_or(usize::MAX)),
+        None => None,
+    };
+
+    let stop = match raw.stop {
+        None => Vec::new(),
+        Some(RawStop::One(s)) => vec![s],
+        Some(RawStop::Many(v)) => v,
+    };
+    if stop.iter().any(String::is_empty) {
+        return Err(ApiError::invalid(
+            "stop",
+            "stop contains an empty string, which would stop before any text; remove it",
+        ));
+    }
+
+    let stream = raw.stream.unwrap_or(false);
+    Ok(ValidRequest {
+        endpoint,
+        model,
+        input,
+        max_tokens,
+        sampling,
+        stop,
+        stream,
+        include_usage: stream
+            && raw
+                .stream_options
+                .and_then(|o| o.include_usage)
+                .unwrap_or(false),
+        ignore_eos: raw.ignore_eos.unwrap_or(false),
+    })
+}
+
+fn validate_sampling(raw: &RawRequest) -> Result<SamplingParams, ApiError> {
+    let mut p = SamplingParams::default();
+    if let Some(t) = raw.temperature {
+        if !(0.0..=2.0).contains(&t) {
+            return Err(ApiError::invalid(
+                "temperature",
+                format!("temperature is {t}; it must be between 0 and 2 (0 is greedy)"),
+            ));
+        }
+        p.temperature = t as f32;
+    }
+    if let Some(v) = raw.top_p {
+        if !(v > 0.0 && v <= 1.0) {
+            return Err(ApiError::invalid(
+                "top_p",
+                format!("top_p is {v}; it must be greater than 0 and at most 1 (1 disables it)"),
+            ));
+        }
+        p.top_p = v as f32;
+    }
+    if let Some(k) = raw.top_k {
+        if k < -1 {
+            return Err(ApiError::invalid(
+                "top_k",
+                format!("top_k is {k}; it must be a positive count, or 0 or -1 to disable it"),
+            ));
+        }
+        p.top_k = k.max(0) as usize;
+    }
+    if let Some(v) = raw.min_p {
+        if !(0.0..=1.0).contains(&v) {
+            return Err(ApiError::invalid(
+                "min_p",
+                format!("min_p is {v}; it must be between 0 and 1 (0 disables it)"),
+            ));
+        }
+        p.min_p = v as f32;
+    }
+    for (name, value, target) in [
+        (
+            "presence_penalty",
+            raw.presence_penalty,
+            &mut p.presence_penalty,
+        ),
+        (
+            "frequency_penalty",
+            raw.frequency_penalty,
+            &mut p.frequency_penalty,
+        ),
+    ] {
+        if let Some(v) = value {
+            if !(-2.0..=2.0).contains(&v) {
+                return Err(ApiError::invalid(
+                    name,
+                    format!("{name} is {v}; it must be between -2 and 2 (0 disables it)"),
+                ));
+            }
+            *target = v as f32;
+        }
+    }
+    if let Some(v) = raw.repetition_penalty {
+        if !(v > 0.0 && v.is_finite()) {
+            return Err(ApiError::invalid(
+                "repetition_penalty",
+                format!("repetition_penalty is {v}; it must be greater than 0 (1 disables it)"),
+            ));
+        }
+        p.repetition_penalty = v as f32;
+    }
+    if let Some(n) = raw.repeat_last_n {
+        p.penalty_last_n = match n {
+            -1 => usize::MAX,
+            n if n >= 0 => n as usize,
+            _ => {
+                return Err(ApiError::invalid(
+                    "repeat_last_n",
+                    format!(
+                        "repeat_last_n is {n}; it must be 0 (off), a positive count, or -1 \
+                         (the whole context)"
+                    ),
+                ))
+            }
+        };
+    }
+    // llama.cpp's convention: -1 asks for a random seed.
+    p.seed = raw.seed.filter(|&s| s != -1).map(|s| s as u64);
+    Ok(p)
+}
+
+fn validate_messages(messages: Option<Vec<RawMessage>>) -> Result<Vec<ChatMessage>, ApiError> {
+    let Some(messages) = messages else {
+        return Err(ApiError::invalid(
+            "messages",
+            "messages is required: an array of {\"role\", \"content\"} objects",
+        ));
+    };
+    if messages.is_empty() {
+        return Err(ApiError::invalid(
+            "messages",
+            "messages is empty; send at least one message",
+        ));
+    }
+    messages
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let role = match m.role.as_str() {
+                "system" | "user" | "assistant" | "tool" => m.role,
+                // OpenAI's newer name for the system role; templates know "system".
+                "developer" => "system".to_owned(),
+                other => {
+                    return Err(ApiError::invalid(
+                        format!("messages[{i}].role"),
+                        format!(
+                            "messages[{i}].role is {other:?}; it must be one of system, \
+                             developer, user, assistant, tool"
+                        ),
+                    ))
+                }
+            };
+            let content = match m.content {
+                None => String::new(),
+                Some(RawContent::Text(s)) => s,
+                Some(RawContent::Parts(parts)) => {
+                    let mut text = String::new();
+                    for (j, part) in parts.into_iter().enumerate() {
+                        let param = format!("messages[{i}].content[{j}]");
+                        if part.kind != "text" {
+                            return Err(ApiError::invalid(
+                                format!("{param}.type"),
+                                format!(
+                                    "{param} is a {:?} part; only \"text\" parts are supported",
+                                    part.kind
+                                ),
+                            ));
+                        }
+                        let Some(t) = part.text else {
+                            return Err(ApiError::invalid(
+                                format!("{param}.text"),
+                                format!("{param} is a text part without \"text\""),
+                            ));
+                        };
+                        text.push_str(&t);
+                    }
+                    text
+                }
+            };
+            Ok(ChatMessage { role, content })
+        })
+        .collect()
+}
+
+fn validate_prompt(prompt: Option<RawPrompt>) -> Result<PromptInput, ApiError> {
+    let several = |n: usize| {
+        ApiError::invalid(
+            "prompt",
+            format!("prompt holds {n} prompts; send exactly one (a string or one array)"),
+        )
+    };
+    match prompt {
+        None => Err(ApiError::invalid(
+            "prompt",
+            "prompt is required: a string, or an array of token ids",
+        )),
+        Some(RawPrompt::Text(s)) => Ok(PromptInput::Text(s)),
+        Some(RawPrompt::Tokens(ids)) => Ok(PromptInput::Tokens(ids)),
+        Some(RawPrompt::Texts(mut v)) if v.len() == 1 => Ok(PromptInput::Text(v.remove(0))),
+        Some(RawPrompt::Texts(v)) => Err(several(v.len())),
+        Some(RawPrompt::TokenLists(mut v)) if v.len() == 1 => Ok(PromptInput::Tokens(v.remove(0))),
+        Some(RawPrompt::TokenLists(v)) => Err(several(v.len())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn json_headers() -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        h
+    }
+
+    fn check(body: serde_json::Value, endpoint: Endpoint) -> Result<ValidRequest, ApiError> {
+        let raw = parse_body(&json_headers(), body.to_string().as_bytes())?;
+        validate(raw, endpoint, "smol")
+    }
+
+    fn chat(extra: serde_json::Value) -> Result<ValidRequest, ApiError> {
+        let mut body = serde_json::json!({"model": "smol",
+            "messages": [{"role": "user", "content": "hi"}]});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        check(body, Endpoint::Chat)
+    }
+
+    fn param_of(r: Result<ValidRequest, ApiError>) -> Option<String> {
+        match r {
+            Err(ApiError::InvalidRequest { param, .. }) => param,
+            other => panic!("expected a 400, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_plain_chat_request_is_valid() {
+        let v = chat(
+            serde_json::json!({"temperature": 0, "max_tokens": 5, "stop": "\n",
+            "stream": true, "stream_options": {"include_usage": true}, "seed": 3,
+            "some_unknown_field": [1, 2]}),
+        )
+        .unwrap();
+        assert_eq!(v.model, "smol");
+        assert_eq!(
+            v.input,
+            PromptInput::Chat(vec![ChatMessage {
+                role: "user".into(),
+                content: "hi".into()
+            }])
+        );
+        assert_eq!(v.max_tokens, Some(5));
+        assert!(v.sampling.is_greedy());
+        assert_eq!(v.sampling.seed, Some(3));
+        assert_eq!(v.stop, vec!["\n".to_string()]);
+        assert!(v.stream && v.include_usage);
+    }
+
+    #[test]
+    fn content_parts_are_joined() {
+        let v = check(
+            serde_json::json!({"messages": [{"role": "developer", "content":
+                [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}]}),
+            Endpoint::Chat,
+        )
+        .unwrap();
+        assert_eq!(
+            v.input,
+            PromptInput::Chat(vec![ChatMessage {
+                role: "system".into(),
+                content: "ab".into()
+            }])
+        );
+        let bad = check(
+            serde_json::json!({"messages": [{"role": "user", "content":
+                [{"type": "image_url", "image_url": {"url": "x"}}]}]}),
+            Endpoint::Chat,
+        );
+        assert_eq!(
+            param_of(bad).as_deref(),
+            Some("messages[0].content[0].type")
+        );
+    }
+
+    #[test]
+    fn out_of_range_values_name_their_field() {
+        use serde_json::json;
+        for (extra, param) in [
+            (json!({"temperature": 2.5}), "temperature"),
+            (json!({"temperature": -0.1}), "temperature"),
+            (json!({"top_p": 0}), "top_p"),
+            (json!({"top_p": 1.5}), "top_p"),
+            (json!({"max_tokens": 0}), "max_tokens"),
+            (
+                json!({"max_completion_tokens": -3}),
+                "max_completion_tokens",
+            ),
+            (json!({"n": 2}), "n"),
+            (json!({"logprobs": true}), "logprobs"),
+            (json!({"min_p": 2}), "min_p"),
+            (json!({"top_k": -5}), "top_k"),
+            (json!({"presence_penalty": 3}), "presence_penalty"),
+            (json!({"repeat_penalty": 0}), "repetition_penalty"),
+            (json!({"stop": ["ok", ""]}), "stop"),
+            (json!({"messages": []}), "messages"),
+            (
+                json!({"messages": [{"role": "wizard", "content": "x"}]}),
+                "messages[0].role",
+            ),
+            (json!({"temperature": "hot"}), "temperature"),
+        ] {
+            assert_eq!(
+                param_of(chat(extra.clone())).as_deref(),
+                Some(param),
+                "{extra}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_model_is_404() {
+        let e = chat(serde_json::json!({"model": "gpt-4"})).unwrap_err();
+        assert_eq!(e.status(), 404);
+        assert_eq!(e.body().error.code.as_deref(), Some("model_not_found"));
+    }
+
+    #[test]
+    fn bad_json_and_content_type_are_400_without_param() {
+        let e = parse_body(&json_headers(), b"{\"messages\": [").unwrap_err();
+        assert_eq!(e.status(), 400);
+        assert!(e.body().error.message.contains("not valid JSON"));
+        let e = parse_body(&HeaderMap::new(), b"{}").unwrap_err();
+        assert_eq!(e.status(), 400);
+        assert!(e.body().error.message.contains("Content-Type"));
+        let e = parse_body(&json_headers(), b"[1]").unwrap_err();
+        assert!(e.body().error.message.contains("JSON object"));
+        let e = parse_body(&json_headers(), b"{} {}").unwrap_err();
+        assert!(e.body().error.message.contains("after the JSON object"));
+    }
+
+    #[test]
+    fn prompts_take_one_string_or_token_list() {
+        use serde_json::json;
+        let ok = |p: serde_json::Value| check(json!({"prompt": p}), Endpoint::Completions);
+        assert_eq!(
+            ok(json!("hi")).unwrap().input,
+            PromptInput::Text("hi".into())
+        );
+        assert_eq!(
+            ok(json!(["hi"])).unwrap().input,
+            PromptInput::Text("hi".into())
+        );
+        assert_eq!(
+            ok(json!([1, 2, 3])).unwrap().input,
+            PromptInput::Tokens(vec![1, 2, 3])
+        );
+        assert_eq!(
+            ok(json!([[4, 5]])).unwrap().input,
+            PromptInput::Tokens(vec![4, 5])
+        );
+        assert_eq!(param_of(ok(json!(["a", "b"]))).as_deref(), Some("prompt"));
+        assert_eq!(
+            param_of(check(json!({}), Endpoint::Completions)).as_deref(),
+            Some("prompt")
+        );
+    }
+
+    #[test]
+    fn max_completion_tokens_wins_and_seed_minus_one_is_random() {
+        let v = chat(serde_json::json!({"max_tokens": 9, "max_completion_tokens": 4, "seed": -1}))
+            .unwrap();
+        assert_eq!(v.max_tokens, Some(4));
+        assert_eq!(v.sampling.seed, None);
+    }
+}

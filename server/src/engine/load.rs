@@ -1,0 +1,112 @@
+//! From a model source spec to a running [`Engine`]: resolve the files, build the tokenizer,
+//! the chat template and the model.
+
+use std::path::Path;
+
+// TEMPORARY(until source/, safetensors_dir and models::load land): `load` is compiled out.
+#[cfg(any())]
+use super::{Engine, EngineOptions};
+#[cfg(any())]
+use crate::{
+    chat_template::ChatTemplate,
+    gguf::GgufFile,
+    models,
+    safetensors_dir::HfDir,
+    source::{self, ModelFiles},
+    tokenizer::Tokenizer,
+    Error, Result,
+};
+
+/// Resolves `spec` (a local path, `hf://org/repo[@rev]` or `bundled://NAME`; blocking, may
+/// download), loads the model and starts the engine.
+#[cfg(any())]
+pub fn load(spec: &str, opts: &EngineOptions) -> Result<Engine> {
+    let files = source::resolve(spec, &source::cache_root())?;
+    let (tokenizer, template) = match &files {
+        ModelFiles::Gguf(path) => {
+            let g = GgufFile::open(path)?;
+            let tok = Tokenizer::from_gguf(&g)?;
+            let template = ChatTemplate::from_gguf(&g, &tok)?;
+            (tok, template)
+        }
+        ModelFiles::HfDir(dir) => {
+            let hf = HfDir::open(dir)?;
+            let tokenizer_json = hf.tokenizer_json().ok_or_else(|| {
+                Error::model_file(
+                    dir,
+                    "no tokenizer.json in this model directory; add the model's tokenizer.json",
+                )
+            })?;
+            let config = hf.tokenizer_config()?;
+            let tok = Tokenizer::from_hf_files(&tokenizer_json, config.as_ref())?;
+            let template = match &config {
+                Some(c) => ChatTemplate::from_tokenizer_config(c)?,
+                None => None,
+            };
+            (tok, template)
+        }
+    };
+    if template.is_none() {
+        tracing::warn!(
+            spec,
+            "the model has no chat template; /v1/chat/completions will refuse"
+        );
+    }
+    let model = models::load(&files, opts.threads)?;
+    tracing::info!(
+        spec,
+        architecture = model.architecture(),
+        vocab = model.vocab_size(),
+        context = model.context_length(),
+        threads = opts.threads,
+        "model loaded"
+    );
+    Engine::start(model, tokenizer, template, opts)
+}
+
+/// The name a model is served under when none is given: the bundled name for `bundled://`,
+/// the repository name for `hf://org/repo[@rev]`, else the file stem (or directory name).
+pub fn default_served_name(spec: &str) -> String {
+    if let Some(name) = spec.strip_prefix("bundled://") {
+        return name.trim_matches('/').to_owned();
+    }
+    if let Some(repo) = spec.strip_prefix("hf://") {
+        let repo = repo.split('@').next().unwrap_or(repo).trim_end_matches('/');
+        return repo.rsplit('/').next().unwrap_or(repo).to_owned();
+    }
+    let path = Path::new(spec);
+    let name = if path.is_dir() {
+        path.file_name()
+    } else {
+        path.file_stem()
+    };
+    name.map(|n| n.to_string_lossy().into_owned())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| spec.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn served_names_follow_the_source() {
+        assert_eq!(
+            default_served_name("bundled://smollm2-135m-instruct"),
+            "smollm2-135m-instruct"
+        );
+        assert_eq!(
+            default_served_name("hf://HuggingFaceTB/SmolLM2-135M-Instruct@main"),
+            "SmolLM2-135M-Instruct"
+        );
+        assert_eq!(default_served_name("hf://org/repo"), "repo");
+        assert_eq!(
+            default_served_name("/models/SmolLM2-135M-Instruct.Q4_1.gguf"),
+            "SmolLM2-135M-Instruct.Q4_1"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("my-model.v2");
+        std::fs::create_dir(&sub).unwrap();
+        assert_eq!(default_served_name(sub.to_str().unwrap()), "my-model.v2");
+    }
+}

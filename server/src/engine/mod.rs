@@ -1,0 +1,270 @@
+//! The engine: owns the model, tokenizer and chat template, and runs generation requests on a
+//! dedicated OS thread (the model forward is blocking CPU work that must never run on the async
+//! runtime's threads).
+//!
+//! [`EngineHandle`] is the async side's view: it tokenizes, checks a request against the
+//! context window, and [`submit`](EngineHandle::submit)s it to a bounded queue; the worker
+//! answers with a stream of [`GenEvent`]s. One request runs at a time; a full queue is refused
+//! at once ([`Error::QueueFull`]), and a request whose receiver is dropped (the client went
+//! away) stops at its next token.
+
+mod load;
+pub mod stop;
+mod worker;
+
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+
+use crate::chat_template::{ChatMessage, ChatTemplate};
+use crate::models::CausalLm;
+use crate::sampler::SamplingParams;
+use crate::tokenizer::Tokenizer;
+use crate::{Error, Result};
+
+pub use load::default_served_name;
+
+/// How the engine is set up.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Worker threads for the model's kernels.
+    pub threads: usize,
+    /// Context window in tokens; `None` uses the model's own context length. Larger values are
+    /// capped at the model's.
+    pub ctx_size: Option<usize>,
+    /// Requests that may wait while one runs; more are refused with [`Error::QueueFull`].
+    pub queue_capacity: usize,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            ctx_size: None,
+            queue_capacity: 16,
+        }
+    }
+}
+
+/// One generation request, already tokenized.
+#[derive(Debug, Clone)]
+pub struct GenRequest {
+    pub prompt_ids: Vec<u32>,
+    pub sampling: SamplingParams,
+    /// At most this many tokens are generated (finish reason "length").
+    pub max_tokens: usize,
+    /// Generation ends before any of these strings, which are never emitted.
+    pub stop: Vec<String>,
+    /// Keep generating through end-of-generation tokens.
+    pub ignore_eos: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// An end-of-generation token or a stop string.
+    Stop,
+    /// `max_tokens` reached.
+    Length,
+}
+
+impl FinishReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+}
+
+/// Where the time of one request went.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timings {
+    /// Prompt tokens actually run through the model (the rest came from the reused prefix).
+    pub prompt_eval_tokens: usize,
+    /// Prompt forward plus the first token's sampling.
+    pub prompt_ms: f64,
+    /// Everything after the first token: one forward per generated token (the last one too,
+    /// which keeps the KV cache ready for a follow-up turn) and the sampling.
+    pub gen_ms: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum GenEvent {
+    /// One generated token and the text it released (possibly empty: text that might begin a
+    /// stop string, or an unfinished UTF-8 character, waits for later tokens; the last token's
+    /// event carries everything still held back).
+    Token { id: u32, text: String },
+    /// The last event of a successful request.
+    Done {
+        finish_reason: FinishReason,
+        usage: Usage,
+        timings: Timings,
+    },
+    /// The request failed; nothing follows.
+    Error(String),
+}
+
+/// A queued request and where its events go.
+struct Job {
+    req: GenRequest,
+    events: UnboundedSender<GenEvent>,
+}
+
+struct Shared {
+    jobs: SyncSender<Job>,
+    tokenizer: Arc<Tokenizer>,
+    template: Option<ChatTemplate>,
+    context_length: usize,
+    vocab_size: usize,
+    architecture: String,
+    queue_capacity: usize,
+}
+
+/// The async side's handle on the engine; cheap to clone.
+#[derive(Clone)]
+pub struct EngineHandle {
+    shared: Arc<Shared>,
+}
+
+/// The running engine: its handle and worker thread. Dropping every handle (this one's
+/// included) ends the worker after its current request.
+pub struct Engine {
+    handle: EngineHandle,
+    worker: JoinHandle<()>,
+}
+
+impl Engine {
+    /// Starts the worker thread that owns `model`.
+    pub fn start(
+        model: Box<dyn CausalLm>,
+        tokenizer: Tokenizer,
+        template: Option<ChatTemplate>,
+        opts: &EngineOptions,
+    ) -> Result<Engine> {
+        let model_ctx = model.context_length();
+        let context_length = opts.ctx_size.unwrap_or(model_ctx).min(model_ctx);
+        if context_length == 0 {
+            return Err(Error::Engine(format!(
+                "the context size is 0 (model context length {model_ctx}); pass a positive \
+                 --ctx-size"
+            )));
+        }
+        let tokenizer = Arc::new(tokenizer);
+        let (jobs, queue) = sync_channel(opts.queue_capacity);
+        let shared = Arc::new(Shared {
+            jobs,
+            tokenizer: tokenizer.clone(),
+            template,
+            context_length,
+            vocab_size: model.vocab_size(),
+            architecture: model.architecture().to_owned(),
+            queue_capacity: opts.queue_capacity,
+        });
+        let worker = std::thread::Builder::new()
+            .name("ryzanstein-engine".into())
+            .spawn(move || worker::run(model, tokenizer, context_length, queue))
+            .map_err(|e| Error::Engine(format!("cannot start the engine thread: {e}")))?;
+        Ok(Engine {
+            handle: EngineHandle { shared },
+            worker,
+        })
+    }
+
+    pub fn handle(&self) -> EngineHandle {
+        self.handle.clone()
+    }
+
+    /// Drops this handle and waits for the worker to finish once every other handle is gone.
+    pub fn join(self) {
+        let Engine { handle, worker } = self;
+        drop(handle);
+        let _ = worker.join();
+    }
+}
+
+impl EngineHandle {
+    /// The context window requests must fit in (prompt plus `max_tokens`).
+    pub fn context_length(&self) -> usize {
+        self.shared.context_length
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.shared.vocab_size
+    }
+
+    pub fn architecture(&self) -> &str {
+        &self.shared.architecture
+    }
+
+    pub fn tokenizer(&self) -> &Arc<Tokenizer> {
+        &self.shared.tokenizer
+    }
+
+    pub fn has_chat_template(&self) -> bool {
+        self.shared.template.is_some()
+    }
+
+    /// Renders `messages` with the model's chat template (with the assistant turn opened) and
+    /// tokenizes the result.
+    pub fn encode_chat(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {
+        let template = self.shared.template.as_ref().ok_or_else(|| {
+            Error::ChatTemplate(
+                "this model has no chat template (no tokenizer.chat_template in the GGUF, no \
+                 chat_template in tokenizer_config.json); use /v1/completions with a prompt"
+                    .into(),
+            )
+        })?;
+        let text = template.render(messages, true)?;
+        self.encode_text(&text)
+    }
+
+    /// Tokenizes `text` (special tokens written in it are parsed), with a BOS when the model
+    /// wants one.
+    pub fn encode_text(&self, text: &str) -> Result<Vec<u32>> {
+        let tok = &self.shared.tokenizer;
+        tok.encode(text, tok.add_bos())
+    }
+
+    /// Checks `req` against the model and queues it. Errors: [`Error::EmptyPrompt`],
+    /// [`Error::TokenOutOfRange`], [`Error::ContextOverflow`], [`Error::QueueFull`],
+    /// [`Error::EngineStopped`].
+    pub fn submit(&self, req: GenRequest) -> Result<UnboundedReceiver<GenEvent>> {
+        let s = &self.shared;
+        if req.prompt_ids.is_empty() {
+            return Err(Error::EmptyPrompt);
+        }
+        if let Some(&id) = req
+            .prompt_ids
+            .iter()
+            .find(|&&id| id as usize >= s.vocab_size)
+        {
+            return Err(Error::TokenOutOfRange {
+                id,
+                vocab_size: s.vocab_size,
+            });
+        }
+        if req.max_tokens == 0 || req.prompt_ids.len() + req.max_tokens > s.context_length {
+            return Err(Error::ContextOverflow {
+                prompt_tokens: req.prompt_ids.len(),
+                max_tokens: req.max_tokens,
+                context_length: s.context_length,
+            });
+        }
+        let (events, rx) = unbounded_channel();
+        match s.jobs.try_send(Job { req, events }) {
+            Ok(()) => Ok(rx),
+            Err(TrySendError::Full(_)) => Err(Error::QueueFull {
+                capacity: s.queue_capacity,
+            }),
+            Err(TrySendError::Disconnected(_)) => Err(Error::EngineStopped),
+        }
+    }
+}
