@@ -1,1 +1,0 @@
-//! TODO(owner): being written in this session.
