@@ -39,6 +39,7 @@ impl IncrementalDecoder {
     /// Adds one id; returns the text that is now complete (possibly empty).
     pub fn push(&mut self, id: u32) -> Result<String> {
         if self.tok.decode_with_inner {
+            self.tok.piece_bytes(id, false)?; // range check
             self.ids.push(id);
             let full = self.tok.decode(&self.ids, self.skip_special)?;
             // Text whose end may still change (a replacement character) waits for more ids.
@@ -109,5 +110,59 @@ impl IncrementalDecoder {
         }
         self.pending.drain(..start);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokenizers::decoders::wordpiece::WordPiece as WordPieceDecoder;
+    use tokenizers::models::wordpiece::WordPiece;
+    use tokenizers::pre_tokenizers::whitespace::Whitespace;
+
+    /// A WordPiece tokenizer (decoded as a whole sequence, like BERT's).
+    fn wordpiece() -> Arc<Tokenizer> {
+        let vocab: tokenizers::models::bpe::Vocab = [
+            ("[UNK]", 0),
+            ("[CLS]", 1),
+            ("hello", 2),
+            ("world", 3),
+            ("##s", 4),
+        ]
+        .into_iter()
+        .map(|(t, i)| (t.to_owned(), i))
+        .collect();
+        let model = WordPiece::builder()
+            .vocab(vocab)
+            .unk_token("[UNK]".into())
+            .build()
+            .unwrap();
+        let mut inner = tokenizers::Tokenizer::new(model);
+        inner.with_pre_tokenizer(Some(Whitespace {}));
+        inner.with_decoder(Some(WordPieceDecoder::default()));
+        inner.add_special_tokens(&[tokenizers::AddedToken::from("[CLS]", true)]);
+        Arc::new(Tokenizer::from_hf_tokenizer(inner, None).unwrap())
+    }
+
+    #[test]
+    fn whole_sequence_decoders_stream_their_differences() {
+        let tok = wordpiece();
+        let ids = tok.encode("[CLS] hello worlds", false).unwrap();
+        assert_eq!(ids, [1, 2, 3, 4]);
+        assert_eq!(tok.decode(&ids, true).unwrap(), "hello worlds");
+        let mut dec = IncrementalDecoder::new(tok.clone(), true);
+        let chunks: Vec<String> = ids.iter().map(|&i| dec.push(i).unwrap()).collect();
+        assert_eq!(chunks, ["", "hello", " world", "s"]);
+        assert_eq!(dec.flush(), "");
+        // After a flush the decoder starts a new sequence.
+        assert_eq!(dec.push(3).unwrap(), "world");
+    }
+
+    #[test]
+    fn out_of_range_ids_are_errors() {
+        let tok = wordpiece();
+        let mut dec = IncrementalDecoder::new(tok, true);
+        let e = dec.push(99).unwrap_err().to_string();
+        assert!(e.contains("outside the vocabulary"), "{e}");
     }
 }

@@ -390,7 +390,7 @@ pub(super) fn build(v: &GgufVocab) -> Result<Tokenizer> {
             }
         })
         .collect();
-    specials.sort_by(|a, b| b.text.len().cmp(&a.text.len()));
+    specials.sort_by_key(|s| std::cmp::Reverse(s.text.len()));
 
     // Pieces: what llama_token_to_piece(special = true) renders.
     let pieces: Vec<Vec<u8>> = tokens

@@ -65,6 +65,7 @@ enum Encoder {
 }
 
 /// A tokenizer plus the facts about its special tokens that generation needs.
+#[derive(Clone)]
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     encoder: Encoder,
@@ -250,6 +251,9 @@ impl Tokenizer {
     /// bytes that are not UTF-8 shown as U+FFFD. `skip_special` leaves out control tokens.
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
         if self.decode_with_inner {
+            for &id in ids {
+                self.piece_bytes(id, false)?; // range check
+            }
             return self
                 .inner
                 .decode(ids, skip_special)
