@@ -1,1 +1,273 @@
-fn main(){}
+//! `ryzanstein`: generate text from the command line, or serve the OpenAI-compatible API.
+
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use ryzanstein_server::api::{self, AppState, ServerConfig};
+use ryzanstein_server::chat_template::ChatMessage;
+use ryzanstein_server::engine::{self, EngineOptions, GenEvent, GenRequest};
+use ryzanstein_server::sampler::SamplingParams;
+
+const DEFAULT_MODEL: &str = "bundled://smollm2-135m-instruct";
+
+#[derive(Parser)]
+#[command(name = "ryzanstein", version, about = "CPU-first LLM inference server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate a completion for one prompt and print it to stdout as it comes.
+    Generate(GenerateArgs),
+    /// Serve the OpenAI-compatible HTTP API.
+    Serve(ServeArgs),
+}
+
+#[derive(Args)]
+struct ModelArgs {
+    /// Model source: a GGUF file, a Hugging Face directory, hf://org/repo[@rev] or bundled://NAME.
+    #[arg(long, env = "RYZANSTEIN_MODEL", default_value = DEFAULT_MODEL)]
+    model: String,
+    /// Threads for the model's kernels (default: all available cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Context window in tokens (default and maximum: the model's context length).
+    #[arg(long)]
+    ctx_size: Option<usize>,
+}
+
+impl ModelArgs {
+    fn engine_options(&self, queue_capacity: usize) -> Result<EngineOptions> {
+        let threads = match self.threads {
+            Some(0) => bail!("--threads must be at least 1"),
+            Some(n) => n,
+            None => EngineOptions::default().threads,
+        };
+        if self.ctx_size == Some(0) {
+            bail!("--ctx-size must be at least 1");
+        }
+        Ok(EngineOptions {
+            threads,
+            ctx_size: self.ctx_size,
+            queue_capacity,
+        })
+    }
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The prompt text (special tokens such as <|im_start|> written in it are recognised).
+    #[arg(long)]
+    prompt: String,
+    /// Wrap the prompt as one user message in the model's chat template.
+    #[arg(long)]
+    chat: bool,
+    /// Tokens to generate at most.
+    #[arg(long, default_value_t = 128)]
+    max_tokens: usize,
+    /// Sampling temperature; 0 is greedy (argmax), the default.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    /// Top-k (0 disables).
+    #[arg(long, default_value_t = 40)]
+    top_k: usize,
+    /// Top-p (1 disables).
+    #[arg(long, default_value_t = 0.95)]
+    top_p: f32,
+    /// Min-p (0 disables).
+    #[arg(long, default_value_t = 0.05)]
+    min_p: f32,
+    /// Repetition penalty over the last 64 tokens (1 disables).
+    #[arg(long, default_value_t = 1.0)]
+    repeat_penalty: f32,
+    /// Seed for sampling (default: random).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Keep generating through end-of-generation tokens.
+    #[arg(long)]
+    ignore_eos: bool,
+    /// Stop before this string (repeatable).
+    #[arg(long)]
+    stop: Vec<String>,
+    /// At the end, print one JSON line of timings to stderr:
+    /// {"prompt_tokens","prompt_ms","gen_tokens","gen_ms","threads"}.
+    #[arg(long)]
+    timings: bool,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Port to listen on (0 picks a free one; the address is printed to stderr).
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// Model name for clients (default: the file stem, repository name or bundled name).
+    #[arg(long)]
+    served_name: Option<String>,
+    /// Requests that may wait while one is generating; more get 429.
+    #[arg(long, default_value_t = 16)]
+    queue_size: usize,
+    /// HTTP requests handled at once; more get 503.
+    #[arg(long, default_value_t = 256)]
+    max_concurrent_requests: usize,
+    /// Seconds a request may take to produce its response (headers, for streams).
+    #[arg(long, default_value_t = 600)]
+    request_timeout_secs: u64,
+    /// Seconds in-flight requests get to finish after SIGTERM or Ctrl-C.
+    #[arg(long, default_value_t = 30)]
+    drain_timeout_secs: u64,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let default_level = match cli.command {
+        Command::Generate(_) => "warn",
+        Command::Serve(_) => "info",
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
+        )
+        .init();
+    match cli.command {
+        Command::Generate(args) => generate(args),
+        Command::Serve(args) => serve(args),
+    }
+}
+
+fn generate(args: GenerateArgs) -> Result<()> {
+    if args.max_tokens == 0 {
+        bail!("--max-tokens must be at least 1");
+    }
+    if !(0.0..=2.0).contains(&args.temperature) {
+        bail!("--temperature must be between 0 and 2 (0 is greedy)");
+    }
+    let opts = args.model.engine_options(0)?;
+    let engine = engine::load(&args.model.model, &opts)
+        .with_context(|| format!("loading the model {:?}", args.model.model))?;
+    let handle = engine.handle();
+    let prompt_ids = if args.chat {
+        handle.encode_chat(&[ChatMessage {
+            role: "user".into(),
+            content: args.prompt.clone(),
+        }])?
+    } else {
+        handle.encode_text(&args.prompt)?
+    };
+    let mut events = handle.submit(GenRequest {
+        prompt_ids,
+        sampling: SamplingParams {
+            temperature: args.temperature,
+            top_k: args.top_k,
+            top_p: args.top_p,
+            min_p: args.min_p,
+            repetition_penalty: args.repeat_penalty,
+            seed: args.seed,
+            ..SamplingParams::default()
+        },
+        max_tokens: args.max_tokens,
+        stop: args.stop.clone(),
+        ignore_eos: args.ignore_eos,
+    })?;
+
+    let mut stdout = std::io::stdout().lock();
+    let mut ended_with_newline = true;
+    while let Some(ev) = events.blocking_recv() {
+        match ev {
+            GenEvent::Token { text, .. } => {
+                if !text.is_empty() {
+                    ended_with_newline = text.ends_with('\n');
+                    stdout.write_all(text.as_bytes())?;
+                    stdout.flush()?;
+                }
+            }
+            GenEvent::Error(message) => bail!("generation failed: {message}"),
+            GenEvent::Done { usage, timings, .. } => {
+                if stdout.is_terminal() && !ended_with_newline {
+                    writeln!(stdout)?;
+                }
+                if args.timings {
+                    let line = serde_json::json!({
+                        "prompt_tokens": timings.prompt_eval_tokens,
+                        "prompt_ms": timings.prompt_ms,
+                        "gen_tokens": usage.completion_tokens,
+                        "gen_ms": timings.gen_ms,
+                        "threads": opts.threads,
+                    });
+                    eprintln!("{line}");
+                }
+                return Ok(());
+            }
+        }
+    }
+    bail!("the engine stopped before finishing the request (see the log above)")
+}
+
+fn serve(args: ServeArgs) -> Result<()> {
+    let opts = args.model.engine_options(args.queue_size)?;
+    if args.max_concurrent_requests == 0 {
+        bail!("--max-concurrent-requests must be at least 1");
+    }
+    let served_name = args
+        .served_name
+        .clone()
+        .unwrap_or_else(|| engine::default_served_name(&args.model.model));
+    let cfg = ServerConfig {
+        request_timeout: Duration::from_secs(args.request_timeout_secs),
+        max_concurrent_requests: args.max_concurrent_requests,
+        drain_timeout: Duration::from_secs(args.drain_timeout_secs),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("ryzanstein-http")
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen on {}:{}; pick another --port or --host",
+                    args.host, args.port
+                )
+            })?;
+        let addr: SocketAddr = listener.local_addr()?;
+        eprintln!("ryzanstein: listening on http://{addr} (model {served_name:?} loading)");
+
+        let state = AppState::new(served_name);
+        let loading = state.clone();
+        let spec = args.model.model.clone();
+        std::thread::Builder::new()
+            .name("ryzanstein-load".into())
+            .spawn(move || match engine::load(&spec, &opts) {
+                Ok(engine) => {
+                    loading.set_engine(engine.handle());
+                    tracing::info!("ready");
+                    eprintln!("ryzanstein: ready");
+                }
+                Err(e) => {
+                    tracing::error!("loading the model {spec:?} failed: {e}");
+                    eprintln!("ryzanstein: loading the model {spec:?} failed: {e}");
+                    std::process::exit(1);
+                }
+            })
+            .context("starting the model loading thread")?;
+
+        api::serve(listener, state, cfg).await.context("serving")?;
+        eprintln!("ryzanstein: stopped");
+        Ok(())
+    })
+}

@@ -3,47 +3,34 @@
 
 use std::path::Path;
 
-// TEMPORARY(until source/, safetensors_dir and models::load land): `load` is compiled out.
-#[cfg(any())]
 use super::{Engine, EngineOptions};
-#[cfg(any())]
-use crate::{
-    chat_template::ChatTemplate,
-    gguf::GgufFile,
-    models,
-    safetensors_dir::HfDir,
-    source::{self, ModelFiles},
-    tokenizer::Tokenizer,
-    Error, Result,
-};
+use crate::chat_template::ChatTemplate;
+use crate::gguf::GgufFile;
+use crate::models::{self, CausalLm};
+use crate::source::{self, ModelFiles};
+use crate::tokenizer::Tokenizer;
+use crate::{Error, Result};
 
 /// Resolves `spec` (a local path, `hf://org/repo[@rev]` or `bundled://NAME`; blocking, may
 /// download), loads the model and starts the engine.
-#[cfg(any())]
 pub fn load(spec: &str, opts: &EngineOptions) -> Result<Engine> {
     let files = source::resolve(spec, &source::cache_root())?;
-    let (tokenizer, template) = match &files {
+    let (tokenizer, template, model) = match &files {
         ModelFiles::Gguf(path) => {
             let g = GgufFile::open(path)?;
             let tok = Tokenizer::from_gguf(&g)?;
             let template = ChatTemplate::from_gguf(&g, &tok)?;
-            (tok, template)
+            let model: Box<dyn CausalLm> = Box::new(models::Llama::from_gguf(&g, opts.threads)?);
+            (tok, template, model)
         }
+        // The crate's architectures load from GGUF today; `models::load` (to come) will
+        // dispatch safetensors directories too, and replace this match arm's refusal.
         ModelFiles::HfDir(dir) => {
-            let hf = HfDir::open(dir)?;
-            let tokenizer_json = hf.tokenizer_json().ok_or_else(|| {
-                Error::model_file(
-                    dir,
-                    "no tokenizer.json in this model directory; add the model's tokenizer.json",
-                )
-            })?;
-            let config = hf.tokenizer_config()?;
-            let tok = Tokenizer::from_hf_files(&tokenizer_json, config.as_ref())?;
-            let template = match &config {
-                Some(c) => ChatTemplate::from_tokenizer_config(c)?,
-                None => None,
-            };
-            (tok, template)
+            return Err(Error::model_file(
+                dir,
+                "generation from Hugging Face safetensors directories is not supported yet; \
+                 convert the model to GGUF (llama.cpp's convert_hf_to_gguf.py) and pass the file",
+            ));
         }
     };
     if template.is_none() {
@@ -52,7 +39,6 @@ pub fn load(spec: &str, opts: &EngineOptions) -> Result<Engine> {
             "the model has no chat template; /v1/chat/completions will refuse"
         );
     }
-    let model = models::load(&files, opts.threads)?;
     tracing::info!(
         spec,
         architecture = model.architecture(),

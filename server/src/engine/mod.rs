@@ -24,7 +24,7 @@ use crate::sampler::SamplingParams;
 use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
 
-pub use load::default_served_name;
+pub use load::{default_served_name, load};
 
 /// How the engine is set up.
 #[derive(Debug, Clone)]
