@@ -95,8 +95,17 @@ fn check_shard_name(index_path: &Path, name: &str) -> Result<()> {
     }
 }
 
-/// The shard file names of an index file, in first-mention order, and its weight map.
-pub fn read_index(index_path: &Path) -> Result<(Vec<String>, Vec<(String, String)>)> {
+/// A parsed `model.safetensors.index.json`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardIndex {
+    /// Shard file names, in first-mention order.
+    pub shards: Vec<String>,
+    /// (tensor name, shard file name) pairs.
+    pub weight_map: Vec<(String, String)>,
+}
+
+/// Read an index file; shard names are checked to be plain file names.
+pub fn read_index(index_path: &Path) -> Result<ShardIndex> {
     let index = read_json(index_path)?;
     let map = index
         .get("weight_map")
@@ -122,7 +131,10 @@ pub fn read_index(index_path: &Path) -> Result<(Vec<String>, Vec<(String, String
         }
         pairs.push((tensor.clone(), file.to_string()));
     }
-    Ok((files, pairs))
+    Ok(ShardIndex {
+        shards: files,
+        weight_map: pairs,
+    })
 }
 
 impl HfDir {
@@ -156,7 +168,10 @@ impl HfDir {
             }
             shards.push(shard);
         } else if index_path.is_file() {
-            let (files, pairs) = read_index(&index_path)?;
+            let ShardIndex {
+                shards: files,
+                weight_map: pairs,
+            } = read_index(&index_path)?;
             for file in &files {
                 let path = dir.join(file);
                 if !path.is_file() {

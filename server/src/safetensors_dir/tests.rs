@@ -143,9 +143,15 @@ fn two_shard_index() {
     assert_eq!((c.shape.clone(), c.to_f32_vec()), (vec![1, 1], vec![4.0]));
     assert!(hf.tokenizer_json().is_none());
     assert!(hf.tokenizer_config().unwrap().is_none());
-    let (files, pairs) = read_index(&t.path().join(INDEX_FILE)).unwrap();
-    assert_eq!(files.len(), 2);
-    assert_eq!(pairs.len(), 3);
+    let index = read_index(&t.path().join(INDEX_FILE)).unwrap();
+    assert_eq!(
+        index.shards,
+        [
+            "model-00001-of-00002.safetensors",
+            "model-00002-of-00002.safetensors"
+        ]
+    );
+    assert_eq!(index.weight_map.len(), 3);
 }
 
 #[test]

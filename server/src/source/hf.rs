@@ -190,8 +190,8 @@ pub fn resolve_with(
         let f = wanted[i].clone();
         hub.fetch(&s, &listing.sha, &f, &snapshot)?;
         if f == INDEX_FILE {
-            let (shards, _) = read_index(&snapshot.join(INDEX_FILE))?;
-            for shard in shards {
+            let index = read_index(&snapshot.join(INDEX_FILE))?;
+            for shard in index.shards {
                 if !listing.files.contains(&shard) {
                     return Err(err(
                         spec,
