@@ -24,12 +24,19 @@ echo "demo: starting $BIN serve --model $MODEL on $BASE (log: $LOG)"
 "$BIN" serve --model "$MODEL" --host 127.0.0.1 --port "$PORT" --served-name "$SERVED_NAME" >"$LOG" 2>&1 &
 SERVER_PID=$!
 stop_server() {
+    local rc=$?
     if kill -0 "$SERVER_PID" 2>/dev/null; then
         kill -TERM "$SERVER_PID" 2>/dev/null || true
         wait "$SERVER_PID" 2>/dev/null || true
     fi
+    if [[ $rc -eq 0 ]]; then
+        rm -f "$LOG"
+    else
+        echo "demo: server log kept in $LOG" >&2
+    fi
 }
-trap stop_server EXIT INT TERM
+trap stop_server EXIT
+trap 'exit 130' INT TERM
 
 deadline=$((SECONDS + READY_TIMEOUT_S))
 until curl -fsS "$BASE/readyz" >/dev/null 2>&1; do
@@ -62,5 +69,5 @@ r = json.load(sys.stdin)
 c = r["choices"][0]
 print("assistant:", c["message"]["content"])
 u = r.get("usage") or {}
-print(f"(finish_reason={c.get(\"finish_reason\")}, prompt_tokens={u.get(\"prompt_tokens\")}, completion_tokens={u.get(\"completion_tokens\")})")
+print("(finish_reason=%s, prompt_tokens=%s, completion_tokens=%s)" % (c.get("finish_reason"), u.get("prompt_tokens"), u.get("completion_tokens")))
 '
