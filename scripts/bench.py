@@ -199,14 +199,18 @@ def speeds(runs: list[dict]) -> tuple[float, float]:
 
 
 def cpu_model() -> str:
+    """lscpu's model name and the SIMD features that decide which kernels run."""
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        m = re.search(r"^Model name:\s*(.+)$", out, re.M)
-        if m:
-            return m.group(1).strip()
     except (OSError, subprocess.CalledProcessError):
-        pass
-    return platform.processor() or "unknown CPU"
+        return platform.processor() or "unknown CPU"
+    m = re.search(r"^Model name:\s*(.+)$", out, re.M)
+    name = m.group(1).strip() if m else (platform.processor() or "unknown CPU")
+    f = re.search(r"^Flags:\s*(.+)$", out, re.M)
+    flags = set(f.group(1).split()) if f else set()
+    wanted = ["avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni"]
+    simd = [x for x in wanted if x in flags]
+    return f"{name} [{' '.join(simd) or 'no AVX2/AVX-512'}]"
 
 
 def git_rev() -> str:
