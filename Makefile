@@ -41,7 +41,7 @@ demo: build model ## Start the server, ask "What is the capital of France?", pri
 	RYZANSTEIN_BIN=$(BIN) scripts/demo.sh
 
 test: setup model ## Run every test (release build: the model tests run real inference)
-	$(CARGO) test --workspace --release
+	$(CARGO) test --workspace --release --no-fail-fast
 
 bench: setup-bench model build ## Compare speed and memory with llama.cpp; writes docs/BENCHMARKS.md
 	$(PYTHON) scripts/bench.py --bin $(BIN) --write docs/BENCHMARKS.md
