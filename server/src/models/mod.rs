@@ -40,3 +40,8 @@ impl SeqState {
         self.len = self.len.min(len);
     }
 }
+
+pub mod llama;
+mod weights;
+
+pub use llama::Llama;

@@ -1,0 +1,364 @@
+//! The Llama family (Llama 2/3, SmolLM, Mistral-style GQA): RMSNorm, RoPE, grouped-query
+//! attention, SwiGLU, tied or separate output embeddings.
+//!
+//! The forward pass follows llama.cpp's graph and arithmetic so logits agree with it: weights
+//! multiply activations quantised to the weight's `vec_dot_type`, the KV cache is f16, queries
+//! are rounded to f16 for `K·q` and attention probabilities to f16 for `V·p` (llama.cpp's CPU
+//! attention without flash attention), norms accumulate in f64.
+
+use super::weights::{Store, Weight};
+use super::{CausalLm, SeqState};
+use crate::gguf::GgufFile;
+use crate::{Error, Result};
+use half::f16;
+use rayon::prelude::*;
+use ryzanstein_kernels::matmul::{matmul_quantized, quantize_acts, QuantizedActs};
+use ryzanstein_kernels::ops::{self, Rope, RopeStyle};
+
+/// Hyper-parameters, from GGUF metadata (`{arch}.*` keys) or a Hugging Face config.json.
+#[derive(Debug, Clone)]
+pub struct LlamaConfig {
+    pub architecture: String,
+    pub n_layer: usize,
+    pub n_embd: usize,
+    pub n_ff: usize,
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    pub head_dim: usize,
+    pub rms_eps: f32,
+    pub rope: Rope,
+    pub context_length: usize,
+    pub vocab_size: usize,
+}
+
+impl LlamaConfig {
+    fn q_dim(&self) -> usize {
+        self.n_head * self.head_dim
+    }
+    fn kv_dim(&self) -> usize {
+        self.n_head_kv * self.head_dim
+    }
+
+    fn validate(&self) -> Result<()> {
+        let bad = |what: String| Err(Error::Model(format!("{} config: {what}", self.architecture)));
+        if self.n_layer == 0 || self.n_embd == 0 || self.n_head == 0 || self.n_head_kv == 0 || self.head_dim == 0 {
+            return bad(format!("zero-sized dimension in {self:?}"));
+        }
+        if self.n_head % self.n_head_kv != 0 {
+            return bad(format!("{} query heads do not group evenly over {} KV heads", self.n_head, self.n_head_kv));
+        }
+        if self.rope.n_dims > self.head_dim || self.rope.n_dims % 2 != 0 {
+            return bad(format!("rotary dims {} for head dim {}", self.rope.n_dims, self.head_dim));
+        }
+        Ok(())
+    }
+
+    /// Read the `{arch}.*` hyper-parameters of a GGUF file.
+    pub fn from_gguf(g: &GgufFile) -> Result<LlamaConfig> {
+        let arch = g.architecture()?.to_string();
+        let key = |k: &str| format!("{arch}.{k}");
+        let n_embd = g.get_u32(&key("embedding_length"))? as usize;
+        let n_head = g.get_u32(&key("attention.head_count"))? as usize;
+        let n_head_kv = g.opt_u32(&key("attention.head_count_kv"))?.map_or(n_head, |v| v as usize);
+        let head_dim = g.opt_u32(&key("attention.key_length"))?.map_or(n_embd / n_head.max(1), |v| v as usize);
+        let vocab_size = g.tensor("token_embd.weight")?.info.n_rows();
+        let freq_scale = match g.opt_str(&key("rope.scaling.type"))? {
+            None | Some("none") => 1.0,
+            Some("linear") => 1.0 / g.get_f32(&key("rope.scaling.factor"))?,
+            Some(other) => {
+                return Err(Error::model_file(
+                    g.path(),
+                    format!("rope scaling type {other:?} is not supported yet (supported: none, linear, llama3 freq factors)"),
+                ))
+            }
+        };
+        let freq_factors =
+            if g.has_tensor("rope_freqs.weight") { g.tensor("rope_freqs.weight")?.to_f32_vec()? } else { vec![] };
+        let cfg = LlamaConfig {
+            n_layer: g.get_u32(&key("block_count"))? as usize,
+            n_embd,
+            n_ff: g.get_u32(&key("feed_forward_length"))? as usize,
+            n_head,
+            n_head_kv,
+            head_dim,
+            rms_eps: g.opt_f32(&key("attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-5),
+            rope: Rope {
+                style: RopeStyle::Normal,
+                n_dims: g.opt_u32(&key("rope.dimension_count"))?.map_or(head_dim, |v| v as usize),
+                freq_base: g.opt_f32(&key("rope.freq_base"))?.unwrap_or(10000.0),
+                freq_scale,
+                freq_factors,
+            },
+            context_length: g.opt_u32(&key("context_length"))?.map_or(2048, |v| v as usize),
+            vocab_size,
+            architecture: arch,
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+struct Layer {
+    attn_norm: Vec<f32>,
+    wq: Weight,
+    wk: Weight,
+    wv: Weight,
+    wo: Weight,
+    ffn_norm: Vec<f32>,
+    w_gate: Weight,
+    w_up: Weight,
+    w_down: Weight,
+}
+
+/// A loaded Llama-family model.
+pub struct Llama {
+    cfg: LlamaConfig,
+    store: Store,
+    tok_embd: Weight,
+    layers: Vec<Layer>,
+    output_norm: Vec<f32>,
+    /// `None` when tied to `tok_embd`.
+    output: Option<Weight>,
+    pool: rayon::ThreadPool,
+}
+
+/// Architectures that share llama's tensor layout in GGUF.
+pub const GGUF_ARCHITECTURES: &[&str] = &["llama", "mistral", "granite"];
+
+fn pool(threads: usize) -> Result<rayon::ThreadPool> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .thread_name(|i| format!("ryz-compute-{i}"))
+        .build()
+        .map_err(|e| Error::Model(format!("cannot start {threads} compute threads: {e}")))
+}
+
+impl Llama {
+    pub fn config(&self) -> &LlamaConfig {
+        &self.cfg
+    }
+
+    /// Load from a GGUF file; weights stay in the memory map.
+    pub fn from_gguf(g: &GgufFile, threads: usize) -> Result<Llama> {
+        let cfg = LlamaConfig::from_gguf(g)?;
+        let norm = |name: &str| -> Result<Vec<f32>> {
+            let v = g.tensor(name)?.to_f32_vec()?;
+            if v.len() != cfg.n_embd {
+                return Err(Error::model_file(g.path(), format!("{name} has {} values, expected {}", v.len(), cfg.n_embd)));
+            }
+            Ok(v)
+        };
+        let mat = |name: &str, rows: usize, cols: usize| -> Result<Weight> {
+            let w = Weight::from_gguf(g, name)?;
+            if (w.rows, w.cols) != (rows, cols) {
+                return Err(Error::model_file(
+                    g.path(),
+                    format!("tensor {name:?} is {}x{}, expected {rows}x{cols} for this config", w.rows, w.cols),
+                ));
+            }
+            Ok(w)
+        };
+        let (d, q, kv, ff) = (cfg.n_embd, cfg.q_dim(), cfg.kv_dim(), cfg.n_ff);
+        let layers = (0..cfg.n_layer)
+            .map(|i| {
+                let n = |s: &str| format!("blk.{i}.{s}.weight");
+                Ok(Layer {
+                    attn_norm: norm(&n("attn_norm"))?,
+                    wq: mat(&n("attn_q"), q, d)?,
+                    wk: mat(&n("attn_k"), kv, d)?,
+                    wv: mat(&n("attn_v"), kv, d)?,
+                    wo: mat(&n("attn_output"), d, q)?,
+                    ffn_norm: norm(&n("ffn_norm"))?,
+                    w_gate: mat(&n("ffn_gate"), ff, d)?,
+                    w_up: mat(&n("ffn_up"), ff, d)?,
+                    w_down: mat(&n("ffn_down"), d, ff)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let tok_embd = mat("token_embd.weight", cfg.vocab_size, d)?;
+        let output =
+            if g.has_tensor("output.weight") { Some(mat("output.weight", cfg.vocab_size, d)?) } else { None };
+        Ok(Llama {
+            output_norm: norm("output_norm.weight")?,
+            tok_embd,
+            layers,
+            output,
+            pool: pool(threads)?,
+            store: Store::gguf(g.clone()),
+            cfg,
+        })
+    }
+
+    /// Assemble a model from already-built parts (Hugging Face checkpoints, tests).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn from_parts(
+        cfg: LlamaConfig,
+        tok_embd: Weight,
+        layers: Vec<[Weight; 7]>,
+        norms: Vec<(Vec<f32>, Vec<f32>)>,
+        output_norm: Vec<f32>,
+        output: Option<Weight>,
+        threads: usize,
+    ) -> Result<Llama> {
+        cfg.validate()?;
+        let layers = layers
+            .into_iter()
+            .zip(norms)
+            .map(|([wq, wk, wv, wo, w_gate, w_up, w_down], (attn_norm, ffn_norm))| Layer {
+                attn_norm,
+                wq,
+                wk,
+                wv,
+                wo,
+                ffn_norm,
+                w_gate,
+                w_up,
+                w_down,
+            })
+            .collect();
+        Ok(Llama { cfg, store: Store::owned(), tok_embd, layers, output_norm, output, pool: pool(threads)? })
+    }
+
+    fn matmul(&self, w: &Weight, acts: &QuantizedActs, out: &mut [f32]) -> Result<()> {
+        matmul_quantized(w.mat(&self.store), acts, out)?;
+        Ok(())
+    }
+
+    fn quantize_for(&self, w: &Weight, x: &[f32]) -> Result<QuantizedActs> {
+        Ok(quantize_acts(w.dtype.vec_dot_type(), x, w.cols)?)
+    }
+
+    /// Causal attention of `t` new positions (queries `q`, `t x q_dim`) over the cache of one
+    /// layer, which already holds the new keys and values; writes `t x q_dim` into `out`.
+    fn attention(&self, q: &[f32], k_cache: &[f16], v_cache: &[f16], start: usize, out: &mut [f32]) {
+        let cfg = &self.cfg;
+        let (hd, kv_dim, q_dim) = (cfg.head_dim, cfg.kv_dim(), cfg.q_dim());
+        let group = cfg.n_head / cfg.n_head_kv;
+        let scale = 1.0 / (hd as f32).sqrt();
+        let kt = ryzanstein_kernels::dispatch::kernels();
+        // One task per (position, head).
+        out.par_chunks_mut(hd).enumerate().for_each(|(idx, o)| {
+            let (t, h) = (idx / cfg.n_head, idx % cfg.n_head);
+            let kvh = h / group;
+            let n_ctx = start + t + 1;
+            let qh: Vec<f16> = q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd].iter().map(|v| f16::from_f32(*v)).collect();
+            let mut scores: Vec<f32> = (0..n_ctx)
+                .map(|j| (kt.dot_f16)(&qh, &k_cache[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd]))
+                .collect();
+            ops::softmax(&mut scores, scale);
+            o.fill(0.0);
+            for (j, p) in scores.iter().enumerate() {
+                let p = f16::from_f32(*p).to_f32();
+                let vj = &v_cache[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd];
+                for (acc, v) in o.iter_mut().zip(vj) {
+                    *acc += p * v.to_f32();
+                }
+            }
+        });
+    }
+
+    fn forward_inner(&self, state: &mut SeqState, tokens: &[u32]) -> Result<Vec<f32>> {
+        let cfg = &self.cfg;
+        let (d, q_dim, kv_dim, ff) = (cfg.n_embd, cfg.q_dim(), cfg.kv_dim(), cfg.n_ff);
+        let (t, start) = (tokens.len(), state.len);
+        if t == 0 {
+            return Err(Error::Model("forward called with no tokens".into()));
+        }
+        if start + t > state.max_len {
+            return Err(Error::Model(format!(
+                "sequence of {} positions exceeds this state's capacity of {}",
+                start + t,
+                state.max_len
+            )));
+        }
+        // Embedding lookup.
+        let embd = self.tok_embd.mat(&self.store);
+        let mut x = vec![0.0f32; t * d];
+        for (row, &tok) in x.chunks_exact_mut(d).zip(tokens) {
+            if tok as usize >= cfg.vocab_size {
+                return Err(Error::Model(format!("token id {tok} is outside the vocabulary of {}", cfg.vocab_size)));
+            }
+            embd.dequantize_row(tok as usize, row)?;
+        }
+        let rope_cache: Vec<Vec<(f32, f32)>> = (start..start + t).map(|p| cfg.rope.cache(p)).collect();
+
+        let mut h = vec![0.0f32; t * d];
+        let mut q = vec![0.0f32; t * q_dim];
+        let mut k = vec![0.0f32; t * kv_dim];
+        let mut v = vec![0.0f32; t * kv_dim];
+        let mut attn = vec![0.0f32; t * q_dim];
+        let mut proj = vec![0.0f32; t * d];
+        let mut gate = vec![0.0f32; t * ff];
+        let mut up = vec![0.0f32; t * ff];
+
+        for (li, layer) in self.layers.iter().enumerate() {
+            ops::rms_norm(&x, &layer.attn_norm, cfg.rms_eps, &mut h)?;
+            let acts = self.quantize_for(&layer.wq, &h)?;
+            self.matmul(&layer.wq, &acts, &mut q)?;
+            let acts_kv =
+                if layer.wk.dtype.vec_dot_type() == acts.dtype { acts } else { self.quantize_for(&layer.wk, &h)? };
+            self.matmul(&layer.wk, &acts_kv, &mut k)?;
+            self.matmul(&layer.wv, &acts_kv, &mut v)?;
+            for i in 0..t {
+                cfg.rope.apply(&mut q[i * q_dim..(i + 1) * q_dim], cfg.head_dim, &rope_cache[i])?;
+                cfg.rope.apply(&mut k[i * kv_dim..(i + 1) * kv_dim], cfg.head_dim, &rope_cache[i])?;
+            }
+            let kc = &mut state.k[li];
+            kc.truncate(start * kv_dim);
+            kc.extend(k.iter().map(|x| f16::from_f32(*x)));
+            let vc = &mut state.v[li];
+            vc.truncate(start * kv_dim);
+            vc.extend(v.iter().map(|x| f16::from_f32(*x)));
+            self.attention(&q, &state.k[li], &state.v[li], start, &mut attn);
+
+            let acts = self.quantize_for(&layer.wo, &attn)?;
+            self.matmul(&layer.wo, &acts, &mut proj)?;
+            ops::add_assign(&mut x, &proj)?;
+
+            ops::rms_norm(&x, &layer.ffn_norm, cfg.rms_eps, &mut h)?;
+            let acts = self.quantize_for(&layer.w_gate, &h)?;
+            self.matmul(&layer.w_gate, &acts, &mut gate)?;
+            let acts =
+                if layer.w_up.dtype.vec_dot_type() == acts.dtype { acts } else { self.quantize_for(&layer.w_up, &h)? };
+            self.matmul(&layer.w_up, &acts, &mut up)?;
+            ops::swiglu(&mut gate, &up)?;
+            let acts = self.quantize_for(&layer.w_down, &gate)?;
+            self.matmul(&layer.w_down, &acts, &mut proj)?;
+            ops::add_assign(&mut x, &proj)?;
+        }
+        state.len = start + t;
+
+        // Logits of the last position only.
+        let last = &x[(t - 1) * d..];
+        let mut normed = vec![0.0f32; d];
+        ops::rms_norm(last, &self.output_norm, cfg.rms_eps, &mut normed)?;
+        let out_w = self.output.as_ref().unwrap_or(&self.tok_embd);
+        let acts = self.quantize_for(out_w, &normed)?;
+        let mut logits = vec![0.0f32; cfg.vocab_size];
+        self.matmul(out_w, &acts, &mut logits)?;
+        Ok(logits)
+    }
+}
+
+impl CausalLm for Llama {
+    fn vocab_size(&self) -> usize {
+        self.cfg.vocab_size
+    }
+    fn context_length(&self) -> usize {
+        self.cfg.context_length
+    }
+    fn architecture(&self) -> &str {
+        &self.cfg.architecture
+    }
+    fn new_state(&self, max_len: usize) -> SeqState {
+        SeqState {
+            k: vec![Vec::new(); self.cfg.n_layer],
+            v: vec![Vec::new(); self.cfg.n_layer],
+            len: 0,
+            max_len: max_len.min(self.cfg.context_length),
+        }
+    }
+    fn forward(&self, state: &mut SeqState, tokens: &[u32]) -> Result<Vec<f32>> {
+        self.pool.install(|| self.forward_inner(state, tokens))
+    }
+}
