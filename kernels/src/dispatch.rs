@@ -83,6 +83,10 @@ pub struct Kernels {
     pub dot_f16: fn(&[f16], &[f16]) -> f32,
     pub dot_bf16: fn(&[bf16], &[bf16]) -> f32,
     pub dot_f32: fn(&[f32], &[f32]) -> f32,
+    /// `y = f16(x * v + y)` element-wise (flash attention's f16 accumulator).
+    pub mad_f16: fn(&mut [f16], &[f16], f32),
+    /// `y = f16(y * v)` element-wise.
+    pub scale_f16: fn(&mut [f16], f32),
 }
 
 static SCALAR: Kernels = Kernels {
@@ -93,6 +97,8 @@ static SCALAR: Kernels = Kernels {
     dot_f16: scalar::dot::vec_dot_f16,
     dot_bf16: scalar::dot::vec_dot_bf16,
     dot_f32: scalar::dot::vec_dot_f32,
+    mad_f16: scalar::dot::mad_f16,
+    scale_f16: scalar::dot::scale_f16,
 };
 
 /// Safe entry points over the `unsafe` SIMD kernels. They are private and reachable only
@@ -115,6 +121,14 @@ mod simd {
     guarded!(avx2_q8_0, avx2::vec_dot_q8_0_q8_0, BlockQ8_0, BlockQ8_0);
     guarded!(avx2_f16, avx2::vec_dot_f16, f16, f16);
     guarded!(avx2_f32, avx2::vec_dot_f32, f32, f32);
+    pub(super) fn avx2_mad_f16(y: &mut [f16], x: &[f16], v: f32) {
+        // SAFETY: only reachable through a table `kernels_for` returns after feature detection.
+        unsafe { avx2::mad_f16(y, x, v) }
+    }
+    pub(super) fn avx2_scale_f16(y: &mut [f16], v: f32) {
+        // SAFETY: as above.
+        unsafe { avx2::scale_f16(y, v) }
+    }
     guarded!(avx512_q4_0, avx512::vec_dot_q4_0_q8_0, BlockQ4_0, BlockQ8_0);
     guarded!(avx512_q4_1, avx512::vec_dot_q4_1_q8_1, BlockQ4_1, BlockQ8_1);
     guarded!(avx512_q8_0, avx512::vec_dot_q8_0_q8_0, BlockQ8_0, BlockQ8_0);
@@ -129,6 +143,8 @@ mod simd {
         dot_f16: avx2_f16,
         dot_bf16: scalar::dot::vec_dot_bf16,
         dot_f32: avx2_f32,
+        mad_f16: avx2_mad_f16,
+        scale_f16: avx2_scale_f16,
     };
 
     pub(super) static AVX512: Kernels = Kernels {
@@ -139,6 +155,8 @@ mod simd {
         dot_f16: avx512_f16,
         dot_bf16: scalar::dot::vec_dot_bf16,
         dot_f32: avx512_f32,
+        mad_f16: avx2_mad_f16,
+        scale_f16: avx2_scale_f16,
     };
 }
 

@@ -6,6 +6,7 @@
 //! - [`matmul`]: shape-checked safe entry points (`matmul`, quantise activations).
 //! - [`ops`]: element-wise and row operations (RMSNorm, RoPE, softmax, SiLU).
 
+pub mod attention;
 pub mod dispatch;
 pub mod error;
 pub mod formats;

@@ -1,6 +1,7 @@
 //! Every instruction set's kernels against the scalar reference (random sizes, ragged tails),
 //! and error budgets of the quantised formats against f32. Runs every ISA this CPU has, so on
-//! an AVX-512 machine the AVX-512 path is held to the same properties.
+//! an AVX-512 machine the AVX-512 path is held to the same properties. All instruction sets
+//! follow one operation order (see `scalar::dot`), so their results must be bit-identical.
 
 use half::f16;
 use proptest::prelude::*;
@@ -67,11 +68,7 @@ fn check_matmul_matches_scalar(dtype: DType, rows: usize, blocks: usize, n: usiz
         let mut got = vec![0.0; n * rows];
         matmul_quantized_with(kt, wm, &acts, &mut got).unwrap();
         for (g, w) in got.iter().zip(&want) {
-            let tol = 1e-4 * (1.0 + w.abs()) * (k as f32).sqrt();
-            assert!(
-                (g - w).abs() <= tol,
-                "{dtype:?} {isa:?}: {g} vs scalar {w} (k={k})"
-            );
+            assert_eq!(g.to_bits(), w.to_bits(), "{dtype:?} {isa:?}: {g} vs scalar {w} (k={k})");
         }
     }
 }
@@ -90,12 +87,59 @@ proptest! {
         let want = (kernels_for(Isa::Scalar).unwrap().dot_f32)(&x, &y);
         for isa in Isa::available() {
             let got = (kernels_for(isa).unwrap().dot_f32)(&x, &y);
-            prop_assert!((got - want).abs() <= 1e-4 * (1.0 + want.abs()), "{isa:?} {got} vs {want}");
+            prop_assert_eq!(got.to_bits(), want.to_bits(), "{:?} {} vs {}", isa, got, want);
             let xh: Vec<f16> = x.iter().map(|v| f16::from_f32(*v)).collect();
             let yh: Vec<f16> = y.iter().map(|v| f16::from_f32(*v)).collect();
             let wh = (kernels_for(Isa::Scalar).unwrap().dot_f16)(&xh, &yh);
             let gh = (kernels_for(isa).unwrap().dot_f16)(&xh, &yh);
-            prop_assert!((gh - wh).abs() <= 1e-3 * (1.0 + wh.abs()), "{isa:?} f16 {gh} vs {wh}");
+            prop_assert_eq!(gh.to_bits(), wh.to_bits(), "{:?} f16 {} vs {}", isa, gh, wh);
+            // f16 multiply-add and scale, the flash-attention accumulator's steps.
+            let v = y[0];
+            let mut want_mad = xh.clone();
+            (kernels_for(Isa::Scalar).unwrap().mad_f16)(&mut want_mad, &yh, v);
+            let mut got_mad = xh.clone();
+            (kernels_for(isa).unwrap().mad_f16)(&mut got_mad, &yh, v);
+            prop_assert_eq!(&got_mad, &want_mad, "{:?} mad_f16", isa);
+            let mut want_sc = xh.clone();
+            (kernels_for(Isa::Scalar).unwrap().scale_f16)(&mut want_sc, v);
+            let mut got_sc = xh.clone();
+            (kernels_for(isa).unwrap().scale_f16)(&mut got_sc, v);
+            prop_assert_eq!(&got_sc, &want_sc, "{:?} scale_f16", isa);
+        }
+    }
+
+    /// Flash attention equals a plain softmax attention within f16 rounding, and every ISA
+    /// gives the same bits.
+    #[test]
+    fn attention_matches_softmax(n in 1usize..80, dim_steps in 1usize..4, seed in any::<u64>()) {
+        use ryzanstein_kernels::attention::{attend, HeadRows};
+        let dim = dim_steps * 32;
+        let q = vec_f32(dim, seed);
+        let kv: Vec<f16> = vec_f32(n * dim * 2, seed ^ 0x55).iter().map(|v| f16::from_f32(*v)).collect();
+        let (k, v) = kv.split_at(n * dim);
+        let rows = |data| HeadRows { data, stride: dim, offset: 0, dim };
+        let scale = 1.0 / (dim as f32).sqrt();
+        // Reference in f64 from the same f16-rounded inputs.
+        let qr: Vec<f64> = q.iter().map(|x| f16::from_f32(*x).to_f64()).collect();
+        let scores: Vec<f64> = (0..n)
+            .map(|j| (0..dim).map(|d| qr[d] * k[j * dim + d].to_f64()).sum::<f64>() * scale as f64)
+            .collect();
+        let mx = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let w: Vec<f64> = scores.iter().map(|s| (s - mx).exp()).collect();
+        let total: f64 = w.iter().sum();
+        let want: Vec<f64> = (0..dim).map(|d| (0..n).map(|j| w[j] * v[j * dim + d].to_f64()).sum::<f64>() / total).collect();
+        let mut first: Option<Vec<f32>> = None;
+        for isa in Isa::available() {
+            let mut out = vec![0.0f32; dim];
+            attend(kernels_for(isa).unwrap(), &q, rows(k), rows(v), n, scale, &mut out).unwrap();
+            for (o, w) in out.iter().zip(&want) {
+                // The f16 accumulator rounds at every step: a few f16 ulps of the largest |v|.
+                prop_assert!((*o as f64 - w).abs() <= 2e-2, "{:?}: {} vs {}", isa, o, w);
+            }
+            match &first {
+                None => first = Some(out),
+                Some(f) => prop_assert_eq!(f, &out, "{:?} differs from the scalar path", isa),
+            }
         }
     }
 }

@@ -1,56 +1,116 @@
 //! Scalar dot products of one weight row with one activation row (`k` values each).
+//!
+//! Every kernel here fixes the order of its floating-point operations, and the SIMD kernels
+//! (`x86::avx2`, `x86::avx512`) follow the same order, so all instruction sets give bit-identical
+//! results. The order is llama.cpp's AVX2 order, which makes our logits reproduce llama.cpp's:
+//!
+//! - quantised blocks: each 32-value block gives 8 integer partial sums (lane `l` sums values
+//!   `4l..4l+4`); lane `l` of an 8-lane f32 accumulator takes `fma(lane sum, d_x * d_y, acc)`
+//!   block after block; the lanes are then reduced by [`hsum8`]. Q4_1 adds `m_x * s_y` per block
+//!   into a separate f32 sum, added last.
+//! - f16 / f32 rows: four 8-lane accumulators over steps of 32 values (`fma(x, y, acc)`), reduced
+//!   by [`reduce_4x8`] into an f64, plus any tail of fewer than 32 values added in f64.
 
 use crate::formats::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1, QK};
 use half::{bf16, f16};
 
-pub fn vec_dot_q4_0_q8_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
-    let mut sumf = 0.0f32;
-    for (bx, by) in x.iter().zip(y) {
-        let mut sumi = 0i32;
-        for j in 0..QK / 2 {
-            let lo = (bx.qs[j] & 0x0f) as i32 - 8;
-            let hi = (bx.qs[j] >> 4) as i32 - 8;
-            sumi += lo * by.qs[j] as i32 + hi * by.qs[j + QK / 2] as i32;
-        }
-        sumf += sumi as f32 * (bx.d.to_f32() * by.d.to_f32());
+/// Values per step of the f16 / f32 dot products (4 accumulators of 8 lanes).
+pub const STEP: usize = 32;
+
+/// Horizontal sum of 8 lanes: `((a0+a4) + (a2+a6)) + ((a1+a5) + (a3+a7))`.
+pub fn hsum8(a: &[f32; 8]) -> f32 {
+    let r = [a[4] + a[0], a[5] + a[1], a[6] + a[2], a[7] + a[3]];
+    (r[0] + r[2]) + (r[1] + r[3])
+}
+
+/// Reduce four 8-lane accumulators: `(acc0 + acc2) + (acc1 + acc3)` lane-wise, then the halves
+/// lane-wise, then pairwise: `(t0 + t1) + (t2 + t3)`.
+pub fn reduce_4x8(acc: &[[f32; 8]; 4]) -> f32 {
+    let mut x = [0.0f32; 8];
+    for l in 0..8 {
+        x[l] = (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]);
     }
-    sumf
+    let t = [x[0] + x[4], x[1] + x[5], x[2] + x[6], x[3] + x[7]];
+    (t[0] + t[1]) + (t[2] + t[3])
+}
+
+/// The 8 lane sums of one block: `lane[l] = sum(x[4l..4l+4] * y[4l..4l+4])`.
+fn lane_sums(x: &[i32; QK], y: &[i8; QK]) -> [f32; 8] {
+    let mut lanes = [0.0f32; 8];
+    for (l, lane) in lanes.iter_mut().enumerate() {
+        let s: i32 = (4 * l..4 * l + 4).map(|i| x[i] * y[i] as i32).sum();
+        *lane = s as f32;
+    }
+    lanes
+}
+
+fn fma_lanes(acc: &mut [f32; 8], lanes: &[f32; 8], d: f32) {
+    for (a, s) in acc.iter_mut().zip(lanes) {
+        *a = s.mul_add(d, *a);
+    }
+}
+
+/// Nibbles in llama.cpp's order: low nibbles are values 0..16, high nibbles 16..32.
+fn nibbles(qs: &[u8; QK / 2], offset: i32) -> [i32; QK] {
+    let mut v = [0i32; QK];
+    for j in 0..QK / 2 {
+        v[j] = (qs[j] & 0x0f) as i32 - offset;
+        v[j + QK / 2] = (qs[j] >> 4) as i32 - offset;
+    }
+    v
+}
+
+pub fn vec_dot_q4_0_q8_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    for (bx, by) in x.iter().zip(y) {
+        let lanes = lane_sums(&nibbles(&bx.qs, 8), &by.qs);
+        fma_lanes(&mut acc, &lanes, bx.d.to_f32() * by.d.to_f32());
+    }
+    hsum8(&acc)
 }
 
 pub fn vec_dot_q4_1_q8_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
-    let mut sumf = 0.0f32;
+    let mut acc = [0.0f32; 8];
+    let mut summs = 0.0f32;
     for (bx, by) in x.iter().zip(y) {
-        let mut sumi = 0i32;
-        for j in 0..QK / 2 {
-            let lo = (bx.qs[j] & 0x0f) as i32;
-            let hi = (bx.qs[j] >> 4) as i32;
-            sumi += lo * by.qs[j] as i32 + hi * by.qs[j + QK / 2] as i32;
-        }
-        sumf += (bx.d.to_f32() * by.d.to_f32()) * sumi as f32 + bx.m.to_f32() * by.s.to_f32();
+        summs += bx.m.to_f32() * by.s.to_f32();
+        let lanes = lane_sums(&nibbles(&bx.qs, 0), &by.qs);
+        fma_lanes(&mut acc, &lanes, bx.d.to_f32() * by.d.to_f32());
     }
-    sumf
+    hsum8(&acc) + summs
 }
 
 pub fn vec_dot_q8_0_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
-    let mut sumf = 0.0f32;
+    let mut acc = [0.0f32; 8];
     for (bx, by) in x.iter().zip(y) {
-        let sumi: i32 = bx
-            .qs
-            .iter()
-            .zip(&by.qs)
-            .map(|(a, b)| *a as i32 * *b as i32)
-            .sum();
-        sumf += sumi as f32 * (bx.d.to_f32() * by.d.to_f32());
+        let xq: [i32; QK] = std::array::from_fn(|i| bx.qs[i] as i32);
+        let lanes = lane_sums(&xq, &by.qs);
+        fma_lanes(&mut acc, &lanes, bx.d.to_f32() * by.d.to_f32());
     }
-    sumf
+    hsum8(&acc)
+}
+
+/// Dot product of two f32 sequences in the fixed order described in the module docs.
+fn dot_steps(n: usize, x: impl Fn(usize) -> f32, y: impl Fn(usize) -> f32) -> f32 {
+    let np = n - n % STEP;
+    let mut acc = [[0.0f32; 8]; 4];
+    for i in (0..np).step_by(STEP) {
+        for (j, a) in acc.iter_mut().enumerate() {
+            for (l, lane) in a.iter_mut().enumerate() {
+                let k = i + j * 8 + l;
+                *lane = x(k).mul_add(y(k), *lane);
+            }
+        }
+    }
+    let mut sum = reduce_4x8(&acc) as f64;
+    for k in np..n {
+        sum += (x(k) * y(k)) as f64;
+    }
+    sum as f32
 }
 
 pub fn vec_dot_f16(x: &[f16], y: &[f16]) -> f32 {
-    let mut sum = 0.0f64;
-    for (a, b) in x.iter().zip(y) {
-        sum += (a.to_f32() * b.to_f32()) as f64;
-    }
-    sum as f32
+    dot_steps(x.len().min(y.len()), |i| x[i].to_f32(), |i| y[i].to_f32())
 }
 
 pub fn vec_dot_bf16(x: &[bf16], y: &[bf16]) -> f32 {
@@ -62,9 +122,19 @@ pub fn vec_dot_bf16(x: &[bf16], y: &[bf16]) -> f32 {
 }
 
 pub fn vec_dot_f32(x: &[f32], y: &[f32]) -> f32 {
-    let mut sum = 0.0f64;
-    for (a, b) in x.iter().zip(y) {
-        sum += (a * b) as f64;
+    dot_steps(x.len().min(y.len()), |i| x[i], |i| y[i])
+}
+
+/// `y = f16(x * v + y)` (one rounding of the fused multiply-add, then to f16).
+pub fn mad_f16(y: &mut [f16], x: &[f16], v: f32) {
+    for (a, b) in y.iter_mut().zip(x) {
+        *a = f16::from_f32(b.to_f32().mul_add(v, a.to_f32()));
     }
-    sum as f32
+}
+
+/// `y = f16(y * v)`.
+pub fn scale_f16(y: &mut [f16], v: f32) {
+    for a in y.iter_mut() {
+        *a = f16::from_f32(a.to_f32() * v);
+    }
 }

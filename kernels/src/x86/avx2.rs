@@ -1,6 +1,9 @@
-//! AVX2 + FMA + F16C dot products (the tested path on this project's CI machines).
+//! AVX2 + FMA + F16C dot products (the tested path on this project's CI machines), in the
+//! operation order `scalar::dot` documents, so results are bit-identical to the scalar reference.
 
 use crate::formats::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
+use crate::scalar;
+use crate::scalar::dot::STEP;
 use half::f16;
 use std::arch::x86_64::*;
 
@@ -83,29 +86,48 @@ pub unsafe fn vec_dot_q8_0_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
     hsum_ps(acc)
 }
 
+/// Reduce four 8-lane accumulators in `scalar::dot::reduce_4x8`'s order.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn reduce_4x8(acc: [__m256; 4]) -> f32 {
+    let x = _mm256_add_ps(_mm256_add_ps(acc[0], acc[2]), _mm256_add_ps(acc[1], acc[3]));
+    let t0 = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps::<1>(x));
+    let t1 = _mm_hadd_ps(t0, t0);
+    _mm_cvtss_f32(_mm_hadd_ps(t1, t1))
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load_f16x8(p: *const f16) -> __m256 {
+    _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn store_f16x8(p: *mut f16, v: __m256) {
+    _mm_storeu_si128(p as *mut __m128i, _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v));
+}
+
 /// # Safety
 /// The CPU must support AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn vec_dot_f16(x: &[f16], y: &[f16]) -> f32 {
     let n = x.len().min(y.len());
-    let mut acc0 = _mm256_setzero_ps();
-    let mut acc1 = _mm256_setzero_ps();
+    let np = n - n % STEP;
+    let mut acc = [_mm256_setzero_ps(); 4];
     let mut i = 0;
-    while i + 16 <= n {
-        let a0 = _mm256_cvtph_ps(_mm_loadu_si128(x.as_ptr().add(i) as *const __m128i));
-        let b0 = _mm256_cvtph_ps(_mm_loadu_si128(y.as_ptr().add(i) as *const __m128i));
-        let a1 = _mm256_cvtph_ps(_mm_loadu_si128(x.as_ptr().add(i + 8) as *const __m128i));
-        let b1 = _mm256_cvtph_ps(_mm_loadu_si128(y.as_ptr().add(i + 8) as *const __m128i));
-        acc0 = _mm256_fmadd_ps(a0, b0, acc0);
-        acc1 = _mm256_fmadd_ps(a1, b1, acc1);
-        i += 16;
+    while i < np {
+        for (j, a) in acc.iter_mut().enumerate() {
+            let k = i + 8 * j;
+            *a = _mm256_fmadd_ps(load_f16x8(x.as_ptr().add(k)), load_f16x8(y.as_ptr().add(k)), *a);
+        }
+        i += STEP;
     }
-    let mut sum = hsum_ps(_mm256_add_ps(acc0, acc1));
-    while i < n {
-        sum += x[i].to_f32() * y[i].to_f32();
-        i += 1;
+    let mut sum = reduce_4x8(acc) as f64;
+    for k in np..n {
+        sum += (x[k].to_f32() * y[k].to_f32()) as f64;
     }
-    sum
+    sum as f32
 }
 
 /// # Safety
@@ -113,26 +135,53 @@ pub unsafe fn vec_dot_f16(x: &[f16], y: &[f16]) -> f32 {
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn vec_dot_f32(x: &[f32], y: &[f32]) -> f32 {
     let n = x.len().min(y.len());
-    let mut acc0 = _mm256_setzero_ps();
-    let mut acc1 = _mm256_setzero_ps();
+    let np = n - n % STEP;
+    let mut acc = [_mm256_setzero_ps(); 4];
     let mut i = 0;
-    while i + 16 <= n {
-        acc0 = _mm256_fmadd_ps(
-            _mm256_loadu_ps(x.as_ptr().add(i)),
-            _mm256_loadu_ps(y.as_ptr().add(i)),
-            acc0,
-        );
-        acc1 = _mm256_fmadd_ps(
-            _mm256_loadu_ps(x.as_ptr().add(i + 8)),
-            _mm256_loadu_ps(y.as_ptr().add(i + 8)),
-            acc1,
-        );
-        i += 16;
+    while i < np {
+        for (j, a) in acc.iter_mut().enumerate() {
+            let k = i + 8 * j;
+            *a = _mm256_fmadd_ps(_mm256_loadu_ps(x.as_ptr().add(k)), _mm256_loadu_ps(y.as_ptr().add(k)), *a);
+        }
+        i += STEP;
     }
-    let mut sum = hsum_ps(_mm256_add_ps(acc0, acc1));
-    while i < n {
-        sum += x[i] * y[i];
-        i += 1;
+    let mut sum = reduce_4x8(acc) as f64;
+    for k in np..n {
+        sum += (x[k] * y[k]) as f64;
     }
-    sum
+    sum as f32
+}
+
+/// `y = f16(x * v + y)`, as `scalar::dot::mad_f16`.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn mad_f16(y: &mut [f16], x: &[f16], v: f32) {
+    let n = x.len().min(y.len());
+    let vv = _mm256_set1_ps(v);
+    let mut i = 0;
+    while i + 8 <= n {
+        let r = _mm256_fmadd_ps(load_f16x8(x.as_ptr().add(i)), vv, load_f16x8(y.as_ptr().add(i)));
+        store_f16x8(y.as_mut_ptr().add(i), r);
+        i += 8;
+    }
+    scalar::dot::mad_f16(&mut y[i..n], &x[i..n], v);
+}
+
+/// `y = f16(y * v)`, as `scalar::dot::scale_f16`.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn scale_f16(y: &mut [f16], v: f32) {
+    let n = y.len();
+    let vv = _mm256_set1_ps(v);
+    let mut i = 0;
+    while i + 8 <= n {
+        let r = _mm256_mul_ps(load_f16x8(y.as_ptr().add(i)), vv);
+        store_f16x8(y.as_mut_ptr().add(i), r);
+        i += 8;
+    }
+    scalar::dot::scale_f16(&mut y[i..n], v);
 }

@@ -1,43 +1,50 @@
-//! AVX-512 (F + BW) dot products: the AVX2 kernels' structure, two 32-value blocks per 512-bit
-//! register. Selected only on CPUs that report avx512f and avx512bw; the same property tests as
-//! the AVX2 path run them there. An odd trailing block goes through the AVX2 kernel.
+//! AVX-512 (F + BW + VL) dot products. They keep the operation order `scalar::dot` documents
+//! (and the AVX2 kernels follow), so every instruction set gives bit-identical results: the
+//! integer work of two 32-value blocks is done in one 512-bit register, then the two blocks'
+//! 8-lane products are accumulated one after the other, exactly as the AVX2 kernel does.
+//! Selected only on CPUs that report these features; the same property tests as the AVX2 path
+//! (including bit-equality with it) run them there. An odd trailing block, and the tail of the
+//! f16 / f32 dots, go through the same arithmetic.
 
-use super::avx2;
 use crate::formats::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
+use crate::scalar::dot::STEP;
 use half::f16;
 use std::arch::x86_64::*;
 
 #[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
 unsafe fn join(lo: __m256i, hi: __m256i) -> __m512i {
     _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
 }
 
-/// Scales for two blocks: `d0` in lanes 0..8, `d1` in lanes 8..16.
 #[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
-unsafe fn two_scales(d0: f32, d1: f32) -> __m512 {
-    _mm512_mask_blend_ps(0xff00, _mm512_set1_ps(d0), _mm512_set1_ps(d1))
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+unsafe fn hsum8(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_extractf128_ps::<1>(v), _mm256_castps256_ps128(v));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    _mm_cvtss_f32(s)
 }
 
-/// 16 packed nibbles to 32 bytes, as in the AVX2 kernels.
+/// 16 packed nibbles to 32 bytes: low nibbles (values 0..16) then high nibbles (16..32).
 #[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
 unsafe fn unpack_nibbles(qs: &[u8; 16]) -> __m256i {
     let tmp = _mm_loadu_si128(qs.as_ptr() as *const __m128i);
     let both = _mm256_insertf128_si256::<1>(_mm256_castsi128_si256(tmp), _mm_srli_epi16::<4>(tmp));
     _mm256_and_si256(both, _mm256_set1_epi8(0x0f))
 }
 
+/// Sixteen i32 lane sums (eight per block) of unsigned x times signed y, as f32.
 #[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
 unsafe fn dot_u8_i8(x: __m512i, y: __m512i) -> __m512 {
     let pairs = _mm512_maddubs_epi16(x, y);
     _mm512_cvtepi32_ps(_mm512_madd_epi16(pairs, _mm512_set1_epi16(1)))
 }
 
 #[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
 unsafe fn dot_i8_i8(x: __m512i, y: __m512i) -> __m512 {
     let neg = _mm512_movepi8_mask(x);
     let sy = _mm512_mask_sub_epi8(y, neg, _mm512_setzero_si512(), y);
@@ -45,101 +52,154 @@ unsafe fn dot_i8_i8(x: __m512i, y: __m512i) -> __m512 {
 }
 
 #[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
 unsafe fn load32(p: &[i8; 32]) -> __m256i {
     _mm256_loadu_si256(p.as_ptr() as *const __m256i)
 }
 
-/// # Safety
-/// The CPU must support AVX-512 F and BW, AVX2 and FMA.
-#[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
-pub unsafe fn vec_dot_q4_0_q8_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
-    let n = x.len().min(y.len());
-    let mut acc = _mm512_setzero_ps();
-    let eight = _mm256_set1_epi8(8);
-    let mut i = 0;
-    while i + 2 <= n {
-        let (x0, x1, y0, y1) = (&x[i], &x[i + 1], &y[i], &y[i + 1]);
-        let d = two_scales(x0.d.to_f32() * y0.d.to_f32(), x1.d.to_f32() * y1.d.to_f32());
-        let qx = join(
-            _mm256_sub_epi8(unpack_nibbles(&x0.qs), eight),
-            _mm256_sub_epi8(unpack_nibbles(&x1.qs), eight),
-        );
-        let qy = join(load32(&y0.qs), load32(&y1.qs));
-        acc = _mm512_fmadd_ps(d, dot_i8_i8(qx, qy), acc);
-        i += 2;
-    }
-    _mm512_reduce_add_ps(acc) + avx2::vec_dot_q4_0_q8_0(&x[i..n], &y[i..n])
+/// Accumulate two blocks' lane sums (`xy`: block 0 in lanes 0..8, block 1 in 8..16) with their
+/// scales, block 0 first.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+unsafe fn acc_two(acc: __m256, xy: __m512, d0: f32, d1: f32) -> __m256 {
+    let acc = _mm256_fmadd_ps(_mm512_castps512_ps256(xy), _mm256_set1_ps(d0), acc);
+    _mm256_fmadd_ps(_mm512_extractf32x8_ps::<1>(xy), _mm256_set1_ps(d1), acc)
+}
+
+/// One block's lane sums (the odd block at the end), in the low half.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+unsafe fn acc_one(acc: __m256, xy: __m512, d: f32) -> __m256 {
+    _mm256_fmadd_ps(_mm512_castps512_ps256(xy), _mm256_set1_ps(d), acc)
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+unsafe fn q4_0(b: &BlockQ4_0) -> __m256i {
+    _mm256_sub_epi8(unpack_nibbles(&b.qs), _mm256_set1_epi8(8))
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn ld16(p: *const f16) -> __m512 {
+    _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i))
 }
 
 /// # Safety
-/// The CPU must support AVX-512 F and BW, AVX2 and FMA.
-#[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
+/// The CPU must support AVX-512 F, BW and VL, AVX2 and FMA.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+pub unsafe fn vec_dot_q4_0_q8_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
+    let n = x.len().min(y.len());
+    let mut acc = _mm256_setzero_ps();
+    let mut i = 0;
+    while i + 2 <= n {
+        let xy = dot_i8_i8(join(q4_0(&x[i]), q4_0(&x[i + 1])), join(load32(&y[i].qs), load32(&y[i + 1].qs)));
+        acc = acc_two(acc, xy, x[i].d.to_f32() * y[i].d.to_f32(), x[i + 1].d.to_f32() * y[i + 1].d.to_f32());
+        i += 2;
+    }
+    if i < n {
+        let z = _mm256_setzero_si256();
+        let xy = dot_i8_i8(join(q4_0(&x[i]), z), join(load32(&y[i].qs), z));
+        acc = acc_one(acc, xy, x[i].d.to_f32() * y[i].d.to_f32());
+    }
+    hsum8(acc)
+}
+
+/// # Safety
+/// The CPU must support AVX-512 F, BW and VL, AVX2 and FMA.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
 pub unsafe fn vec_dot_q4_1_q8_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
     let n = x.len().min(y.len());
-    let mut acc = _mm512_setzero_ps();
+    let mut acc = _mm256_setzero_ps();
     let mut summs = 0.0f32;
     let mut i = 0;
     while i + 2 <= n {
-        let (x0, x1, y0, y1) = (&x[i], &x[i + 1], &y[i], &y[i + 1]);
-        summs += x0.m.to_f32() * y0.s.to_f32() + x1.m.to_f32() * y1.s.to_f32();
-        let d = two_scales(x0.d.to_f32() * y0.d.to_f32(), x1.d.to_f32() * y1.d.to_f32());
-        let qx = join(unpack_nibbles(&x0.qs), unpack_nibbles(&x1.qs));
-        let qy = join(load32(&y0.qs), load32(&y1.qs));
-        acc = _mm512_fmadd_ps(d, dot_u8_i8(qx, qy), acc);
+        summs += x[i].m.to_f32() * y[i].s.to_f32();
+        summs += x[i + 1].m.to_f32() * y[i + 1].s.to_f32();
+        let xy = dot_u8_i8(
+            join(unpack_nibbles(&x[i].qs), unpack_nibbles(&x[i + 1].qs)),
+            join(load32(&y[i].qs), load32(&y[i + 1].qs)),
+        );
+        acc = acc_two(acc, xy, x[i].d.to_f32() * y[i].d.to_f32(), x[i + 1].d.to_f32() * y[i + 1].d.to_f32());
         i += 2;
     }
-    _mm512_reduce_add_ps(acc) + summs + avx2::vec_dot_q4_1_q8_1(&x[i..n], &y[i..n])
+    if i < n {
+        summs += x[i].m.to_f32() * y[i].s.to_f32();
+        let z = _mm256_setzero_si256();
+        let xy = dot_u8_i8(join(unpack_nibbles(&x[i].qs), z), join(load32(&y[i].qs), z));
+        acc = acc_one(acc, xy, x[i].d.to_f32() * y[i].d.to_f32());
+    }
+    hsum8(acc) + summs
 }
 
 /// # Safety
-/// The CPU must support AVX-512 F and BW, AVX2 and FMA.
-#[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
+/// The CPU must support AVX-512 F, BW and VL, AVX2 and FMA.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
 pub unsafe fn vec_dot_q8_0_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
     let n = x.len().min(y.len());
-    let mut acc = _mm512_setzero_ps();
+    let mut acc = _mm256_setzero_ps();
     let mut i = 0;
     while i + 2 <= n {
-        let (x0, x1, y0, y1) = (&x[i], &x[i + 1], &y[i], &y[i + 1]);
-        let d = two_scales(x0.d.to_f32() * y0.d.to_f32(), x1.d.to_f32() * y1.d.to_f32());
-        let qx = join(load32(&x0.qs), load32(&x1.qs));
-        let qy = join(load32(&y0.qs), load32(&y1.qs));
-        acc = _mm512_fmadd_ps(d, dot_i8_i8(qx, qy), acc);
+        let xy = dot_i8_i8(join(load32(&x[i].qs), load32(&x[i + 1].qs)), join(load32(&y[i].qs), load32(&y[i + 1].qs)));
+        acc = acc_two(acc, xy, x[i].d.to_f32() * y[i].d.to_f32(), x[i + 1].d.to_f32() * y[i + 1].d.to_f32());
         i += 2;
     }
-    _mm512_reduce_add_ps(acc) + avx2::vec_dot_q8_0_q8_0(&x[i..n], &y[i..n])
+    if i < n {
+        let z = _mm256_setzero_si256();
+        let xy = dot_i8_i8(join(load32(&x[i].qs), z), join(load32(&y[i].qs), z));
+        acc = acc_one(acc, xy, x[i].d.to_f32() * y[i].d.to_f32());
+    }
+    hsum8(acc)
+}
+
+/// Reduce the accumulators `[acc0 | acc1]` and `[acc2 | acc3]` in `scalar::dot::reduce_4x8`'s
+/// order.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+unsafe fn reduce_2x16(a01: __m512, a23: __m512) -> f32 {
+    let s = _mm512_add_ps(a01, a23); // [acc0 + acc2 | acc1 + acc3]
+    let x = _mm256_add_ps(_mm512_castps512_ps256(s), _mm512_extractf32x8_ps::<1>(s));
+    let t0 = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps::<1>(x));
+    let t1 = _mm_hadd_ps(t0, t0);
+    _mm_cvtss_f32(_mm_hadd_ps(t1, t1))
 }
 
 /// # Safety
-/// The CPU must support AVX-512 F, AVX2, FMA and F16C.
-#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+/// The CPU must support AVX-512 F, BW and VL, AVX2, FMA and F16C.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 pub unsafe fn vec_dot_f16(x: &[f16], y: &[f16]) -> f32 {
     let n = x.len().min(y.len());
-    let mut acc = _mm512_setzero_ps();
+    let np = n - n % STEP;
+    let (mut a01, mut a23) = (_mm512_setzero_ps(), _mm512_setzero_ps());
     let mut i = 0;
-    while i + 16 <= n {
-        let a = _mm512_cvtph_ps(_mm256_loadu_si256(x.as_ptr().add(i) as *const __m256i));
-        let b = _mm512_cvtph_ps(_mm256_loadu_si256(y.as_ptr().add(i) as *const __m256i));
-        acc = _mm512_fmadd_ps(a, b, acc);
-        i += 16;
+    while i < np {
+        a01 = _mm512_fmadd_ps(ld16(x.as_ptr().add(i)), ld16(y.as_ptr().add(i)), a01);
+        a23 = _mm512_fmadd_ps(ld16(x.as_ptr().add(i + 16)), ld16(y.as_ptr().add(i + 16)), a23);
+        i += STEP;
     }
-    _mm512_reduce_add_ps(acc) + avx2::vec_dot_f16(&x[i..n], &y[i..n])
+    let mut sum = reduce_2x16(a01, a23) as f64;
+    for k in np..n {
+        sum += (x[k].to_f32() * y[k].to_f32()) as f64;
+    }
+    sum as f32
 }
 
 /// # Safety
-/// The CPU must support AVX-512 F, AVX2 and FMA.
-#[target_feature(enable = "avx512f,avx2,fma")]
+/// The CPU must support AVX-512 F, BW and VL, AVX2 and FMA.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
 pub unsafe fn vec_dot_f32(x: &[f32], y: &[f32]) -> f32 {
     let n = x.len().min(y.len());
-    let mut acc = _mm512_setzero_ps();
+    let np = n - n % STEP;
+    let (mut a01, mut a23) = (_mm512_setzero_ps(), _mm512_setzero_ps());
     let mut i = 0;
-    while i + 16 <= n {
-        acc = _mm512_fmadd_ps(
-            _mm512_loadu_ps(x.as_ptr().add(i)),
-            _mm512_loadu_ps(y.as_ptr().add(i)),
-            acc,
-        );
-        i += 16;
+    while i < np {
+        a01 = _mm512_fmadd_ps(_mm512_loadu_ps(x.as_ptr().add(i)), _mm512_loadu_ps(y.as_ptr().add(i)), a01);
+        a23 = _mm512_fmadd_ps(_mm512_loadu_ps(x.as_ptr().add(i + 16)), _mm512_loadu_ps(y.as_ptr().add(i + 16)), a23);
+        i += STEP;
     }
-    _mm512_reduce_add_ps(acc) + avx2::vec_dot_f32(&x[i..n], &y[i..n])
+    let mut sum = reduce_2x16(a01, a23) as f64;
+    for k in np..n {
+        sum += (x[k] * y[k]) as f64;
+    }
+    sum as f32
 }
