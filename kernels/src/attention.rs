@@ -1,13 +1,22 @@
-//! Attention of one query row over a key/value cache stored as f16, with an online softmax
-//! (flash attention). The arithmetic follows llama.cpp's CPU flash-attention kernel for short
-//! query batches so logits agree with it: the query is rounded to f16, each score is an f16 dot
-//! product times `scale`, the running output is an f16 vector rescaled whenever a new maximum
-//! appears, the running sum uses a fused multiply-add, and the output is the f16 accumulator
-//! times `1 / sum`.
+//! Causal attention of one query row over a key/value cache stored as f16, in the arithmetic of
+//! llama.cpp's default CPU attention (no flash attention), so logits agree with it bit for bit:
+//!
+//! - the query is rounded to f16 and each score is an f16 dot product times `scale`;
+//! - the softmax is ggml's (see `scalar::activation::softmax`), over the positions padded with
+//!   masked (`-inf`) entries to a multiple of 32, as llama.cpp pads its KV view;
+//! - the probabilities are rounded to f16 and each output is `sum_j p[j] * v[j][d]`.
+//!
+//! llama.cpp computes the products with a GEMM when a batch has several query rows and with
+//! vector dot products for a single row; the two sum in different orders, so [`attend`] takes
+//! `batched` to choose the same order.
 
 use crate::dispatch::Kernels;
+use crate::scalar::activation;
 use crate::KernelError;
 use half::f16;
+
+/// Positions are padded to a multiple of this (with zero weights).
+const PAD: usize = 32;
 
 /// Keys or values of one KV head: row `j` is `data[j * stride + offset..][..dim]`.
 #[derive(Clone, Copy)]
@@ -33,43 +42,9 @@ impl<'a> HeadRows<'a> {
     }
 }
 
-/// Running state of the online softmax over some key positions.
-pub struct Partial {
-    /// Largest score seen (`-inf` before any).
-    pub max: f32,
-    /// Sum of `exp(score - max)`.
-    pub sum: f32,
-    /// Sum of `exp(score - max) * v`, in f16 as llama.cpp keeps it.
-    pub acc: Vec<f16>,
-}
-
-/// Attend `q` (already in f16) over positions `range` of `keys`/`values`.
-pub fn attend_range(
-    kt: &Kernels,
-    q: &[f16],
-    keys: HeadRows<'_>,
-    values: HeadRows<'_>,
-    range: std::ops::Range<usize>,
-    scale: f32,
-) -> Partial {
-    let mut p = Partial { max: f32::NEG_INFINITY, sum: 0.0, acc: vec![f16::ZERO; values.dim] };
-    for j in range {
-        let s = (kt.dot_f16)(keys.row(j), q) * scale;
-        let (mut ms, mut vs) = (1.0f32, 1.0f32);
-        if s > p.max {
-            ms = (p.max - s).exp();
-            p.max = s;
-            (kt.scale_f16)(&mut p.acc, ms);
-        } else {
-            vs = (s - p.max).exp();
-        }
-        (kt.mad_f16)(&mut p.acc, values.row(j), vs);
-        p.sum = p.sum.mul_add(ms, vs);
-    }
-    p
-}
-
-/// Causal attention of one query row over the first `n` positions; writes `values.dim` outputs.
+/// Attention of `q` over the first `n` positions; writes `values.dim` outputs. `batched`: the
+/// query is one of several rows computed together (a prompt), which changes the summation order.
+#[allow(clippy::too_many_arguments)]
 pub fn attend(
     kt: &Kernels,
     q: &[f32],
@@ -77,9 +52,15 @@ pub fn attend(
     values: HeadRows<'_>,
     n: usize,
     scale: f32,
+    batched: bool,
     out: &mut [f32],
 ) -> Result<(), KernelError> {
-    if q.len() != keys.dim || out.len() != values.dim || keys.rows() < n || values.rows() < n {
+    if n == 0
+        || q.len() != keys.dim
+        || out.len() != values.dim
+        || keys.rows() < n
+        || values.rows() < n
+    {
         return Err(KernelError::Shape {
             op: "attend",
             what: format!(
@@ -95,10 +76,18 @@ pub fn attend(
         });
     }
     let q16: Vec<f16> = q.iter().map(|v| f16::from_f32(*v)).collect();
-    let p = attend_range(kt, &q16, keys, values, 0..n, scale);
-    let inv = if p.sum == 0.0 { 0.0 } else { 1.0 / p.sum };
-    for (o, a) in out.iter_mut().zip(&p.acc) {
-        *o = a.to_f32() * inv;
+    // The GEMM order needs whole groups of 8 (llama.cpp falls back to dot products otherwise).
+    let gemm = batched && keys.dim.is_multiple_of(8);
+    let dot = if gemm { kt.dot_f16_gemm } else { kt.dot_f16 };
+    let padded = n.div_ceil(PAD) * PAD;
+    let mut p = vec![f32::NEG_INFINITY; padded];
+    for (j, s) in p[..n].iter_mut().enumerate() {
+        *s = dot(keys.row(j), &q16) * scale;
     }
+    activation::softmax(&mut p);
+    let p16: Vec<f16> = p.iter().map(|v| f16::from_f32(*v)).collect();
+    let zeros = vec![f16::ZERO; values.dim];
+    let rows = |j: usize| if j < n { values.row(j) } else { &zeros[..] };
+    (kt.weighted_rows_f16)(&p16, &rows, gemm, out);
     Ok(())
 }

@@ -74,6 +74,12 @@ pub fn isa() -> Isa {
     })
 }
 
+/// Rows of a weighted sum: `row(j)` is the `j`-th f16 row.
+pub type RowsOf<'a> = dyn Fn(usize) -> &'a [f16] + 'a;
+
+/// `(weights, rows, gemm order, out)`; see [`Kernels::weighted_rows_f16`].
+pub type WeightedRowsFn = for<'a> fn(&[f16], &RowsOf<'a>, bool, &mut [f32]);
+
 /// The dot-product kernels of one instruction set.
 pub struct Kernels {
     pub isa: Isa,
@@ -83,10 +89,13 @@ pub struct Kernels {
     pub dot_f16: fn(&[f16], &[f16]) -> f32,
     pub dot_bf16: fn(&[bf16], &[bf16]) -> f32,
     pub dot_f32: fn(&[f32], &[f32]) -> f32,
-    /// `y = f16(x * v + y)` element-wise (flash attention's f16 accumulator).
-    pub mad_f16: fn(&mut [f16], &[f16], f32),
-    /// `y = f16(y * v)` element-wise.
-    pub scale_f16: fn(&mut [f16], f32),
+    /// f16 dot product in the 8-lane order of a matrix product (length a multiple of 8).
+    pub dot_f16_gemm: fn(&[f16], &[f16]) -> f32,
+    /// `out[d] = sum_j p[j] * row_j[d]`, each in the order of `dot_f16_gemm` (`true`) or
+    /// `dot_f16` (`false`).
+    pub weighted_rows_f16: WeightedRowsFn,
+    /// `gate = silu(gate) * up` element-wise.
+    pub swiglu: fn(&mut [f32], &[f32]),
 }
 
 static SCALAR: Kernels = Kernels {
@@ -97,8 +106,9 @@ static SCALAR: Kernels = Kernels {
     dot_f16: scalar::dot::vec_dot_f16,
     dot_bf16: scalar::dot::vec_dot_bf16,
     dot_f32: scalar::dot::vec_dot_f32,
-    mad_f16: scalar::dot::mad_f16,
-    scale_f16: scalar::dot::scale_f16,
+    swiglu: scalar::activation::swiglu,
+    dot_f16_gemm: scalar::dot::vec_dot_f16_gemm,
+    weighted_rows_f16: scalar::dot::weighted_rows_f16,
 };
 
 /// Safe entry points over the `unsafe` SIMD kernels. They are private and reachable only
@@ -121,13 +131,19 @@ mod simd {
     guarded!(avx2_q8_0, avx2::vec_dot_q8_0_q8_0, BlockQ8_0, BlockQ8_0);
     guarded!(avx2_f16, avx2::vec_dot_f16, f16, f16);
     guarded!(avx2_f32, avx2::vec_dot_f32, f32, f32);
-    pub(super) fn avx2_mad_f16(y: &mut [f16], x: &[f16], v: f32) {
+    pub(super) fn avx2_swiglu(gate: &mut [f32], up: &[f32]) {
         // SAFETY: only reachable through a table `kernels_for` returns after feature detection.
-        unsafe { avx2::mad_f16(y, x, v) }
+        unsafe { avx2::swiglu(gate, up) }
     }
-    pub(super) fn avx2_scale_f16(y: &mut [f16], v: f32) {
+    guarded!(avx2_f16_gemm, avx2::vec_dot_f16_gemm, f16, f16);
+    pub(super) fn avx2_weighted_rows_f16<'a>(
+        p: &[f16],
+        rows: &dyn Fn(usize) -> &'a [f16],
+        gemm: bool,
+        out: &mut [f32],
+    ) {
         // SAFETY: as above.
-        unsafe { avx2::scale_f16(y, v) }
+        unsafe { avx2::weighted_rows_f16(p, rows, gemm, out) }
     }
     guarded!(avx512_q4_0, avx512::vec_dot_q4_0_q8_0, BlockQ4_0, BlockQ8_0);
     guarded!(avx512_q4_1, avx512::vec_dot_q4_1_q8_1, BlockQ4_1, BlockQ8_1);
@@ -143,8 +159,9 @@ mod simd {
         dot_f16: avx2_f16,
         dot_bf16: scalar::dot::vec_dot_bf16,
         dot_f32: avx2_f32,
-        mad_f16: avx2_mad_f16,
-        scale_f16: avx2_scale_f16,
+        swiglu: avx2_swiglu,
+        dot_f16_gemm: avx2_f16_gemm,
+        weighted_rows_f16: avx2_weighted_rows_f16,
     };
 
     pub(super) static AVX512: Kernels = Kernels {
@@ -155,8 +172,9 @@ mod simd {
         dot_f16: avx512_f16,
         dot_bf16: scalar::dot::vec_dot_bf16,
         dot_f32: avx512_f32,
-        mad_f16: avx2_mad_f16,
-        scale_f16: avx2_scale_f16,
+        swiglu: avx2_swiglu,
+        dot_f16_gemm: avx2_f16_gemm,
+        weighted_rows_f16: avx2_weighted_rows_f16,
     };
 }
 

@@ -51,7 +51,7 @@ impl<'a> MatRef<'a> {
                 ),
             });
         }
-        if data.as_ptr() as usize % align_of(dtype) != 0 {
+        if !(data.as_ptr() as usize).is_multiple_of(align_of(dtype)) {
             return Err(KernelError::Shape {
                 op: "MatRef::new",
                 what: format!("{dtype:?} data is not {}-byte aligned", align_of(dtype)),
@@ -135,7 +135,7 @@ pub fn quantize_acts(dtype: DType, x: &[f32], k: usize) -> Result<QuantizedActs,
         cols: k,
         block: dtype.block_size(),
     })?;
-    if k == 0 || x.len() % k != 0 {
+    if k == 0 || !x.len().is_multiple_of(k) {
         return Err(KernelError::Shape {
             op,
             what: format!("{} values are not rows of {k}", x.len()),

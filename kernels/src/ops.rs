@@ -6,7 +6,7 @@ use crate::KernelError;
 /// `out = x / sqrt(mean(x^2) + eps) * w`, one row of `w.len()` values at a time.
 pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) -> Result<(), KernelError> {
     let k = w.len();
-    if k == 0 || x.len() % k != 0 || out.len() != x.len() {
+    if k == 0 || !x.len().is_multiple_of(k) || out.len() != x.len() {
         return Err(KernelError::Shape {
             op: "rms_norm",
             what: format!("input {} values, weight {k}, output {}", x.len(), out.len()),
@@ -68,7 +68,7 @@ impl Rope {
         cs: &[(f32, f32)],
     ) -> Result<(), KernelError> {
         if head_dim == 0
-            || x.len() % head_dim != 0
+            || !x.len().is_multiple_of(head_dim)
             || self.n_dims > head_dim
             || cs.len() != self.n_dims / 2
         {
@@ -89,29 +89,12 @@ impl Rope {
                     RopeStyle::Neox => (i, i + half),
                 };
                 let (x0, x1) = (head[a], head[b]);
-                head[a] = x0 * c - x1 * s;
-                head[b] = x0 * s + x1 * c;
+                // ggml's rounding: one fused multiply-add per output.
+                head[a] = x0.mul_add(c, -(x1 * s));
+                head[b] = x0.mul_add(s, x1 * c);
             }
         }
         Ok(())
-    }
-}
-
-/// In-place softmax of `x` after scaling by `scale` (ggml `soft_max_ext` without a mask).
-pub fn softmax(x: &mut [f32], scale: f32) {
-    let mut max = f32::NEG_INFINITY;
-    for v in x.iter_mut() {
-        *v *= scale;
-        max = max.max(*v);
-    }
-    let mut sum = 0.0f64;
-    for v in x.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v as f64;
-    }
-    let inv = (1.0 / sum) as f32;
-    for v in x.iter_mut() {
-        *v *= inv;
     }
 }
 
@@ -121,7 +104,8 @@ pub fn silu(x: f32) -> f32 {
     x / (1.0 + (-x).exp())
 }
 
-/// `gate = silu(gate) * up` (SwiGLU), in place.
+/// `gate = silu(gate) * up` (SwiGLU) of one row, in place, with ggml's vector arithmetic (see
+/// `scalar::activation`); apply it row by row, since the tail of a row is computed differently.
 pub fn swiglu(gate: &mut [f32], up: &[f32]) -> Result<(), KernelError> {
     if gate.len() != up.len() {
         return Err(KernelError::Shape {
@@ -129,9 +113,7 @@ pub fn swiglu(gate: &mut [f32], up: &[f32]) -> Result<(), KernelError> {
             what: format!("gate {} vs up {}", gate.len(), up.len()),
         });
     }
-    for (g, u) in gate.iter_mut().zip(up) {
-        *g = silu(*g) * u;
-    }
+    (crate::dispatch::kernels().swiglu)(gate, up);
     Ok(())
 }
 
@@ -210,15 +192,6 @@ mod tests {
             a.iter().zip(&b).map(|(x, y)| x * y).sum::<f32>()
         };
         assert!((dot_at(5, 2) - dot_at(13, 10)).abs() < 1e-4);
-    }
-
-    #[test]
-    fn softmax_sums_to_one() {
-        let mut x = [1.0f32, 2.0, 3.0, -1.0];
-        softmax(&mut x, 0.5);
-        let s: f32 = x.iter().sum();
-        assert!((s - 1.0).abs() < 1e-6);
-        assert!(x[2] > x[1] && x[1] > x[0] && x[0] > x[3]);
     }
 
     #[test]

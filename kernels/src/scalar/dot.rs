@@ -125,16 +125,38 @@ pub fn vec_dot_f32(x: &[f32], y: &[f32]) -> f32 {
     dot_steps(x.len().min(y.len()), |i| x[i], |i| y[i])
 }
 
-/// `y = f16(x * v + y)` (one rounding of the fused multiply-add, then to f16).
-pub fn mad_f16(y: &mut [f16], x: &[f16], v: f32) {
-    for (a, b) in y.iter_mut().zip(x) {
-        *a = f16::from_f32(b.to_f32().mul_add(v, a.to_f32()));
+/// Dot product in the 8-lane order of a matrix-matrix product (llama.cpp's f16 GEMM): lane `l`
+/// takes values `l, l + 8, l + 16, ...` with one fused multiply-add each, then [`hsum8`].
+/// `x.len()` must be a multiple of 8.
+pub fn vec_dot_f16_gemm(x: &[f16], y: &[f16]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    for (xs, ys) in x.chunks_exact(8).zip(y.chunks_exact(8)) {
+        for l in 0..8 {
+            acc[l] = xs[l].to_f32().mul_add(ys[l].to_f32(), acc[l]);
+        }
     }
+    hsum8(&acc)
 }
 
-/// `y = f16(y * v)`.
-pub fn scale_f16(y: &mut [f16], v: f32) {
-    for a in y.iter_mut() {
-        *a = f16::from_f32(a.to_f32() * v);
+/// `out[d] = sum_j p[j] * v[j][d]` for `d < out.len()`, where row `j` of `v` starts at
+/// `v_rows[j]`; each output is summed in the order of [`vec_dot_f16_gemm`] (`gemm`) or of
+/// [`vec_dot_f16`] over `p.len()` values.
+pub fn weighted_rows_f16<'a>(
+    p: &[f16],
+    v_rows: &dyn Fn(usize) -> &'a [f16],
+    gemm: bool,
+    out: &mut [f32],
+) {
+    for (d, o) in out.iter_mut().enumerate() {
+        let column = |j: usize| v_rows(j)[d].to_f32();
+        if gemm {
+            let mut acc = [0.0f32; 8];
+            for (j, pj) in p.iter().enumerate() {
+                acc[j % 8] = pj.to_f32().mul_add(column(j), acc[j % 8]);
+            }
+            *o = hsum8(&acc);
+        } else {
+            *o = dot_steps(p.len(), |j| p[j].to_f32(), column);
+        }
     }
 }

@@ -4,5 +4,6 @@
 //! round half to even, scales stored as f16), so logits match llama.cpp's bit for bit where the
 //! integer work is exact and to float rounding elsewhere.
 
+pub mod activation;
 pub mod dot;
 pub mod quantize;

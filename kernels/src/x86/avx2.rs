@@ -102,12 +102,6 @@ unsafe fn load_f16x8(p: *const f16) -> __m256 {
     _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
 }
 
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn store_f16x8(p: *mut f16, v: __m256) {
-    _mm_storeu_si128(p as *mut __m128i, _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v));
-}
-
 /// # Safety
 /// The CPU must support AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -119,7 +113,11 @@ pub unsafe fn vec_dot_f16(x: &[f16], y: &[f16]) -> f32 {
     while i < np {
         for (j, a) in acc.iter_mut().enumerate() {
             let k = i + 8 * j;
-            *a = _mm256_fmadd_ps(load_f16x8(x.as_ptr().add(k)), load_f16x8(y.as_ptr().add(k)), *a);
+            *a = _mm256_fmadd_ps(
+                load_f16x8(x.as_ptr().add(k)),
+                load_f16x8(y.as_ptr().add(k)),
+                *a,
+            );
         }
         i += STEP;
     }
@@ -141,7 +139,11 @@ pub unsafe fn vec_dot_f32(x: &[f32], y: &[f32]) -> f32 {
     while i < np {
         for (j, a) in acc.iter_mut().enumerate() {
             let k = i + 8 * j;
-            *a = _mm256_fmadd_ps(_mm256_loadu_ps(x.as_ptr().add(k)), _mm256_loadu_ps(y.as_ptr().add(k)), *a);
+            *a = _mm256_fmadd_ps(
+                _mm256_loadu_ps(x.as_ptr().add(k)),
+                _mm256_loadu_ps(y.as_ptr().add(k)),
+                *a,
+            );
         }
         i += STEP;
     }
@@ -152,36 +154,147 @@ pub unsafe fn vec_dot_f32(x: &[f32], y: &[f32]) -> f32 {
     sum as f32
 }
 
-/// `y = f16(x * v + y)`, as `scalar::dot::mad_f16`.
-///
-/// # Safety
-/// The CPU must support AVX2, FMA and F16C.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn mad_f16(y: &mut [f16], x: &[f16], v: f32) {
-    let n = x.len().min(y.len());
-    let vv = _mm256_set1_ps(v);
-    let mut i = 0;
-    while i + 8 <= n {
-        let r = _mm256_fmadd_ps(load_f16x8(x.as_ptr().add(i)), vv, load_f16x8(y.as_ptr().add(i)));
-        store_f16x8(y.as_mut_ptr().add(i), r);
-        i += 8;
+/// Eight lanes of `scalar::activation::exp_approx`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn exp_approx(x: __m256) -> __m256 {
+    use scalar::activation::{C, LN2_HI, LN2_LO, LOG2E};
+    let c = |bits: u32| _mm256_set1_ps(f32::from_bits(bits));
+    let shift = _mm256_set1_ps(12582912.0);
+    let z = _mm256_fmadd_ps(x, c(LOG2E), shift);
+    let n = _mm256_sub_ps(z, shift);
+    let b = _mm256_fnmadd_ps(n, c(LN2_LO), _mm256_fnmadd_ps(n, c(LN2_HI), x));
+    let e = _mm256_slli_epi32::<23>(_mm256_castps_si256(z));
+    let k = _mm256_castsi256_ps(_mm256_add_epi32(
+        e,
+        _mm256_castps_si256(_mm256_set1_ps(1.0)),
+    ));
+    let abs_n = _mm256_andnot_ps(_mm256_set1_ps(-0.0), n);
+    let big = _mm256_cmp_ps::<_CMP_GT_OQ>(abs_n, _mm256_set1_ps(126.0));
+    let u = _mm256_mul_ps(b, b);
+    let j = _mm256_fmadd_ps(
+        _mm256_fmadd_ps(
+            _mm256_fmadd_ps(c(C[4]), b, c(C[3])),
+            u,
+            _mm256_fmadd_ps(c(C[2]), b, c(C[1])),
+        ),
+        u,
+        _mm256_mul_ps(c(C[0]), b),
+    );
+    let normal = _mm256_fmadd_ps(k, j, k);
+    if _mm256_movemask_ps(big) == 0 {
+        return normal;
     }
-    scalar::dot::mad_f16(&mut y[i..n], &x[i..n], v);
+    let g = _mm256_and_si256(
+        _mm256_castps_si256(_mm256_cmp_ps::<_CMP_LE_OQ>(n, _mm256_setzero_ps())),
+        _mm256_set1_epi32(0x8200_0000u32 as i32),
+    );
+    let s1 = _mm256_castsi256_ps(_mm256_add_epi32(g, _mm256_set1_epi32(0x7f00_0000)));
+    let s2 = _mm256_castsi256_ps(_mm256_sub_epi32(e, g));
+    let huge = _mm256_cmp_ps::<_CMP_GT_OQ>(abs_n, _mm256_set1_ps(192.0));
+    let scaled = _mm256_mul_ps(_mm256_fmadd_ps(s2, j, s2), s1);
+    let r = _mm256_blendv_ps(normal, scaled, big);
+    _mm256_blendv_ps(r, _mm256_mul_ps(s1, s1), huge)
 }
 
-/// `y = f16(y * v)`, as `scalar::dot::scale_f16`.
+/// `gate = silu(gate) * up`, as `scalar::activation::swiglu`.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn swiglu(gate: &mut [f32], up: &[f32]) {
+    let n = gate.len().min(up.len());
+    let one = _mm256_set1_ps(1.0);
+    let mut i = 0;
+    while i + 8 <= n {
+        let x = _mm256_loadu_ps(gate.as_ptr().add(i));
+        let e = exp_approx(_mm256_sub_ps(_mm256_setzero_ps(), x));
+        let silu = _mm256_div_ps(x, _mm256_add_ps(one, e));
+        _mm256_storeu_ps(
+            gate.as_mut_ptr().add(i),
+            _mm256_mul_ps(silu, _mm256_loadu_ps(up.as_ptr().add(i))),
+        );
+        i += 8;
+    }
+    scalar::activation::swiglu(&mut gate[i..n], &up[i..n]);
+}
+
+/// As `scalar::dot::vec_dot_f16_gemm`.
 ///
 /// # Safety
 /// The CPU must support AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn scale_f16(y: &mut [f16], v: f32) {
-    let n = y.len();
-    let vv = _mm256_set1_ps(v);
+pub unsafe fn vec_dot_f16_gemm(x: &[f16], y: &[f16]) -> f32 {
+    let n = x.len().min(y.len());
+    let mut acc = _mm256_setzero_ps();
     let mut i = 0;
     while i + 8 <= n {
-        let r = _mm256_mul_ps(load_f16x8(y.as_ptr().add(i)), vv);
-        store_f16x8(y.as_mut_ptr().add(i), r);
+        acc = _mm256_fmadd_ps(
+            load_f16x8(x.as_ptr().add(i)),
+            load_f16x8(y.as_ptr().add(i)),
+            acc,
+        );
         i += 8;
     }
-    scalar::dot::scale_f16(&mut y[i..n], v);
+    hsum_ps(acc)
+}
+
+/// As `scalar::dot::weighted_rows_f16`, eight outputs at a time (outputs beyond a multiple of
+/// eight go through the scalar kernel).
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn weighted_rows_f16<'a>(
+    p: &[f16],
+    v_rows: &dyn Fn(usize) -> &'a [f16],
+    gemm: bool,
+    out: &mut [f32],
+) {
+    let dims = out.len() - out.len() % 8;
+    let n = p.len();
+    let mut d = 0;
+    while d < dims {
+        if gemm {
+            let mut acc = [_mm256_setzero_ps(); 8];
+            for (j, pj) in p.iter().enumerate() {
+                let v = load_f16x8(v_rows(j).as_ptr().add(d));
+                acc[j % 8] = _mm256_fmadd_ps(_mm256_set1_ps(pj.to_f32()), v, acc[j % 8]);
+            }
+            // Lane-wise `((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7))`, as `hsum8`.
+            let r: [__m256; 4] = std::array::from_fn(|l| _mm256_add_ps(acc[4 + l], acc[l]));
+            let s = _mm256_add_ps(_mm256_add_ps(r[0], r[2]), _mm256_add_ps(r[1], r[3]));
+            _mm256_storeu_ps(out.as_mut_ptr().add(d), s);
+        } else {
+            let np = n - n % STEP;
+            let mut acc = [_mm256_setzero_ps(); STEP];
+            for (j, pj) in p[..np].iter().enumerate() {
+                let v = load_f16x8(v_rows(j).as_ptr().add(d));
+                acc[j % STEP] = _mm256_fmadd_ps(_mm256_set1_ps(pj.to_f32()), v, acc[j % STEP]);
+            }
+            // `reduce_4x8` lane-wise: accumulator `jj` of lane `l` is acc[8 * jj + l].
+            let x: [__m256; 8] = std::array::from_fn(|l| {
+                _mm256_add_ps(
+                    _mm256_add_ps(acc[l], acc[16 + l]),
+                    _mm256_add_ps(acc[8 + l], acc[24 + l]),
+                )
+            });
+            let t: [__m256; 4] = std::array::from_fn(|i| _mm256_add_ps(x[i], x[i + 4]));
+            let s = _mm256_add_ps(_mm256_add_ps(t[0], t[1]), _mm256_add_ps(t[2], t[3]));
+            let mut lanes = [0.0f32; 8];
+            _mm256_storeu_ps(lanes.as_mut_ptr(), s);
+            for (k, o) in out[d..d + 8].iter_mut().enumerate() {
+                let mut sum = lanes[k] as f64;
+                for (j, pj) in p.iter().enumerate().skip(np) {
+                    sum += (pj.to_f32() * v_rows(j)[d + k].to_f32()) as f64;
+                }
+                *o = sum as f32;
+            }
+        }
+        d += 8;
+    }
+    if dims < out.len() {
+        let shifted = |j: usize| &v_rows(j)[dims..];
+        scalar::dot::weighted_rows_f16(p, &shifted, gemm, &mut out[dims..]);
+    }
 }

@@ -93,8 +93,16 @@ pub unsafe fn vec_dot_q4_0_q8_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     let mut i = 0;
     while i + 2 <= n {
-        let xy = dot_i8_i8(join(q4_0(&x[i]), q4_0(&x[i + 1])), join(load32(&y[i].qs), load32(&y[i + 1].qs)));
-        acc = acc_two(acc, xy, x[i].d.to_f32() * y[i].d.to_f32(), x[i + 1].d.to_f32() * y[i + 1].d.to_f32());
+        let xy = dot_i8_i8(
+            join(q4_0(&x[i]), q4_0(&x[i + 1])),
+            join(load32(&y[i].qs), load32(&y[i + 1].qs)),
+        );
+        acc = acc_two(
+            acc,
+            xy,
+            x[i].d.to_f32() * y[i].d.to_f32(),
+            x[i + 1].d.to_f32() * y[i + 1].d.to_f32(),
+        );
         i += 2;
     }
     if i < n {
@@ -120,7 +128,12 @@ pub unsafe fn vec_dot_q4_1_q8_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
             join(unpack_nibbles(&x[i].qs), unpack_nibbles(&x[i + 1].qs)),
             join(load32(&y[i].qs), load32(&y[i + 1].qs)),
         );
-        acc = acc_two(acc, xy, x[i].d.to_f32() * y[i].d.to_f32(), x[i + 1].d.to_f32() * y[i + 1].d.to_f32());
+        acc = acc_two(
+            acc,
+            xy,
+            x[i].d.to_f32() * y[i].d.to_f32(),
+            x[i + 1].d.to_f32() * y[i + 1].d.to_f32(),
+        );
         i += 2;
     }
     if i < n {
@@ -140,8 +153,16 @@ pub unsafe fn vec_dot_q8_0_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     let mut i = 0;
     while i + 2 <= n {
-        let xy = dot_i8_i8(join(load32(&x[i].qs), load32(&x[i + 1].qs)), join(load32(&y[i].qs), load32(&y[i + 1].qs)));
-        acc = acc_two(acc, xy, x[i].d.to_f32() * y[i].d.to_f32(), x[i + 1].d.to_f32() * y[i + 1].d.to_f32());
+        let xy = dot_i8_i8(
+            join(load32(&x[i].qs), load32(&x[i + 1].qs)),
+            join(load32(&y[i].qs), load32(&y[i + 1].qs)),
+        );
+        acc = acc_two(
+            acc,
+            xy,
+            x[i].d.to_f32() * y[i].d.to_f32(),
+            x[i + 1].d.to_f32() * y[i + 1].d.to_f32(),
+        );
         i += 2;
     }
     if i < n {
@@ -174,7 +195,11 @@ pub unsafe fn vec_dot_f16(x: &[f16], y: &[f16]) -> f32 {
     let mut i = 0;
     while i < np {
         a01 = _mm512_fmadd_ps(ld16(x.as_ptr().add(i)), ld16(y.as_ptr().add(i)), a01);
-        a23 = _mm512_fmadd_ps(ld16(x.as_ptr().add(i + 16)), ld16(y.as_ptr().add(i + 16)), a23);
+        a23 = _mm512_fmadd_ps(
+            ld16(x.as_ptr().add(i + 16)),
+            ld16(y.as_ptr().add(i + 16)),
+            a23,
+        );
         i += STEP;
     }
     let mut sum = reduce_2x16(a01, a23) as f64;
@@ -193,8 +218,16 @@ pub unsafe fn vec_dot_f32(x: &[f32], y: &[f32]) -> f32 {
     let (mut a01, mut a23) = (_mm512_setzero_ps(), _mm512_setzero_ps());
     let mut i = 0;
     while i < np {
-        a01 = _mm512_fmadd_ps(_mm512_loadu_ps(x.as_ptr().add(i)), _mm512_loadu_ps(y.as_ptr().add(i)), a01);
-        a23 = _mm512_fmadd_ps(_mm512_loadu_ps(x.as_ptr().add(i + 16)), _mm512_loadu_ps(y.as_ptr().add(i + 16)), a23);
+        a01 = _mm512_fmadd_ps(
+            _mm512_loadu_ps(x.as_ptr().add(i)),
+            _mm512_loadu_ps(y.as_ptr().add(i)),
+            a01,
+        );
+        a23 = _mm512_fmadd_ps(
+            _mm512_loadu_ps(x.as_ptr().add(i + 16)),
+            _mm512_loadu_ps(y.as_ptr().add(i + 16)),
+            a23,
+        );
         i += STEP;
     }
     let mut sum = reduce_2x16(a01, a23) as f64;

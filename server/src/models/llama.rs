@@ -1,10 +1,12 @@
 //! The Llama family (Llama 2/3, SmolLM, Mistral-style GQA): RMSNorm, RoPE, grouped-query
 //! attention, SwiGLU, tied or separate output embeddings.
 //!
-//! The forward pass follows llama.cpp's graph and arithmetic so logits agree with it: weights
-//! multiply activations quantised to the weight's `vec_dot_type`, the KV cache is f16, queries
-//! are rounded to f16 for `K·q` and attention probabilities to f16 for `V·p` (llama.cpp's CPU
-//! attention without flash attention), norms accumulate in f64.
+//! The forward pass follows llama.cpp's graph and arithmetic so logits agree with it bit for bit
+//! (tests/llama_reference.rs): weights multiply activations quantised to the weight's
+//! `vec_dot_type`, norms accumulate in f64, RoPE and SwiGLU round as ggml does, the KV cache is
+//! f16, and attention is `ryzanstein_kernels::attention` (llama.cpp's default, non-flash path,
+//! with its batch-dependent summation order). The kernels behind it give the same bits on every
+//! instruction set.
 
 use super::weights::{Store, Weight};
 use super::{CausalLm, SeqState};
@@ -12,6 +14,7 @@ use crate::gguf::GgufFile;
 use crate::{Error, Result};
 use half::f16;
 use rayon::prelude::*;
+use ryzanstein_kernels::attention::{self, HeadRows};
 use ryzanstein_kernels::matmul::{matmul_quantized, quantize_acts, QuantizedActs};
 use ryzanstein_kernels::ops::{self, Rope, RopeStyle};
 
@@ -40,15 +43,31 @@ impl LlamaConfig {
     }
 
     fn validate(&self) -> Result<()> {
-        let bad = |what: String| Err(Error::Model(format!("{} config: {what}", self.architecture)));
-        if self.n_layer == 0 || self.n_embd == 0 || self.n_head == 0 || self.n_head_kv == 0 || self.head_dim == 0 {
+        let bad = |what: String| {
+            Err(Error::Model(format!(
+                "{} config: {what}",
+                self.architecture
+            )))
+        };
+        if self.n_layer == 0
+            || self.n_embd == 0
+            || self.n_head == 0
+            || self.n_head_kv == 0
+            || self.head_dim == 0
+        {
             return bad(format!("zero-sized dimension in {self:?}"));
         }
-        if self.n_head % self.n_head_kv != 0 {
-            return bad(format!("{} query heads do not group evenly over {} KV heads", self.n_head, self.n_head_kv));
+        if !self.n_head.is_multiple_of(self.n_head_kv) {
+            return bad(format!(
+                "{} query heads do not group evenly over {} KV heads",
+                self.n_head, self.n_head_kv
+            ));
         }
-        if self.rope.n_dims > self.head_dim || self.rope.n_dims % 2 != 0 {
-            return bad(format!("rotary dims {} for head dim {}", self.rope.n_dims, self.head_dim));
+        if self.rope.n_dims > self.head_dim || !self.rope.n_dims.is_multiple_of(2) {
+            return bad(format!(
+                "rotary dims {} for head dim {}",
+                self.rope.n_dims, self.head_dim
+            ));
         }
         Ok(())
     }
@@ -59,8 +78,12 @@ impl LlamaConfig {
         let key = |k: &str| format!("{arch}.{k}");
         let n_embd = g.get_u32(&key("embedding_length"))? as usize;
         let n_head = g.get_u32(&key("attention.head_count"))? as usize;
-        let n_head_kv = g.opt_u32(&key("attention.head_count_kv"))?.map_or(n_head, |v| v as usize);
-        let head_dim = g.opt_u32(&key("attention.key_length"))?.map_or(n_embd / n_head.max(1), |v| v as usize);
+        let n_head_kv = g
+            .opt_u32(&key("attention.head_count_kv"))?
+            .map_or(n_head, |v| v as usize);
+        let head_dim = g
+            .opt_u32(&key("attention.key_length"))?
+            .map_or(n_embd / n_head.max(1), |v| v as usize);
         let vocab_size = g.tensor("token_embd.weight")?.info.n_rows();
         let freq_scale = match g.opt_str(&key("rope.scaling.type"))? {
             None | Some("none") => 1.0,
@@ -72,8 +95,11 @@ impl LlamaConfig {
                 ))
             }
         };
-        let freq_factors =
-            if g.has_tensor("rope_freqs.weight") { g.tensor("rope_freqs.weight")?.to_f32_vec()? } else { vec![] };
+        let freq_factors = if g.has_tensor("rope_freqs.weight") {
+            g.tensor("rope_freqs.weight")?.to_f32_vec()?
+        } else {
+            vec![]
+        };
         let cfg = LlamaConfig {
             n_layer: g.get_u32(&key("block_count"))? as usize,
             n_embd,
@@ -81,15 +107,21 @@ impl LlamaConfig {
             n_head,
             n_head_kv,
             head_dim,
-            rms_eps: g.opt_f32(&key("attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-5),
+            rms_eps: g
+                .opt_f32(&key("attention.layer_norm_rms_epsilon"))?
+                .unwrap_or(1e-5),
             rope: Rope {
                 style: RopeStyle::Normal,
-                n_dims: g.opt_u32(&key("rope.dimension_count"))?.map_or(head_dim, |v| v as usize),
+                n_dims: g
+                    .opt_u32(&key("rope.dimension_count"))?
+                    .map_or(head_dim, |v| v as usize),
                 freq_base: g.opt_f32(&key("rope.freq_base"))?.unwrap_or(10000.0),
                 freq_scale,
                 freq_factors,
             },
-            context_length: g.opt_u32(&key("context_length"))?.map_or(2048, |v| v as usize),
+            context_length: g
+                .opt_u32(&key("context_length"))?
+                .map_or(2048, |v| v as usize),
             vocab_size,
             architecture: arch,
         };
@@ -144,7 +176,10 @@ impl Llama {
         let norm = |name: &str| -> Result<Vec<f32>> {
             let v = g.tensor(name)?.to_f32_vec()?;
             if v.len() != cfg.n_embd {
-                return Err(Error::model_file(g.path(), format!("{name} has {} values, expected {}", v.len(), cfg.n_embd)));
+                return Err(Error::model_file(
+                    g.path(),
+                    format!("{name} has {} values, expected {}", v.len(), cfg.n_embd),
+                ));
             }
             Ok(v)
         };
@@ -153,7 +188,10 @@ impl Llama {
             if (w.rows, w.cols) != (rows, cols) {
                 return Err(Error::model_file(
                     g.path(),
-                    format!("tensor {name:?} is {}x{}, expected {rows}x{cols} for this config", w.rows, w.cols),
+                    format!(
+                        "tensor {name:?} is {}x{}, expected {rows}x{cols} for this config",
+                        w.rows, w.cols
+                    ),
                 ));
             }
             Ok(w)
@@ -176,8 +214,11 @@ impl Llama {
             })
             .collect::<Result<Vec<_>>>()?;
         let tok_embd = mat("token_embd.weight", cfg.vocab_size, d)?;
-        let output =
-            if g.has_tensor("output.weight") { Some(mat("output.weight", cfg.vocab_size, d)?) } else { None };
+        let output = if g.has_tensor("output.weight") {
+            Some(mat("output.weight", cfg.vocab_size, d)?)
+        } else {
+            None
+        };
         Ok(Llama {
             output_norm: norm("output_norm.weight")?,
             tok_embd,
@@ -204,19 +245,29 @@ impl Llama {
         let layers = layers
             .into_iter()
             .zip(norms)
-            .map(|([wq, wk, wv, wo, w_gate, w_up, w_down], (attn_norm, ffn_norm))| Layer {
-                attn_norm,
-                wq,
-                wk,
-                wv,
-                wo,
-                ffn_norm,
-                w_gate,
-                w_up,
-                w_down,
-            })
+            .map(
+                |([wq, wk, wv, wo, w_gate, w_up, w_down], (attn_norm, ffn_norm))| Layer {
+                    attn_norm,
+                    wq,
+                    wk,
+                    wv,
+                    wo,
+                    ffn_norm,
+                    w_gate,
+                    w_up,
+                    w_down,
+                },
+            )
             .collect();
-        Ok(Llama { cfg, store: Store::owned(), tok_embd, layers, output_norm, output, pool: pool(threads)? })
+        Ok(Llama {
+            cfg,
+            store: Store::owned(),
+            tok_embd,
+            layers,
+            output_norm,
+            output,
+            pool: pool(threads)?,
+        })
     }
 
     fn matmul(&self, w: &Weight, acts: &QuantizedActs, out: &mut [f32]) -> Result<()> {
@@ -230,31 +281,45 @@ impl Llama {
 
     /// Causal attention of `t` new positions (queries `q`, `t x q_dim`) over the cache of one
     /// layer, which already holds the new keys and values; writes `t x q_dim` into `out`.
-    fn attention(&self, q: &[f32], k_cache: &[f16], v_cache: &[f16], start: usize, out: &mut [f32]) {
+    fn attention(
+        &self,
+        q: &[f32],
+        k_cache: &[f16],
+        v_cache: &[f16],
+        start: usize,
+        out: &mut [f32],
+    ) -> Result<()> {
         let cfg = &self.cfg;
         let (hd, kv_dim, q_dim) = (cfg.head_dim, cfg.kv_dim(), cfg.q_dim());
         let group = cfg.n_head / cfg.n_head_kv;
         let scale = 1.0 / (hd as f32).sqrt();
         let kt = ryzanstein_kernels::dispatch::kernels();
+        let batched = q.len() > q_dim;
         // One task per (position, head).
-        out.par_chunks_mut(hd).enumerate().for_each(|(idx, o)| {
-            let (t, h) = (idx / cfg.n_head, idx % cfg.n_head);
-            let kvh = h / group;
-            let n_ctx = start + t + 1;
-            let qh: Vec<f16> = q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd].iter().map(|v| f16::from_f32(*v)).collect();
-            let mut scores: Vec<f32> = (0..n_ctx)
-                .map(|j| (kt.dot_f16)(&qh, &k_cache[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd]))
-                .collect();
-            ops::softmax(&mut scores, scale);
-            o.fill(0.0);
-            for (j, p) in scores.iter().enumerate() {
-                let p = f16::from_f32(*p).to_f32();
-                let vj = &v_cache[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd];
-                for (acc, v) in o.iter_mut().zip(vj) {
-                    *acc += p * v.to_f32();
-                }
-            }
-        });
+        out.par_chunks_mut(hd)
+            .enumerate()
+            .try_for_each(|(idx, o)| {
+                let (t, h) = (idx / cfg.n_head, idx % cfg.n_head);
+                let kvh = h / group;
+                let rows = |data| HeadRows {
+                    data,
+                    stride: kv_dim,
+                    offset: kvh * hd,
+                    dim: hd,
+                };
+                let qh = &q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd];
+                attention::attend(
+                    kt,
+                    qh,
+                    rows(k_cache),
+                    rows(v_cache),
+                    start + t + 1,
+                    scale,
+                    batched,
+                    o,
+                )
+            })?;
+        Ok(())
     }
 
     fn forward_inner(&self, state: &mut SeqState, tokens: &[u32]) -> Result<Vec<f32>> {
@@ -276,11 +341,15 @@ impl Llama {
         let mut x = vec![0.0f32; t * d];
         for (row, &tok) in x.chunks_exact_mut(d).zip(tokens) {
             if tok as usize >= cfg.vocab_size {
-                return Err(Error::Model(format!("token id {tok} is outside the vocabulary of {}", cfg.vocab_size)));
+                return Err(Error::Model(format!(
+                    "token id {tok} is outside the vocabulary of {}",
+                    cfg.vocab_size
+                )));
             }
             embd.dequantize_row(tok as usize, row)?;
         }
-        let rope_cache: Vec<Vec<(f32, f32)>> = (start..start + t).map(|p| cfg.rope.cache(p)).collect();
+        let rope_cache: Vec<Vec<(f32, f32)>> =
+            (start..start + t).map(|p| cfg.rope.cache(p)).collect();
 
         let mut h = vec![0.0f32; t * d];
         let mut q = vec![0.0f32; t * q_dim];
@@ -295,13 +364,24 @@ impl Llama {
             ops::rms_norm(&x, &layer.attn_norm, cfg.rms_eps, &mut h)?;
             let acts = self.quantize_for(&layer.wq, &h)?;
             self.matmul(&layer.wq, &acts, &mut q)?;
-            let acts_kv =
-                if layer.wk.dtype.vec_dot_type() == acts.dtype { acts } else { self.quantize_for(&layer.wk, &h)? };
+            let acts_kv = if layer.wk.dtype.vec_dot_type() == acts.dtype {
+                acts
+            } else {
+                self.quantize_for(&layer.wk, &h)?
+            };
             self.matmul(&layer.wk, &acts_kv, &mut k)?;
             self.matmul(&layer.wv, &acts_kv, &mut v)?;
             for i in 0..t {
-                cfg.rope.apply(&mut q[i * q_dim..(i + 1) * q_dim], cfg.head_dim, &rope_cache[i])?;
-                cfg.rope.apply(&mut k[i * kv_dim..(i + 1) * kv_dim], cfg.head_dim, &rope_cache[i])?;
+                cfg.rope.apply(
+                    &mut q[i * q_dim..(i + 1) * q_dim],
+                    cfg.head_dim,
+                    &rope_cache[i],
+                )?;
+                cfg.rope.apply(
+                    &mut k[i * kv_dim..(i + 1) * kv_dim],
+                    cfg.head_dim,
+                    &rope_cache[i],
+                )?;
             }
             let kc = &mut state.k[li];
             kc.truncate(start * kv_dim);
@@ -309,7 +389,7 @@ impl Llama {
             let vc = &mut state.v[li];
             vc.truncate(start * kv_dim);
             vc.extend(v.iter().map(|x| f16::from_f32(*x)));
-            self.attention(&q, &state.k[li], &state.v[li], start, &mut attn);
+            self.attention(&q, &state.k[li], &state.v[li], start, &mut attn)?;
 
             let acts = self.quantize_for(&layer.wo, &attn)?;
             self.matmul(&layer.wo, &acts, &mut proj)?;
@@ -318,10 +398,15 @@ impl Llama {
             ops::rms_norm(&x, &layer.ffn_norm, cfg.rms_eps, &mut h)?;
             let acts = self.quantize_for(&layer.w_gate, &h)?;
             self.matmul(&layer.w_gate, &acts, &mut gate)?;
-            let acts =
-                if layer.w_up.dtype.vec_dot_type() == acts.dtype { acts } else { self.quantize_for(&layer.w_up, &h)? };
+            let acts = if layer.w_up.dtype.vec_dot_type() == acts.dtype {
+                acts
+            } else {
+                self.quantize_for(&layer.w_up, &h)?
+            };
             self.matmul(&layer.w_up, &acts, &mut up)?;
-            ops::swiglu(&mut gate, &up)?;
+            for (g, u) in gate.chunks_exact_mut(ff).zip(up.chunks_exact(ff)) {
+                ops::swiglu(g, u)?;
+            }
             let acts = self.quantize_for(&layer.w_down, &gate)?;
             self.matmul(&layer.w_down, &acts, &mut proj)?;
             ops::add_assign(&mut x, &proj)?;

@@ -22,7 +22,10 @@ impl Store {
 
 enum Bytes {
     /// `start..start + len` of the GGUF file's bytes.
-    Mapped { start: usize, len: usize },
+    Mapped {
+        start: usize,
+        len: usize,
+    },
     Owned(AlignedBytes),
 }
 
@@ -42,7 +45,15 @@ impl Weight {
         let cols = view.info.row_len();
         let rows = view.info.n_rows();
         let start = view.data.as_ptr() as usize - file.bytes().as_ptr() as usize;
-        let w = Weight { dtype, rows, cols, bytes: Bytes::Mapped { start, len: view.data.len() } };
+        let w = Weight {
+            dtype,
+            rows,
+            cols,
+            bytes: Bytes::Mapped {
+                start,
+                len: view.data.len(),
+            },
+        };
         // Validate shape and alignment once, at load.
         MatRef::new(dtype, rows, cols, view.data)
             .map_err(|e| Error::model_file(file.path(), format!("tensor {name:?}: {e}")))?;
@@ -54,17 +65,30 @@ impl Weight {
         let mut buf = AlignedBytes::zeroed(data.len());
         buf.as_bytes_mut().copy_from_slice(data);
         MatRef::new(dtype, rows, cols, buf.as_bytes()).map_err(Error::Kernel)?;
-        Ok(Weight { dtype, rows, cols, bytes: Bytes::Owned(buf) })
+        Ok(Weight {
+            dtype,
+            rows,
+            cols,
+            bytes: Bytes::Owned(buf),
+        })
     }
 
     pub fn mat<'a>(&'a self, store: &'a Store) -> MatRef<'a> {
         let data = match &self.bytes {
             Bytes::Mapped { start, len } => {
-                let file = store.gguf.as_ref().expect("mapped weights come with their GGUF file");
+                let file = store
+                    .gguf
+                    .as_ref()
+                    .expect("mapped weights come with their GGUF file");
                 &file.bytes()[*start..*start + *len]
             }
             Bytes::Owned(b) => b.as_bytes(),
         };
-        MatRef { dtype: self.dtype, rows: self.rows, cols: self.cols, data }
+        MatRef {
+            dtype: self.dtype,
+            rows: self.rows,
+            cols: self.cols,
+            data,
+        }
     }
 }
