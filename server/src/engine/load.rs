@@ -7,6 +7,7 @@ use super::{Engine, EngineOptions};
 use crate::chat_template::ChatTemplate;
 use crate::gguf::GgufFile;
 use crate::models::{self, CausalLm};
+use crate::safetensors_dir::HfDir;
 use crate::source::{self, ModelFiles};
 use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
@@ -20,17 +21,24 @@ pub fn load(spec: &str, opts: &EngineOptions) -> Result<Engine> {
             let g = GgufFile::open(path)?;
             let tok = Tokenizer::from_gguf(&g)?;
             let template = ChatTemplate::from_gguf(&g, &tok)?;
-            let model: Box<dyn CausalLm> = Box::new(models::Llama::from_gguf(&g, opts.threads)?);
-            (tok, template, model)
+            (tok, template, models::load_gguf(&g, opts.threads)?)
         }
-        // The crate's architectures load from GGUF today; `models::load` (to come) will
-        // dispatch safetensors directories too, and replace this match arm's refusal.
         ModelFiles::HfDir(dir) => {
-            return Err(Error::model_file(
-                dir,
-                "generation from Hugging Face safetensors directories is not supported yet; \
-                 convert the model to GGUF (llama.cpp's convert_hf_to_gguf.py) and pass the file",
-            ));
+            let hf = HfDir::open(dir)?;
+            let tok_json = hf.tokenizer_json().ok_or_else(|| {
+                Error::model_file(
+                    dir,
+                    "no tokenizer.json in the model directory; add the model's tokenizer.json",
+                )
+            })?;
+            let tok_cfg = hf.tokenizer_config()?;
+            let tok = Tokenizer::from_hf_files(&tok_json, tok_cfg.as_ref())?;
+            let template = match &tok_cfg {
+                Some(cfg) => ChatTemplate::from_tokenizer_config(cfg)?,
+                None => None,
+            };
+            let model: Box<dyn CausalLm> = Box::new(models::hf_llama::load(&hf, opts.threads)?);
+            (tok, template, model)
         }
     };
     if template.is_none() {

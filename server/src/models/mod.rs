@@ -41,7 +41,36 @@ impl SeqState {
     }
 }
 
+pub mod hf_llama;
 pub mod llama;
 mod weights;
 
 pub use llama::Llama;
+
+/// Load the model in `files` (a GGUF file or a Hugging Face directory), choosing the
+/// architecture from its metadata.
+pub fn load(files: &crate::source::ModelFiles, threads: usize) -> Result<Box<dyn CausalLm>> {
+    use crate::source::ModelFiles;
+    match files {
+        ModelFiles::Gguf(path) => load_gguf(&crate::gguf::GgufFile::open(path)?, threads),
+        ModelFiles::HfDir(dir) => {
+            let dir = crate::safetensors_dir::HfDir::open(dir)?;
+            Ok(Box::new(hf_llama::load(&dir, threads)?))
+        }
+    }
+}
+
+/// Load the model of an open GGUF file.
+pub fn load_gguf(g: &crate::gguf::GgufFile, threads: usize) -> Result<Box<dyn CausalLm>> {
+    let arch = g.architecture()?;
+    if !llama::GGUF_ARCHITECTURES.contains(&arch) {
+        return Err(crate::Error::model_file(
+            g.path(),
+            format!(
+                "architecture {arch:?} is not supported (supported: {:?})",
+                llama::GGUF_ARCHITECTURES
+            ),
+        ));
+    }
+    Ok(Box::new(Llama::from_gguf(g, threads)?))
+}
