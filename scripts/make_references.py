@@ -11,7 +11,10 @@ Before writing, the script re-derives the shared reference's own prompt and chec
 setup reproduces its ids and logits, so a mismatch in settings is caught here, not in Rust.
 
 Run with the venv that has llama-cpp-python (`make references`, or
-~/.cache/ryzanstein/venv/bin/python scripts/make_references.py).
+~/.cache/ryzanstein/venv/bin/python scripts/make_references.py). llama.cpp must be built for
+AVX2 (not AVX-512) to reproduce the shared reference, which the script checks first; on an
+AVX-512 machine build llama-cpp-python with GGML_NATIVE=OFF and AVX2/FMA/F16C on (the check's
+error message has the command). llama-cpp-python's defaults are used: no flash attention.
 """
 
 from __future__ import annotations
@@ -275,7 +278,12 @@ def main() -> int:
         print(f"sanity check against {args.shared_ref}:")
         if not check_against_shared(ref, args.shared_ref, args.steps):
             print("make_references: this setup does not reproduce the shared reference; "
-                  "fix the settings before writing references", file=sys.stderr)
+                  "fix the settings before writing references. The reference comes from llama.cpp "
+                  "built for AVX2 (an AVX-512 build sums in another order): rebuild with "
+                  "CMAKE_ARGS='-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON "
+                  "-DGGML_F16C=ON -DGGML_AVX512=OFF' pip install --force-reinstall --no-cache-dir "
+                  "llama-cpp-python==0.3.36 (into a separate venv, and run this script with it)",
+                  file=sys.stderr)
             return 1
     else:
         print(f"skipping the shared reference check ({args.shared_ref} missing or a different model)")
