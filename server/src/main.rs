@@ -155,7 +155,9 @@ fn generate(args: GenerateArgs) -> Result<()> {
     if !(0.0..=2.0).contains(&args.temperature) {
         bail!("--temperature must be between 0 and 2 (0 is greedy)");
     }
-    let opts = args.model.engine_options(0)?;
+    // One request: room for it in the queue (a zero-capacity queue only accepts a request while
+    // the worker is already waiting, which races with its start-up).
+    let opts = args.model.engine_options(1)?;
     let engine = engine::load(&args.model.model, &opts)
         .with_context(|| format!("loading the model {:?}", args.model.model))?;
     let handle = engine.handle();
