@@ -111,7 +111,7 @@ fn to_gguf(hf: &HfDir, wtype: GgmlType, dequantised_from: Option<GgmlType>) -> V
             "llama.attention.layer_norm_rms_epsilon",
             Value::F32(c["rms_norm_eps"].as_f64().unwrap() as f32),
         );
-    let mut add =
+    let add =
         |w: GgufWriter, gguf_name: &str, hf_name: &str, permute: Option<usize>, t: GgmlType| {
             let tensor = hf.tensor(hf_name).unwrap();
             let mut x = tensor.to_f32_vec();
