@@ -46,8 +46,14 @@ test: setup model ## Run every test (release build: the model tests run real inf
 bench: setup-bench model build ## Compare speed and memory with llama.cpp; writes docs/BENCHMARKS.md
 	$(PYTHON) scripts/bench.py --bin $(BIN) --write docs/BENCHMARKS.md
 
-references: setup-bench model ## Regenerate server/tests/data/llama_refs/*.json with llama.cpp
-	$(PYTHON) scripts/make_references.py
+# References come from llama.cpp built for AVX2 (not for this CPU): an AVX-512 build sums in
+# another order and gives other logits. A separate venv keeps the bench's native build intact.
+REFS_VENV ?= $(CACHE_DIR)/venv-refs
+REFS_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF
+
+references: model ## Regenerate server/tests/data/llama_refs/*.json with llama.cpp (AVX2 build, own venv)
+	RYZANSTEIN_VENV=$(REFS_VENV) CMAKE_ARGS="$(REFS_CMAKE_ARGS)" scripts/setup-python.sh --bench
+	$(REFS_VENV)/bin/python scripts/make_references.py
 
 fmt: ## Format all Rust code
 	$(CARGO) fmt --all

@@ -10,11 +10,11 @@ greedy_ids, steps_top5_logits).
 Before writing, the script re-derives the shared reference's own prompt and checks that this
 setup reproduces its ids and logits, so a mismatch in settings is caught here, not in Rust.
 
-Run with the venv that has llama-cpp-python (`make references`, or
-~/.cache/ryzanstein/venv/bin/python scripts/make_references.py). llama.cpp must be built for
-AVX2 (not AVX-512) to reproduce the shared reference, which the script checks first; on an
-AVX-512 machine build llama-cpp-python with GGML_NATIVE=OFF and AVX2/FMA/F16C on (the check's
-error message has the command). llama-cpp-python's defaults are used: no flash attention.
+Run it with `make references`, which builds llama-cpp-python for AVX2 (GGML_NATIVE=OFF,
+AVX2/FMA/F16C on, AVX-512 off) into ~/.cache/ryzanstein/venv-refs first: the shared reference
+was made by such a build, an AVX-512 build sums in another order, and the script checks that it
+reproduces the shared reference before writing anything. llama-cpp-python's defaults are used:
+no flash attention.
 """
 
 from __future__ import annotations
