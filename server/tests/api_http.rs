@@ -463,3 +463,72 @@ fn sigterm_finishes_in_flight_streams_then_exits() {
     let status = server.wait_exit(Duration::from_secs(60));
     assert!(status.success(), "exit status {status}");
 }
+
+/// The value of the first sample of `name` whose labels contain `labels`, in Prometheus text.
+fn sample(text: &str, name: &str, labels: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(&format!("{name}{{")) && l.contains(labels))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {name}{{{labels}}} in:\n{text}"))
+}
+
+fn metrics_text(server: &Server) -> String {
+    let r = api_harness::client()
+        .get(server.url("/metrics"))
+        .send()
+        .expect("GET /metrics");
+    assert_eq!(r.status().as_u16(), 200);
+    let ctype = r.headers()["content-type"].to_str().unwrap().to_owned();
+    assert!(ctype.starts_with("text/plain; version=0.0.4"), "{ctype}");
+    r.text().unwrap()
+}
+
+#[test]
+fn metrics_count_running_requests_outcomes_and_tokens() {
+    let server = Server::start(&[]);
+    let m = metrics_text(&server);
+    assert_eq!(sample(&m, "ryzanstein_model_loaded", ""), 1.0);
+    assert_eq!(sample(&m, "ryzanstein_num_requests_running", ""), 0.0);
+    assert_eq!(sample(&m, "ryzanstein_num_requests_waiting", ""), 0.0);
+
+    let (status, v) = server.post(
+        "/v1/completions",
+        &json!({"prompt": "Once upon a time", "max_tokens": 5, "temperature": 0, "ignore_eos": true}),
+    );
+    assert_eq!(status, 200, "{v}");
+    let m = metrics_text(&server);
+    assert_eq!(
+        sample(&m, "ryzanstein_requests_total", "outcome=\"length\""),
+        1.0
+    );
+    assert_eq!(sample(&m, "ryzanstein_generation_tokens_total", ""), 5.0);
+    let prompt_tokens = v["usage"]["prompt_tokens"].as_f64().unwrap();
+    assert_eq!(
+        sample(&m, "ryzanstein_prompt_tokens_total", ""),
+        prompt_tokens
+    );
+
+    // A long stream is counted as running while it generates, and as cancelled once dropped.
+    let mut stream = server.post_stream(
+        "/v1/completions",
+        &json!({"prompt": "Once upon a time", "max_tokens": 400, "ignore_eos": true, "stream": true}),
+    );
+    stream.next_frame().expect("a first frame");
+    let m = metrics_text(&server);
+    assert_eq!(sample(&m, "ryzanstein_num_requests_running", ""), 1.0);
+    drop(stream);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let m = metrics_text(&server);
+        if sample(&m, "ryzanstein_requests_total", "outcome=\"cancelled\"") == 1.0 {
+            assert_eq!(sample(&m, "ryzanstein_num_requests_running", ""), 0.0);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dropped stream was never counted:\n{m}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

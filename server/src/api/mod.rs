@@ -4,11 +4,13 @@
 //! - `GET /v1/models`: the served model.
 //! - `GET /healthz`: 200 while the process is up. `GET /readyz`: 200 once the model is loaded,
 //!   503 before that and once shutdown has begun.
+//! - `GET /metrics`: Prometheus metrics (see [`metrics`]).
 //!
 //! The port is bound before the model loads (see [`AppState::set_engine`]), so readiness can be
 //! watched while loading.
 
 pub mod errors;
+pub mod metrics;
 pub mod routes;
 pub mod sse;
 pub mod types;
@@ -62,6 +64,11 @@ impl AppState {
 
     pub fn is_ready(&self) -> bool {
         self.engine().is_ok()
+    }
+
+    /// The engine once loaded, whether or not shutdown has begun (for metrics).
+    pub fn loaded_engine(&self) -> Option<&EngineHandle> {
+        self.engine.get()
     }
 
     /// The engine, or why requests cannot be served now.
@@ -134,6 +141,7 @@ pub fn router(state: Arc<AppState>, cfg: &ServerConfig) -> Router {
     Router::new()
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
+        .route("/metrics", get(routes::metrics))
         .merge(api)
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)

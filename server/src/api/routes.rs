@@ -65,6 +65,19 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
+/// Prometheus metrics of the served model.
+pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let stats = state.loaded_engine().map(|e| e.stats());
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            super::metrics::CONTENT_TYPE,
+        )],
+        super::metrics::render(&state.served_name, stats.as_ref()),
+    )
+        .into_response()
+}
+
 pub async fn not_found(method: Method, uri: Uri) -> ApiError {
     ApiError::RouteNotFound {
         method: method.to_string(),

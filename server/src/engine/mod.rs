@@ -9,6 +9,7 @@
 //! away) stops at its next token.
 
 mod load;
+pub mod stats;
 pub mod stop;
 mod worker;
 
@@ -25,6 +26,7 @@ use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
 
 pub use load::{default_served_name, load};
+pub use stats::{EngineStats, Outcome, StatsSnapshot};
 
 /// How the engine is set up.
 #[derive(Debug, Clone)]
@@ -126,6 +128,7 @@ struct Shared {
     vocab_size: usize,
     architecture: String,
     queue_capacity: usize,
+    stats: Arc<EngineStats>,
 }
 
 /// The async side's handle on the engine; cheap to clone.
@@ -158,6 +161,7 @@ impl Engine {
             )));
         }
         let tokenizer = Arc::new(tokenizer);
+        let stats = Arc::new(EngineStats::default());
         let (jobs, queue) = sync_channel(opts.queue_capacity);
         let shared = Arc::new(Shared {
             jobs,
@@ -167,10 +171,11 @@ impl Engine {
             vocab_size: model.vocab_size(),
             architecture: model.architecture().to_owned(),
             queue_capacity: opts.queue_capacity,
+            stats: stats.clone(),
         });
         let worker = std::thread::Builder::new()
             .name("ryzanstein-engine".into())
-            .spawn(move || worker::run(model, tokenizer, context_length, queue))
+            .spawn(move || worker::run(model, tokenizer, context_length, queue, stats))
             .map_err(|e| Error::Engine(format!("cannot start the engine thread: {e}")))?;
         Ok(Engine {
             handle: EngineHandle { shared },
@@ -198,6 +203,11 @@ impl EngineHandle {
 
     pub fn vocab_size(&self) -> usize {
         self.shared.vocab_size
+    }
+
+    /// Live request and token counters.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.shared.stats.snapshot()
     }
 
     pub fn architecture(&self) -> &str {
@@ -259,12 +269,19 @@ impl EngineHandle {
             });
         }
         let (events, rx) = unbounded_channel();
+        // Counted before the worker can see it, so `waiting` stays consistent.
+        s.stats.queued();
         match s.jobs.try_send(Job { req, events }) {
             Ok(()) => Ok(rx),
-            Err(TrySendError::Full(_)) => Err(Error::QueueFull {
-                capacity: s.queue_capacity,
-            }),
-            Err(TrySendError::Disconnected(_)) => Err(Error::EngineStopped),
+            Err(e) => {
+                s.stats.unqueued();
+                Err(match e {
+                    TrySendError::Full(_) => Error::QueueFull {
+                        capacity: s.queue_capacity,
+                    },
+                    TrySendError::Disconnected(_) => Error::EngineStopped,
+                })
+            }
         }
     }
 }

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use tokio::sync::mpsc::UnboundedSender;
 
+use super::stats::{EngineStats, Outcome};
 use super::stop::{StopMatcher, StopOutcome};
 use super::{FinishReason, GenEvent, GenRequest, Job, Timings, Usage};
 use crate::models::{CausalLm, SeqState};
@@ -48,6 +49,7 @@ pub(super) fn run(
     tokenizer: Arc<Tokenizer>,
     context_length: usize,
     queue: Receiver<Job>,
+    stats: Arc<EngineStats>,
 ) {
     let mut cache = Cache {
         state: model.new_state(context_length),
@@ -55,13 +57,18 @@ pub(super) fn run(
     };
     for job in queue {
         if job.events.is_closed() {
+            stats.skipped();
             continue; // the client left while the request waited
         }
+        stats.started();
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             generate(model.as_ref(), &tokenizer, &mut cache, &job)
         }));
         let failure = match outcome {
-            Ok(Ok(())) => None,
+            Ok(Ok(r)) => {
+                stats.finished(r.outcome, job.req.prompt_ids.len(), r.cached, r.generated);
+                None
+            }
             Ok(Err(e)) => Some(e.to_string()),
             Err(panic) => Some(format!(
                 "the generation worker panicked: {}",
@@ -73,6 +80,7 @@ pub(super) fn run(
             )),
         };
         if let Some(message) = failure {
+            stats.finished(Outcome::Failed, job.req.prompt_ids.len(), 0, 0);
             tracing::error!(%message, "generation failed");
             // The state may be half-written: start the next request from scratch.
             cache.forget();
@@ -82,13 +90,21 @@ pub(super) fn run(
     tracing::info!("engine worker stopped: no more handles");
 }
 
+/// What one request did, for [`EngineStats`].
+struct Report {
+    outcome: Outcome,
+    /// Prompt tokens reused from the cache.
+    cached: usize,
+    generated: usize,
+}
+
 /// Runs one request. Returns early without a `Done` when the receiver is dropped.
 fn generate(
     model: &dyn CausalLm,
     tokenizer: &Arc<Tokenizer>,
     cache: &mut Cache,
     job: &Job,
-) -> Result<()> {
+) -> Result<Report> {
     let req: &GenRequest = &job.req;
     let events: &UnboundedSender<GenEvent> = &job.events;
     let prompt = &req.prompt_ids;
@@ -145,7 +161,11 @@ fn generate(
         }
         if events.send(GenEvent::Token { id, text }).is_err() {
             tracing::debug!(generated, "client went away; generation stopped");
-            return Ok(());
+            return Ok(Report {
+                outcome: Outcome::Cancelled,
+                cached: reused,
+                generated: history.len() - prompt.len(),
+            });
         }
         if stopped || eog {
             break FinishReason::Stop;
@@ -175,7 +195,11 @@ fn generate(
         usage,
         timings,
     });
-    Ok(())
+    Ok(Report {
+        outcome: Outcome::Finished(finish),
+        cached: reused,
+        generated: usage.completion_tokens,
+    })
 }
 
 fn check_logits(logits: &[f32], vocab_size: usize) -> Result<()> {
