@@ -13,7 +13,7 @@ export RYZANSTEIN_VENV := $(VENV)
 PYTHON := $(VENV)/bin/python
 BIN := $(CARGO_TARGET_DIR)/release/ryzanstein
 
-.PHONY: help setup setup-bench model build demo test bench references fmt lint
+.PHONY: help setup setup-bench model build demo test bench references fmt lint crds crds-check
 
 help: ## List the targets (this text)
 	@echo "Ryzanstein — CPU-first LLM inference server (OpenAI-compatible API)"
@@ -40,7 +40,7 @@ build: ## Build the release binary `ryzanstein`
 demo: build model ## Start the server, ask "What is the capital of France?", print the answer
 	RYZANSTEIN_BIN=$(BIN) scripts/demo.sh
 
-test: setup model ## Run every test (release build: the model tests run real inference)
+test: setup model crds-check ## Run every test (release build: the model tests run real inference)
 	$(CARGO) test --workspace --release --no-fail-fast
 
 bench: setup-bench model build ## Compare speed and memory with llama.cpp; writes docs/BENCHMARKS.md
@@ -54,6 +54,12 @@ REFS_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON 
 references: model ## Regenerate server/tests/data/llama_refs/*.json with llama.cpp (AVX2 build, own venv)
 	RYZANSTEIN_VENV=$(REFS_VENV) CMAKE_ARGS="$(REFS_CMAKE_ARGS)" scripts/setup-python.sh --bench
 	$(REFS_VENV)/bin/python scripts/make_references.py
+
+crds: ## Regenerate the CRD YAML in crds/ and charts/ryzanstein/crds/ from operator/src/crd/
+	$(CARGO) run --release -q -p ryzanstein-operator --bin crdgen
+
+crds-check: ## Fail if the committed CRD YAML differs from what operator/src/crd/ generates
+	$(CARGO) run --release -q -p ryzanstein-operator --bin crdgen -- --check
 
 fmt: ## Format all Rust code
 	$(CARGO) fmt --all
