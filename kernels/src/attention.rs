@@ -2,8 +2,9 @@
 //! llama.cpp's default CPU attention (no flash attention), so logits agree with it bit for bit:
 //!
 //! - the query is rounded to f16 and each score is an f16 dot product times `scale`;
-//! - the softmax is ggml's (see `scalar::activation::softmax`), over the positions padded with
-//!   masked (`-inf`) entries to a multiple of 32, as llama.cpp pads its KV view;
+//! - the softmax is ggml's (`Kernels::softmax`, see `scalar::activation::softmax`), over the
+//!   positions padded with masked (`-inf`) entries to a multiple of 32, as llama.cpp pads its KV
+//!   view;
 //! - the probabilities are rounded to f16 and each output is `sum_j p[j] * v[j][d]`.
 //!
 //! llama.cpp computes the products with a GEMM when a batch has several query rows and with
@@ -11,7 +12,6 @@
 //! `batched` to choose the same order.
 
 use crate::dispatch::Kernels;
-use crate::scalar::activation;
 use crate::KernelError;
 use half::f16;
 
@@ -84,7 +84,7 @@ pub fn attend(
     for (j, s) in p[..n].iter_mut().enumerate() {
         *s = dot(keys.row(j), &q16) * scale;
     }
-    activation::softmax(&mut p);
+    (kt.softmax)(&mut p);
     let p16: Vec<f16> = p.iter().map(|v| f16::from_f32(*v)).collect();
     let zeros = vec![f16::ZERO; values.dim];
     let rows = |j: usize| if j < n { values.row(j) } else { &zeros[..] };

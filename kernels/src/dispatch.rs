@@ -86,6 +86,11 @@ pub struct Kernels {
     pub dot_q4_0_q8_0: fn(&[BlockQ4_0], &[BlockQ8_0]) -> f32,
     pub dot_q4_1_q8_1: fn(&[BlockQ4_1], &[BlockQ8_1]) -> f32,
     pub dot_q8_0_q8_0: fn(&[BlockQ8_0], &[BlockQ8_0]) -> f32,
+    /// One weight row against four activation rows (prompt processing); each output equals
+    /// the one-row kernel's.
+    pub dot4_q4_0_q8_0: fn(&[BlockQ4_0], [&[BlockQ8_0]; 4]) -> [f32; 4],
+    pub dot4_q4_1_q8_1: fn(&[BlockQ4_1], [&[BlockQ8_1]; 4]) -> [f32; 4],
+    pub dot4_q8_0_q8_0: fn(&[BlockQ8_0], [&[BlockQ8_0]; 4]) -> [f32; 4],
     pub dot_f16: fn(&[f16], &[f16]) -> f32,
     pub dot_bf16: fn(&[bf16], &[bf16]) -> f32,
     pub dot_f32: fn(&[f32], &[f32]) -> f32,
@@ -96,6 +101,8 @@ pub struct Kernels {
     pub weighted_rows_f16: WeightedRowsFn,
     /// `gate = silu(gate) * up` element-wise.
     pub swiglu: fn(&mut [f32], &[f32]),
+    /// In-place softmax of one row (ggml's arithmetic; see `scalar::activation::softmax`).
+    pub softmax: fn(&mut [f32]),
 }
 
 static SCALAR: Kernels = Kernels {
@@ -103,10 +110,14 @@ static SCALAR: Kernels = Kernels {
     dot_q4_0_q8_0: scalar::dot::vec_dot_q4_0_q8_0,
     dot_q4_1_q8_1: scalar::dot::vec_dot_q4_1_q8_1,
     dot_q8_0_q8_0: scalar::dot::vec_dot_q8_0_q8_0,
+    dot4_q4_0_q8_0: scalar::dot::vec_dot4_q4_0_q8_0,
+    dot4_q4_1_q8_1: scalar::dot::vec_dot4_q4_1_q8_1,
+    dot4_q8_0_q8_0: scalar::dot::vec_dot4_q8_0_q8_0,
     dot_f16: scalar::dot::vec_dot_f16,
     dot_bf16: scalar::dot::vec_dot_bf16,
     dot_f32: scalar::dot::vec_dot_f32,
     swiglu: scalar::activation::swiglu,
+    softmax: scalar::activation::softmax,
     dot_f16_gemm: scalar::dot::vec_dot_f16_gemm,
     weighted_rows_f16: scalar::dot::weighted_rows_f16,
 };
@@ -145,6 +156,36 @@ mod simd {
         // SAFETY: as above.
         unsafe { avx2::weighted_rows_f16(p, rows, gemm, out) }
     }
+    macro_rules! guarded4 {
+        ($name:ident, $path:path, $x:ty, $y:ty) => {
+            pub(super) fn $name(x: &[$x], y: [&[$y]; 4]) -> [f32; 4] {
+                // SAFETY: only reachable through a table `kernels_for` returns after feature detection.
+                unsafe { $path(x, y) }
+            }
+        };
+    }
+    pub(super) fn avx2_softmax(x: &mut [f32]) {
+        // SAFETY: only reachable through a table `kernels_for` returns after feature detection.
+        unsafe { avx2::softmax(x) }
+    }
+    guarded4!(
+        avx2_dot4_q4_0,
+        avx2::vec_dot4_q4_0_q8_0,
+        BlockQ4_0,
+        BlockQ8_0
+    );
+    guarded4!(
+        avx2_dot4_q4_1,
+        avx2::vec_dot4_q4_1_q8_1,
+        BlockQ4_1,
+        BlockQ8_1
+    );
+    guarded4!(
+        avx2_dot4_q8_0,
+        avx2::vec_dot4_q8_0_q8_0,
+        BlockQ8_0,
+        BlockQ8_0
+    );
     guarded!(avx512_q4_0, avx512::vec_dot_q4_0_q8_0, BlockQ4_0, BlockQ8_0);
     guarded!(avx512_q4_1, avx512::vec_dot_q4_1_q8_1, BlockQ4_1, BlockQ8_1);
     guarded!(avx512_q8_0, avx512::vec_dot_q8_0_q8_0, BlockQ8_0, BlockQ8_0);
@@ -156,10 +197,14 @@ mod simd {
         dot_q4_0_q8_0: avx2_q4_0,
         dot_q4_1_q8_1: avx2_q4_1,
         dot_q8_0_q8_0: avx2_q8_0,
+        dot4_q4_0_q8_0: avx2_dot4_q4_0,
+        dot4_q4_1_q8_1: avx2_dot4_q4_1,
+        dot4_q8_0_q8_0: avx2_dot4_q8_0,
         dot_f16: avx2_f16,
         dot_bf16: scalar::dot::vec_dot_bf16,
         dot_f32: avx2_f32,
         swiglu: avx2_swiglu,
+        softmax: avx2_softmax,
         dot_f16_gemm: avx2_f16_gemm,
         weighted_rows_f16: avx2_weighted_rows_f16,
     };
@@ -169,10 +214,14 @@ mod simd {
         dot_q4_0_q8_0: avx512_q4_0,
         dot_q4_1_q8_1: avx512_q4_1,
         dot_q8_0_q8_0: avx512_q8_0,
+        dot4_q4_0_q8_0: avx2_dot4_q4_0,
+        dot4_q4_1_q8_1: avx2_dot4_q4_1,
+        dot4_q8_0_q8_0: avx2_dot4_q8_0,
         dot_f16: avx512_f16,
         dot_bf16: scalar::dot::vec_dot_bf16,
         dot_f32: avx512_f32,
         swiglu: avx2_swiglu,
+        softmax: avx2_softmax,
         dot_f16_gemm: avx2_f16_gemm,
         weighted_rows_f16: avx2_weighted_rows_f16,
     };

@@ -80,7 +80,7 @@ fn check_matmul_matches_scalar(dtype: DType, rows: usize, blocks: usize, n: usiz
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
     #[test]
-    fn simd_matches_scalar(rows in 1usize..40, blocks in 1usize..13, n in 1usize..4, seed in any::<u64>(), t in 0usize..6) {
+    fn simd_matches_scalar(rows in 1usize..40, blocks in 1usize..13, n in 1usize..10, seed in any::<u64>(), t in 0usize..6) {
         check_matmul_matches_scalar(WEIGHT_TYPES[t], rows, blocks, n, seed);
     }
 
@@ -105,6 +105,15 @@ proptest! {
             let want_swiglu = { let mut g = x.clone(); (kernels_for(Isa::Scalar).unwrap().swiglu)(&mut g, &y); g };
             let got_swiglu = { let mut g = x.clone(); (kernels_for(isa).unwrap().swiglu)(&mut g, &y); g };
             prop_assert_eq!(&got_swiglu, &want_swiglu, "{:?} swiglu", isa);
+            // Softmax with masked (-inf) entries, as attention feeds it.
+            let mut masked = x.clone();
+            for v in masked.iter_mut().skip(len / 2 + 1) {
+                *v = f32::NEG_INFINITY;
+            }
+            let want_sm = { let mut r = masked.clone(); (kernels_for(Isa::Scalar).unwrap().softmax)(&mut r); r };
+            let got_sm = { let mut r = masked.clone(); (kernels_for(isa).unwrap().softmax)(&mut r); r };
+            prop_assert_eq!(&got_sm, &want_sm, "{:?} softmax", isa);
+            prop_assert!((want_sm.iter().map(|v| *v as f64).sum::<f64>() - 1.0).abs() < 1e-5);
         }
     }
 

@@ -160,3 +160,18 @@ pub fn weighted_rows_f16<'a>(
         }
     }
 }
+
+/// Four activation rows against one weight row; each output exactly as the one-row kernel.
+pub fn vec_dot4_q4_0_q8_0(x: &[BlockQ4_0], y: [&[BlockQ8_0]; 4]) -> [f32; 4] {
+    y.map(|y| vec_dot_q4_0_q8_0(x, y))
+}
+
+/// As [`vec_dot4_q4_0_q8_0`].
+pub fn vec_dot4_q4_1_q8_1(x: &[BlockQ4_1], y: [&[BlockQ8_1]; 4]) -> [f32; 4] {
+    y.map(|y| vec_dot_q4_1_q8_1(x, y))
+}
+
+/// As [`vec_dot4_q4_0_q8_0`].
+pub fn vec_dot4_q8_0_q8_0(x: &[BlockQ8_0], y: [&[BlockQ8_0]; 4]) -> [f32; 4] {
+    y.map(|y| vec_dot_q8_0_q8_0(x, y))
+}

@@ -7,8 +7,16 @@ use crate::scalar::dot::STEP;
 use half::f16;
 use std::arch::x86_64::*;
 
+/// f16 to f32 with the F16C instruction, inline (the `half` crate's conversion is an out-of-line
+/// call on this hot path). Exact, like every f16 to f32 conversion.
 #[inline]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "f16c")]
+unsafe fn h2f(h: f16) -> f32 {
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h.to_bits() as i32)))
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn hsum_ps(v: __m256) -> f32 {
     let lo = _mm256_castps256_ps128(v);
     let hi = _mm256_extractf128_ps::<1>(v);
@@ -20,7 +28,7 @@ unsafe fn hsum_ps(v: __m256) -> f32 {
 
 /// 16 packed nibbles to 32 bytes: low nibbles (elements 0..16) then high nibbles (16..32).
 #[inline]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn unpack_nibbles(qs: &[u8; 16]) -> __m256i {
     let tmp = _mm_loadu_si128(qs.as_ptr() as *const __m128i);
     let both = _mm256_insertf128_si256::<1>(_mm256_castsi128_si256(tmp), _mm_srli_epi16::<4>(tmp));
@@ -29,7 +37,7 @@ unsafe fn unpack_nibbles(qs: &[u8; 16]) -> __m256i {
 
 /// Eight i32 partial sums of `x[i] * y[i]`, x unsigned bytes (< 128), y signed bytes.
 #[inline]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_u8_i8(x: __m256i, y: __m256i) -> __m256 {
     let pairs = _mm256_maddubs_epi16(x, y);
     _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
@@ -37,18 +45,18 @@ unsafe fn dot_u8_i8(x: __m256i, y: __m256i) -> __m256 {
 
 /// Eight i32 partial sums of `x[i] * y[i]` for signed bytes (x != -128).
 #[inline]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_i8_i8(x: __m256i, y: __m256i) -> __m256 {
     dot_u8_i8(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x))
 }
 
 /// # Safety
 /// The CPU must support AVX2 and FMA.
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn vec_dot_q4_0_q8_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     for (bx, by) in x.iter().zip(y) {
-        let d = _mm256_set1_ps(bx.d.to_f32() * by.d.to_f32());
+        let d = _mm256_set1_ps(h2f(bx.d) * h2f(by.d));
         let qx = _mm256_sub_epi8(unpack_nibbles(&bx.qs), _mm256_set1_epi8(8));
         let qy = _mm256_loadu_si256(by.qs.as_ptr() as *const __m256i);
         acc = _mm256_fmadd_ps(d, dot_i8_i8(qx, qy), acc);
@@ -58,13 +66,13 @@ pub unsafe fn vec_dot_q4_0_q8_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
 
 /// # Safety
 /// The CPU must support AVX2 and FMA.
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn vec_dot_q4_1_q8_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     let mut summs = 0.0f32;
     for (bx, by) in x.iter().zip(y) {
-        summs += bx.m.to_f32() * by.s.to_f32();
-        let d = _mm256_set1_ps(bx.d.to_f32() * by.d.to_f32());
+        summs += h2f(bx.m) * h2f(by.s);
+        let d = _mm256_set1_ps(h2f(bx.d) * h2f(by.d));
         let qx = unpack_nibbles(&bx.qs);
         let qy = _mm256_loadu_si256(by.qs.as_ptr() as *const __m256i);
         acc = _mm256_fmadd_ps(d, dot_u8_i8(qx, qy), acc);
@@ -74,11 +82,11 @@ pub unsafe fn vec_dot_q4_1_q8_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
 
 /// # Safety
 /// The CPU must support AVX2 and FMA.
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn vec_dot_q8_0_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     for (bx, by) in x.iter().zip(y) {
-        let d = _mm256_set1_ps(bx.d.to_f32() * by.d.to_f32());
+        let d = _mm256_set1_ps(h2f(bx.d) * h2f(by.d));
         let qx = _mm256_loadu_si256(bx.qs.as_ptr() as *const __m256i);
         let qy = _mm256_loadu_si256(by.qs.as_ptr() as *const __m256i);
         acc = _mm256_fmadd_ps(d, dot_i8_i8(qx, qy), acc);
@@ -86,9 +94,69 @@ pub unsafe fn vec_dot_q8_0_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
     hsum_ps(acc)
 }
 
+/// Four activation rows against one weight row (a prompt's tokens): each output is summed in
+/// exactly the order of the one-row kernel, the weight block is unpacked once for all four.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn vec_dot4_q4_1_q8_1(x: &[BlockQ4_1], y: [&[BlockQ8_1]; 4]) -> [f32; 4] {
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut summs = [0.0f32; 4];
+    for (b, bx) in x.iter().enumerate() {
+        let qx = unpack_nibbles(&bx.qs);
+        let (dx, mx) = (h2f(bx.d), h2f(bx.m));
+        for t in 0..4 {
+            let by = &y[t][b];
+            summs[t] += mx * h2f(by.s);
+            let qy = _mm256_loadu_si256(by.qs.as_ptr() as *const __m256i);
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dx * h2f(by.d)), dot_u8_i8(qx, qy), acc[t]);
+        }
+    }
+    std::array::from_fn(|t| hsum_ps(acc[t]) + summs[t])
+}
+
+/// As [`vec_dot4_q4_1_q8_1`] for Q4_0 weights.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn vec_dot4_q4_0_q8_0(x: &[BlockQ4_0], y: [&[BlockQ8_0]; 4]) -> [f32; 4] {
+    let mut acc = [_mm256_setzero_ps(); 4];
+    for (b, bx) in x.iter().enumerate() {
+        let qx = _mm256_sub_epi8(unpack_nibbles(&bx.qs), _mm256_set1_epi8(8));
+        let dx = h2f(bx.d);
+        for t in 0..4 {
+            let by = &y[t][b];
+            let qy = _mm256_loadu_si256(by.qs.as_ptr() as *const __m256i);
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dx * h2f(by.d)), dot_i8_i8(qx, qy), acc[t]);
+        }
+    }
+    std::array::from_fn(|t| hsum_ps(acc[t]))
+}
+
+/// As [`vec_dot4_q4_1_q8_1`] for Q8_0 weights.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn vec_dot4_q8_0_q8_0(x: &[BlockQ8_0], y: [&[BlockQ8_0]; 4]) -> [f32; 4] {
+    let mut acc = [_mm256_setzero_ps(); 4];
+    for (b, bx) in x.iter().enumerate() {
+        let qx = _mm256_loadu_si256(bx.qs.as_ptr() as *const __m256i);
+        let dx = h2f(bx.d);
+        for t in 0..4 {
+            let by = &y[t][b];
+            let qy = _mm256_loadu_si256(by.qs.as_ptr() as *const __m256i);
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dx * h2f(by.d)), dot_i8_i8(qx, qy), acc[t]);
+        }
+    }
+    std::array::from_fn(|t| hsum_ps(acc[t]))
+}
+
 /// Reduce four 8-lane accumulators in `scalar::dot::reduce_4x8`'s order.
 #[inline]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn reduce_4x8(acc: [__m256; 4]) -> f32 {
     let x = _mm256_add_ps(_mm256_add_ps(acc[0], acc[2]), _mm256_add_ps(acc[1], acc[3]));
     let t0 = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps::<1>(x));
@@ -130,7 +198,7 @@ pub unsafe fn vec_dot_f16(x: &[f16], y: &[f16]) -> f32 {
 
 /// # Safety
 /// The CPU must support AVX2 and FMA.
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn vec_dot_f32(x: &[f32], y: &[f32]) -> f32 {
     let n = x.len().min(y.len());
     let np = n - n % STEP;
@@ -156,7 +224,7 @@ pub unsafe fn vec_dot_f32(x: &[f32], y: &[f32]) -> f32 {
 
 /// Eight lanes of `scalar::activation::exp_approx`.
 #[inline]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn exp_approx(x: __m256) -> __m256 {
     use scalar::activation::{C, LN2_HI, LN2_LO, LOG2E};
     let c = |bits: u32| _mm256_set1_ps(f32::from_bits(bits));
@@ -201,7 +269,7 @@ unsafe fn exp_approx(x: __m256) -> __m256 {
 ///
 /// # Safety
 /// The CPU must support AVX2 and FMA.
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn swiglu(gate: &mut [f32], up: &[f32]) {
     let n = gate.len().min(up.len());
     let one = _mm256_set1_ps(1.0);
@@ -259,7 +327,7 @@ pub unsafe fn weighted_rows_f16<'a>(
             let mut acc = [_mm256_setzero_ps(); 8];
             for (j, pj) in p.iter().enumerate() {
                 let v = load_f16x8(v_rows(j).as_ptr().add(d));
-                acc[j % 8] = _mm256_fmadd_ps(_mm256_set1_ps(pj.to_f32()), v, acc[j % 8]);
+                acc[j % 8] = _mm256_fmadd_ps(_mm256_set1_ps(h2f(*pj)), v, acc[j % 8]);
             }
             // Lane-wise `((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7))`, as `hsum8`.
             let r: [__m256; 4] = std::array::from_fn(|l| _mm256_add_ps(acc[4 + l], acc[l]));
@@ -270,7 +338,7 @@ pub unsafe fn weighted_rows_f16<'a>(
             let mut acc = [_mm256_setzero_ps(); STEP];
             for (j, pj) in p[..np].iter().enumerate() {
                 let v = load_f16x8(v_rows(j).as_ptr().add(d));
-                acc[j % STEP] = _mm256_fmadd_ps(_mm256_set1_ps(pj.to_f32()), v, acc[j % STEP]);
+                acc[j % STEP] = _mm256_fmadd_ps(_mm256_set1_ps(h2f(*pj)), v, acc[j % STEP]);
             }
             // `reduce_4x8` lane-wise: accumulator `jj` of lane `l` is acc[8 * jj + l].
             let x: [__m256; 8] = std::array::from_fn(|l| {
@@ -286,7 +354,7 @@ pub unsafe fn weighted_rows_f16<'a>(
             for (k, o) in out[d..d + 8].iter_mut().enumerate() {
                 let mut sum = lanes[k] as f64;
                 for (j, pj) in p.iter().enumerate().skip(np) {
-                    sum += (pj.to_f32() * v_rows(j)[d + k].to_f32()) as f64;
+                    sum += (h2f(*pj) * v_rows(j)[d + k].to_f32()) as f64;
                 }
                 *o = sum as f32;
             }
@@ -296,5 +364,41 @@ pub unsafe fn weighted_rows_f16<'a>(
     if dims < out.len() {
         let shifted = |j: usize| &v_rows(j)[dims..];
         scalar::dot::weighted_rows_f16(p, &shifted, gemm, &mut out[dims..]);
+    }
+}
+
+/// As `scalar::activation::softmax`.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn softmax(x: &mut [f32]) {
+    let max = x.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
+    let n = x.len();
+    let np = n - n % 8;
+    let vmax = _mm256_set1_ps(max);
+    let mut total = 0.0f64;
+    let mut i = 0;
+    while i < np {
+        let p = x.as_mut_ptr().add(i);
+        let e = exp_approx(_mm256_sub_ps(_mm256_loadu_ps(p), vmax));
+        _mm256_storeu_ps(p, e);
+        total += hsum_ps(e) as f64;
+        i += 8;
+    }
+    for v in x[np..].iter_mut() {
+        *v = (*v - max).exp();
+        total += *v as f64;
+    }
+    let inv = _mm256_set1_ps((1.0 / total) as f32);
+    let mut i = 0;
+    while i < np {
+        let p = x.as_mut_ptr().add(i);
+        _mm256_storeu_ps(p, _mm256_mul_ps(_mm256_loadu_ps(p), inv));
+        i += 8;
+    }
+    let inv = (1.0 / total) as f32;
+    for v in x[np..].iter_mut() {
+        *v *= inv;
     }
 }

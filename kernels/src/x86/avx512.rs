@@ -11,14 +11,22 @@ use crate::scalar::dot::STEP;
 use half::f16;
 use std::arch::x86_64::*;
 
+/// f16 to f32 with the F16C instruction, inline (the `half` crate's conversion is an out-of-line
+/// call on this hot path). Exact, like every f16 to f32 conversion.
 #[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+#[target_feature(enable = "f16c")]
+unsafe fn h2f(h: f16) -> f32 {
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h.to_bits() as i32)))
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 unsafe fn join(lo: __m256i, hi: __m256i) -> __m512i {
     _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
 }
 
 #[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 unsafe fn hsum8(v: __m256) -> f32 {
     let s = _mm_add_ps(_mm256_extractf128_ps::<1>(v), _mm256_castps256_ps128(v));
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -28,7 +36,7 @@ unsafe fn hsum8(v: __m256) -> f32 {
 
 /// 16 packed nibbles to 32 bytes: low nibbles (values 0..16) then high nibbles (16..32).
 #[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 unsafe fn unpack_nibbles(qs: &[u8; 16]) -> __m256i {
     let tmp = _mm_loadu_si128(qs.as_ptr() as *const __m128i);
     let both = _mm256_insertf128_si256::<1>(_mm256_castsi128_si256(tmp), _mm_srli_epi16::<4>(tmp));
@@ -37,14 +45,14 @@ unsafe fn unpack_nibbles(qs: &[u8; 16]) -> __m256i {
 
 /// Sixteen i32 lane sums (eight per block) of unsigned x times signed y, as f32.
 #[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 unsafe fn dot_u8_i8(x: __m512i, y: __m512i) -> __m512 {
     let pairs = _mm512_maddubs_epi16(x, y);
     _mm512_cvtepi32_ps(_mm512_madd_epi16(pairs, _mm512_set1_epi16(1)))
 }
 
 #[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 unsafe fn dot_i8_i8(x: __m512i, y: __m512i) -> __m512 {
     let neg = _mm512_movepi8_mask(x);
     let sy = _mm512_mask_sub_epi8(y, neg, _mm512_setzero_si512(), y);
@@ -52,7 +60,7 @@ unsafe fn dot_i8_i8(x: __m512i, y: __m512i) -> __m512 {
 }
 
 #[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 unsafe fn load32(p: &[i8; 32]) -> __m256i {
     _mm256_loadu_si256(p.as_ptr() as *const __m256i)
 }
@@ -60,7 +68,7 @@ unsafe fn load32(p: &[i8; 32]) -> __m256i {
 /// Accumulate two blocks' lane sums (`xy`: block 0 in lanes 0..8, block 1 in 8..16) with their
 /// scales, block 0 first.
 #[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 unsafe fn acc_two(acc: __m256, xy: __m512, d0: f32, d1: f32) -> __m256 {
     let acc = _mm256_fmadd_ps(_mm512_castps512_ps256(xy), _mm256_set1_ps(d0), acc);
     _mm256_fmadd_ps(_mm512_extractf32x8_ps::<1>(xy), _mm256_set1_ps(d1), acc)
@@ -68,13 +76,13 @@ unsafe fn acc_two(acc: __m256, xy: __m512, d0: f32, d1: f32) -> __m256 {
 
 /// One block's lane sums (the odd block at the end), in the low half.
 #[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 unsafe fn acc_one(acc: __m256, xy: __m512, d: f32) -> __m256 {
     _mm256_fmadd_ps(_mm512_castps512_ps256(xy), _mm256_set1_ps(d), acc)
 }
 
 #[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 unsafe fn q4_0(b: &BlockQ4_0) -> __m256i {
     _mm256_sub_epi8(unpack_nibbles(&b.qs), _mm256_set1_epi8(8))
 }
@@ -87,7 +95,7 @@ unsafe fn ld16(p: *const f16) -> __m512 {
 
 /// # Safety
 /// The CPU must support AVX-512 F, BW and VL, AVX2 and FMA.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 pub unsafe fn vec_dot_q4_0_q8_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
     let n = x.len().min(y.len());
     let mut acc = _mm256_setzero_ps();
@@ -100,30 +108,30 @@ pub unsafe fn vec_dot_q4_0_q8_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
         acc = acc_two(
             acc,
             xy,
-            x[i].d.to_f32() * y[i].d.to_f32(),
-            x[i + 1].d.to_f32() * y[i + 1].d.to_f32(),
+            h2f(x[i].d) * h2f(y[i].d),
+            h2f(x[i + 1].d) * h2f(y[i + 1].d),
         );
         i += 2;
     }
     if i < n {
         let z = _mm256_setzero_si256();
         let xy = dot_i8_i8(join(q4_0(&x[i]), z), join(load32(&y[i].qs), z));
-        acc = acc_one(acc, xy, x[i].d.to_f32() * y[i].d.to_f32());
+        acc = acc_one(acc, xy, h2f(x[i].d) * h2f(y[i].d));
     }
     hsum8(acc)
 }
 
 /// # Safety
 /// The CPU must support AVX-512 F, BW and VL, AVX2 and FMA.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 pub unsafe fn vec_dot_q4_1_q8_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
     let n = x.len().min(y.len());
     let mut acc = _mm256_setzero_ps();
     let mut summs = 0.0f32;
     let mut i = 0;
     while i + 2 <= n {
-        summs += x[i].m.to_f32() * y[i].s.to_f32();
-        summs += x[i + 1].m.to_f32() * y[i + 1].s.to_f32();
+        summs += h2f(x[i].m) * h2f(y[i].s);
+        summs += h2f(x[i + 1].m) * h2f(y[i + 1].s);
         let xy = dot_u8_i8(
             join(unpack_nibbles(&x[i].qs), unpack_nibbles(&x[i + 1].qs)),
             join(load32(&y[i].qs), load32(&y[i + 1].qs)),
@@ -131,23 +139,23 @@ pub unsafe fn vec_dot_q4_1_q8_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
         acc = acc_two(
             acc,
             xy,
-            x[i].d.to_f32() * y[i].d.to_f32(),
-            x[i + 1].d.to_f32() * y[i + 1].d.to_f32(),
+            h2f(x[i].d) * h2f(y[i].d),
+            h2f(x[i + 1].d) * h2f(y[i + 1].d),
         );
         i += 2;
     }
     if i < n {
-        summs += x[i].m.to_f32() * y[i].s.to_f32();
+        summs += h2f(x[i].m) * h2f(y[i].s);
         let z = _mm256_setzero_si256();
         let xy = dot_u8_i8(join(unpack_nibbles(&x[i].qs), z), join(load32(&y[i].qs), z));
-        acc = acc_one(acc, xy, x[i].d.to_f32() * y[i].d.to_f32());
+        acc = acc_one(acc, xy, h2f(x[i].d) * h2f(y[i].d));
     }
     hsum8(acc) + summs
 }
 
 /// # Safety
 /// The CPU must support AVX-512 F, BW and VL, AVX2 and FMA.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 pub unsafe fn vec_dot_q8_0_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
     let n = x.len().min(y.len());
     let mut acc = _mm256_setzero_ps();
@@ -160,15 +168,15 @@ pub unsafe fn vec_dot_q8_0_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
         acc = acc_two(
             acc,
             xy,
-            x[i].d.to_f32() * y[i].d.to_f32(),
-            x[i + 1].d.to_f32() * y[i + 1].d.to_f32(),
+            h2f(x[i].d) * h2f(y[i].d),
+            h2f(x[i + 1].d) * h2f(y[i + 1].d),
         );
         i += 2;
     }
     if i < n {
         let z = _mm256_setzero_si256();
         let xy = dot_i8_i8(join(load32(&x[i].qs), z), join(load32(&y[i].qs), z));
-        acc = acc_one(acc, xy, x[i].d.to_f32() * y[i].d.to_f32());
+        acc = acc_one(acc, xy, h2f(x[i].d) * h2f(y[i].d));
     }
     hsum8(acc)
 }
@@ -176,7 +184,7 @@ pub unsafe fn vec_dot_q8_0_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
 /// Reduce the accumulators `[acc0 | acc1]` and `[acc2 | acc3]` in `scalar::dot::reduce_4x8`'s
 /// order.
 #[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 unsafe fn reduce_2x16(a01: __m512, a23: __m512) -> f32 {
     let s = _mm512_add_ps(a01, a23); // [acc0 + acc2 | acc1 + acc3]
     let x = _mm256_add_ps(_mm512_castps512_ps256(s), _mm512_extractf32x8_ps::<1>(s));
@@ -211,7 +219,7 @@ pub unsafe fn vec_dot_f16(x: &[f16], y: &[f16]) -> f32 {
 
 /// # Safety
 /// The CPU must support AVX-512 F, BW and VL, AVX2 and FMA.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 pub unsafe fn vec_dot_f32(x: &[f32], y: &[f32]) -> f32 {
     let n = x.len().min(y.len());
     let np = n - n % STEP;
