@@ -1,6 +1,9 @@
 //! `ModelDeployment` (namespaced, owned by a tenant team): which model, in which pool, how it
 //! scales, how it is sharded, and how the engine runs.
 
+// `#[kube(printcolumn(...))]` repeats `name`/`type_` keys by design; clippy reads them as duplicates.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};

@@ -1,6 +1,9 @@
 //! `InferencePool` (cluster-scoped, owned by the platform team): which nodes, how much capacity,
 //! which tenants, and what each tenant may use.
 
+// `#[kube(printcolumn(...))]` repeats `name`/`type_` keys by design; clippy reads them as duplicates.
+#![allow(clippy::duplicated_attributes)]
+
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Toleration;
