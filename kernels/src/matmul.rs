@@ -183,9 +183,9 @@ fn row_dot(kt: &Kernels, wtype: DType, w: &[u8], a: &[u8]) -> f32 {
 fn row_dot4(kt: &Kernels, wtype: DType, w: &[u8], a: [&[u8]; 4]) -> Option<[f32; 4]> {
     use bytemuck::cast_slice as c;
     Some(match wtype {
-        DType::Q4_0 => (kt.dot4_q4_0_q8_0)(c(w), a.map(|r| c::<u8, BlockQ8_0>(r))),
-        DType::Q4_1 => (kt.dot4_q4_1_q8_1)(c(w), a.map(|r| c::<u8, BlockQ8_1>(r))),
-        DType::Q8_0 => (kt.dot4_q8_0_q8_0)(c(w), a.map(|r| c::<u8, BlockQ8_0>(r))),
+        DType::Q4_0 => (kt.dot4_q4_0_q8_0)(c(w), a.map(c::<u8, BlockQ8_0>)),
+        DType::Q4_1 => (kt.dot4_q4_1_q8_1)(c(w), a.map(c::<u8, BlockQ8_1>)),
+        DType::Q8_0 => (kt.dot4_q8_0_q8_0)(c(w), a.map(c::<u8, BlockQ8_0>)),
         _ => return None,
     })
 }
