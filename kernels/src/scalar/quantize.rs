@@ -16,8 +16,11 @@ fn q8_scales(x: &[f32]) -> (f32, f32) {
 }
 
 fn q8_round(v: f32) -> i8 {
-    // |v| <= 127 by construction; round_ties_even matches _mm256_round_ps(_MM_ROUND_NEAREST).
-    v.round_ties_even() as i8
+    // |v| <= 127 by construction. Rounding half to even (as _mm256_round_ps with
+    // _MM_ROUND_NEAREST does) by the 1.5 * 2^23 shift: exact for |v| < 2^22, and inline, where
+    // `round_ties_even` becomes a C library call without SSE4.1 enabled at compile time.
+    const SHIFT: f32 = 12582912.0;
+    ((v + SHIFT) - SHIFT) as i8
 }
 
 pub fn quantize_row_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
@@ -143,6 +146,22 @@ pub fn quantize_row_q8_0_ref(x: &[f32], out: &mut [BlockQ8_0]) {
         ob.d = f16::from_f32(d);
         for (q, v) in ob.qs.iter_mut().zip(xb) {
             *q = (v * id).round() as i8;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn q8_round_is_round_half_to_even() {
+        for i in -127_000..=127_000 {
+            let v = i as f32 / 1000.0;
+            assert_eq!(super::q8_round(v), v.round_ties_even() as i8, "{v}");
+        }
+        for v in [
+            0.5f32, 1.5, 2.5, -0.5, -1.5, -2.5, 126.5, -126.5, 127.0, -127.0,
+        ] {
+            assert_eq!(super::q8_round(v), v.round_ties_even() as i8, "{v}");
         }
     }
 }

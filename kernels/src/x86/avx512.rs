@@ -65,13 +65,20 @@ unsafe fn load32(p: &[i8; 32]) -> __m256i {
     _mm256_loadu_si256(p.as_ptr() as *const __m256i)
 }
 
+/// The upper 256 bits (AVX-512F only; `_mm512_extractf32x8_ps` would need AVX-512DQ).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn hi256(v: __m512) -> __m256 {
+    _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)))
+}
+
 /// Accumulate two blocks' lane sums (`xy`: block 0 in lanes 0..8, block 1 in 8..16) with their
 /// scales, block 0 first.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 unsafe fn acc_two(acc: __m256, xy: __m512, d0: f32, d1: f32) -> __m256 {
     let acc = _mm256_fmadd_ps(_mm512_castps512_ps256(xy), _mm256_set1_ps(d0), acc);
-    _mm256_fmadd_ps(_mm512_extractf32x8_ps::<1>(xy), _mm256_set1_ps(d1), acc)
+    _mm256_fmadd_ps(hi256(xy), _mm256_set1_ps(d1), acc)
 }
 
 /// One block's lane sums (the odd block at the end), in the low half.
@@ -187,7 +194,7 @@ pub unsafe fn vec_dot_q8_0_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 unsafe fn reduce_2x16(a01: __m512, a23: __m512) -> f32 {
     let s = _mm512_add_ps(a01, a23); // [acc0 + acc2 | acc1 + acc3]
-    let x = _mm256_add_ps(_mm512_castps512_ps256(s), _mm512_extractf32x8_ps::<1>(s));
+    let x = _mm256_add_ps(_mm512_castps512_ps256(s), hi256(s));
     let t0 = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps::<1>(x));
     let t1 = _mm_hadd_ps(t0, t0);
     _mm_cvtss_f32(_mm_hadd_ps(t1, t1))
