@@ -5,9 +5,24 @@
 //! - [`crd`]: the custom resource types, their CEL validation rules and CRD generation
 //!   (`crdgen` writes `crds/` and `charts/ryzanstein/crds/` from them).
 //! - [`error`]: the crate's one error type.
+//! - [`config`]: the operator's configuration file (`--config`).
+//! - [`metrics`], [`http`]: Prometheus metrics and the `/metrics` + `/healthz` listener.
+//! - [`leader`]: leader election through a `coordination.k8s.io/v1` Lease.
+//! - [`context`]: what every reconcile gets (client, metrics, event recorder, configuration).
+//! - [`pool_status`], [`pool_controller`]: the InferencePool controller (pure part, reconcile).
+//! - [`run`], [`shutdown`]: the controllers behind leader election, until SIGTERM/SIGINT.
 
+pub mod config;
+pub mod context;
 pub mod crd;
 pub mod error;
-// Pure render functions (spec in, Kubernetes objects out) go in `pub mod render;` here.
+pub mod http;
+pub mod leader;
+pub mod metrics;
+pub mod pool_controller;
+pub mod pool_status;
+pub mod run;
+pub mod shutdown;
+pub mod render;
 
 pub use error::{Error, Result};
