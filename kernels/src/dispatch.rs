@@ -186,6 +186,12 @@ mod simd {
         BlockQ8_0,
         BlockQ8_0
     );
+    guarded4!(
+        avx512_dot4_q4_1,
+        avx512::vec_dot4_q4_1_q8_1,
+        BlockQ4_1,
+        BlockQ8_1
+    );
     guarded!(avx512_q4_0, avx512::vec_dot_q4_0_q8_0, BlockQ4_0, BlockQ8_0);
     guarded!(avx512_q4_1, avx512::vec_dot_q4_1_q8_1, BlockQ4_1, BlockQ8_1);
     guarded!(avx512_q8_0, avx512::vec_dot_q8_0_q8_0, BlockQ8_0, BlockQ8_0);
@@ -215,7 +221,7 @@ mod simd {
         dot_q4_1_q8_1: avx512_q4_1,
         dot_q8_0_q8_0: avx512_q8_0,
         dot4_q4_0_q8_0: avx2_dot4_q4_0,
-        dot4_q4_1_q8_1: avx2_dot4_q4_1,
+        dot4_q4_1_q8_1: avx512_dot4_q4_1,
         dot4_q8_0_q8_0: avx2_dot4_q8_0,
         dot_f16: avx512_f16,
         dot_bf16: scalar::dot::vec_dot_bf16,

@@ -251,3 +251,41 @@ pub unsafe fn vec_dot_f32(x: &[f32], y: &[f32]) -> f32 {
     }
     sum as f32
 }
+
+/// One Q4_1 weight row against four activation rows, each output summed exactly as
+/// [`vec_dot_q4_1_q8_1`] (and the AVX2 kernels) sum it; two weight blocks are unpacked per
+/// 512-bit register once for all four rows.
+///
+/// # Safety
+/// The CPU must support AVX-512 F, BW and VL, AVX2, FMA and F16C.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+pub unsafe fn vec_dot4_q4_1_q8_1(x: &[BlockQ4_1], y: [&[BlockQ8_1]; 4]) -> [f32; 4] {
+    let n = x.len();
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut summs = [0.0f32; 4];
+    let mut i = 0;
+    while i + 2 <= n {
+        let qx = join(unpack_nibbles(&x[i].qs), unpack_nibbles(&x[i + 1].qs));
+        let (d0, d1) = (h2f(x[i].d), h2f(x[i + 1].d));
+        let (m0, m1) = (h2f(x[i].m), h2f(x[i + 1].m));
+        for t in 0..4 {
+            let (y0, y1) = (&y[t][i], &y[t][i + 1]);
+            summs[t] += m0 * h2f(y0.s);
+            summs[t] += m1 * h2f(y1.s);
+            let xy = dot_u8_i8(qx, join(load32(&y0.qs), load32(&y1.qs)));
+            acc[t] = acc_two(acc[t], xy, d0 * h2f(y0.d), d1 * h2f(y1.d));
+        }
+        i += 2;
+    }
+    if i < n {
+        let z = _mm256_setzero_si256();
+        let qx = join(unpack_nibbles(&x[i].qs), z);
+        for t in 0..4 {
+            let yb = &y[t][i];
+            summs[t] += h2f(x[i].m) * h2f(yb.s);
+            let xy = dot_u8_i8(qx, join(load32(&yb.qs), z));
+            acc[t] = acc_one(acc[t], xy, h2f(x[i].d) * h2f(yb.d));
+        }
+    }
+    std::array::from_fn(|t| hsum8(acc[t]) + summs[t])
+}
