@@ -254,9 +254,16 @@ autoscaler:
     fn load_names_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("operator.yaml");
-        std::fs::write(&path, "defaultServerImage: x\nserverImagePullPolicy: Maybe\n").unwrap();
+        std::fs::write(
+            &path,
+            "defaultServerImage: x\nserverImagePullPolicy: Maybe\n",
+        )
+        .unwrap();
         let err = OperatorConfig::load(&path).unwrap_err().to_string();
-        assert!(err.contains("operator.yaml") && err.contains("Maybe"), "{err}");
+        assert!(
+            err.contains("operator.yaml") && err.contains("Maybe"),
+            "{err}"
+        );
         let missing = OperatorConfig::load(&dir.path().join("absent.yaml")).unwrap_err();
         assert!(matches!(missing, Error::Io { .. }), "{missing}");
         std::fs::write(&path, CHART_DEFAULT).unwrap();

@@ -40,3 +40,45 @@ pub async fn serve(
         .with_graceful_shutdown(async move { shutdown.wait().await })
         .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt;
+
+    async fn get(metrics: Arc<Metrics>, path: &str) -> (StatusCode, Option<String>, String) {
+        let response = router(metrics)
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap().to_owned());
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (
+            status,
+            content_type,
+            String::from_utf8(bytes.to_vec()).unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn serves_metrics_and_health() {
+        let metrics = Arc::new(Metrics::new());
+        metrics.set_pool_matching_nodes("cpu", 3);
+        let (status, content_type, body) = get(metrics.clone(), "/metrics").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(content_type.as_deref(), Some(metrics::CONTENT_TYPE));
+        assert!(body.contains("ryzanstein_operator_pool_matching_nodes{pool=\"cpu\"} 3\n"));
+        let (status, _, body) = get(metrics.clone(), "/healthz").await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "ok\n"));
+        let (status, _, _) = get(metrics, "/nope").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+}

@@ -183,7 +183,11 @@ impl LeaderElector {
         }
         spec.renew_time = Some(now);
         spec.lease_duration_seconds = Some(self.settings.lease_duration_seconds());
-        match self.api.replace(&name, &PostParams::default(), &lease).await {
+        match self
+            .api
+            .replace(&name, &PostParams::default(), &lease)
+            .await
+        {
             Ok(written) => {
                 self.observe(&written);
                 Ok(attempt)

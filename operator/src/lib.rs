@@ -23,6 +23,5 @@ pub mod pool_controller;
 pub mod pool_status;
 pub mod run;
 pub mod shutdown;
-pub mod render;
 
 pub use error::{Error, Result};

@@ -291,7 +291,8 @@ impl Metrics {
         lock(&self.published_pools).retain(|pool| {
             let keep = existing.contains(pool);
             if !keep {
-                self.pool_matching_nodes.remove(&PoolLabels { pool: pool.clone() });
+                self.pool_matching_nodes
+                    .remove(&PoolLabels { pool: pool.clone() });
             }
             keep
         });
@@ -401,7 +402,10 @@ mod tests {
         m.set_modeldeployment_conditions(
             "team-a",
             "smollm2",
-            &[condition("QuotaExceeded", "True"), condition("Ready", "False")],
+            &[
+                condition("QuotaExceeded", "True"),
+                condition("Ready", "False"),
+            ],
         );
         let text = m.encode();
         let got = lines(&text, "ryzanstein_operator_modeldeployment_condition{");
@@ -417,13 +421,20 @@ mod tests {
 
         // QuotaExceeded goes away: its series go with it.
         m.set_modeldeployment_conditions("team-a", "smollm2", &[condition("Ready", "True")]);
-        let got = lines(&m.encode(), "ryzanstein_operator_modeldeployment_condition{");
+        let got = lines(
+            &m.encode(),
+            "ryzanstein_operator_modeldeployment_condition{",
+        );
         assert_eq!(got.len(), 3, "{got:?}");
         assert!(got.iter().all(|l| l.contains("condition=\"Ready\"")));
         assert!(got.iter().any(|l| l.contains("status=\"True\"} 1")));
 
         m.forget_modeldeployment("team-a", "smollm2");
-        assert!(lines(&m.encode(), "ryzanstein_operator_modeldeployment_condition{").is_empty());
+        assert!(lines(
+            &m.encode(),
+            "ryzanstein_operator_modeldeployment_condition{"
+        )
+        .is_empty());
     }
 
     #[test]
@@ -449,9 +460,8 @@ mod tests {
         m.autoscaler_decided(AutoscalerDecision::scale_up);
         let text = m.encode();
         assert!(text.contains("ryzanstein_operator_leader 1\n"));
-        assert!(
-            text.contains("ryzanstein_operator_autoscaler_decisions_total{decision=\"scale_up\"} 1\n")
-        );
+        assert!(text
+            .contains("ryzanstein_operator_autoscaler_decisions_total{decision=\"scale_up\"} 1\n"));
         m.set_leader(false);
         let text = m.encode();
         assert!(text.contains("ryzanstein_operator_leader 0\n"));

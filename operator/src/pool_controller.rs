@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ListParams, Patch, PatchParams, PartialObjectMeta};
+use kube::api::{Api, ListParams, PartialObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -81,7 +81,11 @@ pub async fn list_node_labels(client: &Client) -> Result<Vec<BTreeMap<String, St
             .list_metadata(&params)
             .await
             .map_err(|e| Error::kube("list Nodes", e))?;
-        labels.extend(page.items.into_iter().map(|n| n.metadata.labels.unwrap_or_default()));
+        labels.extend(
+            page.items
+                .into_iter()
+                .map(|n| n.metadata.labels.unwrap_or_default()),
+        );
         match page.metadata.continue_.filter(|c| !c.is_empty()) {
             Some(token) => params = params.continue_token(&token),
             None => return Ok(labels),
@@ -116,7 +120,8 @@ pub async fn reconcile(pool: Arc<InferencePool>, pctx: Arc<PoolContext>) -> Resu
         .map_err(|e| Error::kube(format!("apply the status of InferencePool {name}"), e))?;
     tracing::debug!(matching_nodes = matching, "pool status written");
 
-    ctx.metrics.set_pool_matching_nodes(&name, i64::from(matching));
+    ctx.metrics
+        .set_pool_matching_nodes(&name, i64::from(matching));
     if let Some(store) = &pctx.pools {
         let existing: HashSet<String> = store.state().iter().map(|p| p.name_any()).collect();
         if !existing.is_empty() {
@@ -142,11 +147,7 @@ pub async fn reconcile(pool: Arc<InferencePool>, pctx: Arc<PoolContext>) -> Resu
             action: "MatchNodes".into(),
             secondary: None,
         };
-        if let Err(e) = ctx
-            .recorder
-            .publish(&event, &pool.object_ref(&()))
-            .await
-        {
+        if let Err(e) = ctx.recorder.publish(&event, &pool.object_ref(&())).await {
             tracing::warn!(error = %e, "could not publish an event on the pool");
         }
     }
@@ -165,7 +166,10 @@ fn truncate(s: &str, max: usize) -> String {
 }
 
 /// Counts the reconcile in the metrics (result, duration, error reason) around [`reconcile`].
-pub async fn reconcile_measured(pool: Arc<InferencePool>, pctx: Arc<PoolContext>) -> Result<Action> {
+pub async fn reconcile_measured(
+    pool: Arc<InferencePool>,
+    pctx: Arc<PoolContext>,
+) -> Result<Action> {
     let started = Instant::now();
     let result = reconcile(pool, pctx.clone()).await;
     pctx.ctx.metrics.reconciled(
@@ -228,17 +232,17 @@ pub fn node_changes(client: Client) -> impl Stream<Item = ()> + Send + 'static {
         Api::<PartialObjectMeta<Node>>::all(client),
         watcher::Config::default(),
     )
-        .default_backoff()
-        .filter_map(move |event| {
-            let trigger = match event {
-                Ok(event) => tracker.observe(event),
-                Err(e) => {
-                    tracing::warn!(error = %e, "node watch failed; retrying");
-                    false
-                }
-            };
-            futures::future::ready(trigger.then_some(()))
-        })
+    .default_backoff()
+    .filter_map(move |event| {
+        let trigger = match event {
+            Ok(event) => tracker.observe(event),
+            Err(e) => {
+                tracing::warn!(error = %e, "node watch failed; retrying");
+                false
+            }
+        };
+        futures::future::ready(trigger.then_some(()))
+    })
 }
 
 /// Runs the pool controller until `shutdown` (then lets running reconciles finish).

@@ -13,12 +13,12 @@ use k8s_openapi::jiff::Timestamp;
 
 use crate::crd::deployment::condition as md_condition;
 use crate::crd::pool::condition;
+use crate::crd::Condition;
 use crate::crd::{
     GpuVendor, Hardware, HardwareClass, InferencePool, InferencePoolStatus, ModelDeployment,
     ModelDeploymentSpec, Quantity, TenantUsage, Usage,
 };
 use crate::error::Result;
-use crate::crd::Condition;
 
 /// Prefix of Node Feature Discovery's CPUID labels (`...cpu-cpuid.AVX512F=true`).
 pub const NFD_CPUID_PREFIX: &str = "feature.node.kubernetes.io/cpu-cpuid.";
@@ -314,11 +314,9 @@ pub fn aggregate_usage<'a>(
                 .entry(name)
                 .or_default()
                 .add(pods, per_pod, throttled),
-            Membership::Unlisted => {
-                unlisted
-                    .get_or_insert_with(Sum::default)
-                    .add(pods, per_pod, throttled)
-            }
+            Membership::Unlisted => unlisted
+                .get_or_insert_with(Sum::default)
+                .add(pods, per_pod, throttled),
             Membership::NotAdmitted => {}
         }
     }
@@ -357,7 +355,14 @@ pub fn format_memory(bytes: i128) -> Quantity {
     if bytes == 0 {
         return Quantity::new("0");
     }
-    for (suffix, shift) in [("Ei", 60), ("Pi", 50), ("Ti", 40), ("Gi", 30), ("Mi", 20), ("Ki", 10)] {
+    for (suffix, shift) in [
+        ("Ei", 60),
+        ("Pi", 50),
+        ("Ti", 40),
+        ("Gi", 30),
+        ("Mi", 20),
+        ("Ki", 10),
+    ] {
         let unit = 1i128 << shift;
         if bytes % unit == 0 {
             return Quantity::new(format!("{}{suffix}", bytes / unit));
@@ -698,7 +703,15 @@ mod tests {
             not_yet_running,
             throttled,
             md("sandbox", "try", "cpu", 1, 1, Some("500m"), Some("512Mi")),
-            md("nobody", "outsider", "other-pool", 5, 1, Some("8"), Some("8Gi")),
+            md(
+                "nobody",
+                "outsider",
+                "other-pool",
+                5,
+                1,
+                Some("8"),
+                Some("8Gi"),
+            ),
         ];
         let usage = aggregate_usage(&p, &deployments).unwrap();
         // team-a: 2 pods × (2, 2Gi) + 1 pod × defaults (1, 2Gi) + 0 pods (no status yet).
@@ -763,11 +776,8 @@ mod tests {
             vec![tenant("team-a", &["team-a"])],
             false,
         );
-        let usage = aggregate_usage(
-            &p,
-            &[md("stray", "x", "cpu", 1, 1, Some("1"), Some("1Gi"))],
-        )
-        .unwrap();
+        let usage =
+            aggregate_usage(&p, &[md("stray", "x", "cpu", 1, 1, Some("1"), Some("1Gi"))]).unwrap();
         assert_eq!(usage.allocated.replicas, 1);
         assert_eq!(usage.tenants.len(), 1);
         assert_eq!(usage.tenants[0].replicas, 0);
@@ -785,7 +795,10 @@ mod tests {
         explicit.spec.resources.as_mut().unwrap().gpus = Some(2);
         let usage = aggregate_usage(
             &p,
-            &[md("t", "one", "gpu", 3, 1, Some("4"), Some("16Gi")), explicit],
+            &[
+                md("t", "one", "gpu", 3, 1, Some("4"), Some("16Gi")),
+                explicit,
+            ],
         )
         .unwrap();
         assert_eq!(usage.allocated.gpus, 3 + 2 * 2);
@@ -795,8 +808,8 @@ mod tests {
     #[test]
     fn a_bad_quantity_is_an_error_naming_it() {
         let p = pool("cpu", cpu_hardware(&[], &[]), vec![], true);
-        let err = aggregate_usage(&p, &[md("a", "b", "cpu", 1, 1, Some("2 cores"), None)])
-            .unwrap_err();
+        let err =
+            aggregate_usage(&p, &[md("a", "b", "cpu", 1, 1, Some("2 cores"), None)]).unwrap_err();
         assert!(err.to_string().contains("2 cores"), "{err}");
     }
 
@@ -838,7 +851,11 @@ mod tests {
             (some.status.as_str(), some.reason.as_str()),
             ("True", "NodesAvailable")
         );
-        assert!(some.message.starts_with("2 nodes match"), "{}", some.message);
+        assert!(
+            some.message.starts_with("2 nodes match"),
+            "{}",
+            some.message
+        );
         assert_eq!(some.last_transition_time, Time(t1));
         let one = ready_condition(&p, &reqs, 1, &[], t1);
         assert!(one.message.starts_with("1 node matches"), "{}", one.message);
@@ -846,9 +863,14 @@ mod tests {
 
     #[test]
     fn status_carries_observed_generation_nodes_usage_and_ready() {
-        let p = pool("cpu", cpu_hardware(&[], &[]), vec![tenant("a", &["a"])], false);
-        let usage = aggregate_usage(&p, &[md("a", "m", "cpu", 1, 1, Some("2"), Some("4Gi"))])
-            .unwrap();
+        let p = pool(
+            "cpu",
+            cpu_hardware(&[], &[]),
+            vec![tenant("a", &["a"])],
+            false,
+        );
+        let usage =
+            aggregate_usage(&p, &[md("a", "m", "cpu", 1, 1, Some("2"), Some("4Gi"))]).unwrap();
         let s = pool_status(&p, &[], 4, usage, Timestamp::UNIX_EPOCH);
         assert_eq!(s.observed_generation, Some(3));
         assert_eq!(s.matching_nodes, Some(4));

@@ -17,7 +17,11 @@ pub async fn run_controllers(ctx: Arc<Context>, shutdown: Shutdown) {
 /// Runs the controllers until `shutdown`. With `leader` set, only while this replica holds the
 /// Lease: it waits for the Lease, runs the controllers while renewing it, stops them if the
 /// Lease is lost (and waits for it again), and on shutdown stops them, then releases the Lease.
-pub async fn run(ctx: Arc<Context>, leader: Option<LeaseSettings>, shutdown: Shutdown) -> Result<()> {
+pub async fn run(
+    ctx: Arc<Context>,
+    leader: Option<LeaseSettings>,
+    shutdown: Shutdown,
+) -> Result<()> {
     let Some(settings) = leader else {
         ctx.metrics.set_leader(true);
         run_controllers(ctx.clone(), shutdown).await;

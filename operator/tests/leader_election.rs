@@ -11,7 +11,8 @@ use ryzanstein_operator::leader::{Attempt, LeaderElector, LeaseSettings};
 use ryzanstein_operator::Error;
 use serde_json::{json, Value};
 
-const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/ryzanstein-system/leases/ryzanstein-operator";
+const LEASE: &str =
+    "/apis/coordination.k8s.io/v1/namespaces/ryzanstein-system/leases/ryzanstein-operator";
 const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/ryzanstein-system/leases";
 
 fn settings() -> LeaseSettings {
@@ -56,9 +57,11 @@ fn attempt(
 async fn creates_the_lease_when_there_is_none() {
     let (client, mut api) = mock::client();
     let task = attempt(LeaderElector::new(client, settings()).unwrap());
-    api.expect("GET", LEASE)
-        .await
-        .fail(404, "NotFound", "leases.coordination.k8s.io \"ryzanstein-operator\" not found");
+    api.expect("GET", LEASE).await.fail(
+        404,
+        "NotFound",
+        "leases.coordination.k8s.io \"ryzanstein-operator\" not found",
+    );
     let create = api.expect("POST", LEASES).await;
     let spec = &create.body["spec"];
     assert_eq!(spec["holderIdentity"], "operator-a");
@@ -77,9 +80,10 @@ async fn creates_the_lease_when_there_is_none() {
 async fn renews_its_own_lease_with_the_version_it_read() {
     let (client, mut api) = mock::client();
     let task = attempt(LeaderElector::new(client, settings()).unwrap());
-    api.expect("GET", LEASE)
-        .await
-        .reply(200, lease(Some("operator-a"), "2026-01-01T00:00:00.000000Z", 3, "41"));
+    api.expect("GET", LEASE).await.reply(
+        200,
+        lease(Some("operator-a"), "2026-01-01T00:00:00.000000Z", 3, "41"),
+    );
     let update = api.expect("PUT", LEASE).await;
     assert_eq!(update.body["metadata"]["resourceVersion"], "41");
     assert_eq!(update.body["spec"]["holderIdentity"], "operator-a");
@@ -107,9 +111,10 @@ async fn takes_over_only_after_the_holder_stops_renewing_for_the_lease_duration(
     // First sight of operator-b's Lease: stand by (however old its renewTime looks: only our
     // own clock decides, so skew between nodes cannot hand the Lease over early).
     let task = attempt(elector);
-    api.expect("GET", LEASE)
-        .await
-        .reply(200, lease(Some("operator-b"), "2020-01-01T00:00:00.000000Z", 1, "7"));
+    api.expect("GET", LEASE).await.reply(
+        200,
+        lease(Some("operator-b"), "2020-01-01T00:00:00.000000Z", 1, "7"),
+    );
     let (elector, result) = task.await.unwrap();
     assert_eq!(result.unwrap(), Attempt::HeldBy("operator-b".into()));
     api.expect_no_more_calls().await;
@@ -117,27 +122,30 @@ async fn takes_over_only_after_the_holder_stops_renewing_for_the_lease_duration(
     // 10 s later operator-b has renewed: the clock starts again.
     tokio::time::advance(Duration::from_secs(10)).await;
     let task = attempt(elector);
-    api.expect("GET", LEASE)
-        .await
-        .reply(200, lease(Some("operator-b"), "2020-01-01T00:00:10.000000Z", 1, "8"));
+    api.expect("GET", LEASE).await.reply(
+        200,
+        lease(Some("operator-b"), "2020-01-01T00:00:10.000000Z", 1, "8"),
+    );
     let (elector, result) = task.await.unwrap();
     assert_eq!(result.unwrap(), Attempt::HeldBy("operator-b".into()));
 
     // 10 s after that renewal (20 s after first sight) it is still operator-b's.
     tokio::time::advance(Duration::from_secs(10)).await;
     let task = attempt(elector);
-    api.expect("GET", LEASE)
-        .await
-        .reply(200, lease(Some("operator-b"), "2020-01-01T00:00:10.000000Z", 1, "8"));
+    api.expect("GET", LEASE).await.reply(
+        200,
+        lease(Some("operator-b"), "2020-01-01T00:00:10.000000Z", 1, "8"),
+    );
     let (elector, result) = task.await.unwrap();
     assert_eq!(result.unwrap(), Attempt::HeldBy("operator-b".into()));
 
     // 16 s after the last change: expired. Take it over, counting a transition.
     tokio::time::advance(Duration::from_secs(6)).await;
     let task = attempt(elector);
-    api.expect("GET", LEASE)
-        .await
-        .reply(200, lease(Some("operator-b"), "2020-01-01T00:00:10.000000Z", 1, "8"));
+    api.expect("GET", LEASE).await.reply(
+        200,
+        lease(Some("operator-b"), "2020-01-01T00:00:10.000000Z", 1, "8"),
+    );
     let update = api.expect("PUT", LEASE).await;
     assert_eq!(update.body["metadata"]["resourceVersion"], "8");
     assert_eq!(update.body["spec"]["holderIdentity"], "operator-a");
@@ -193,7 +201,11 @@ async fn other_api_errors_are_errors() {
     );
     let err = task.await.unwrap().1.unwrap_err();
     assert_eq!(err.metric_label(), "kube_forbidden");
-    assert!(err.to_string().contains("get Lease ryzanstein-system/ryzanstein-operator"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("get Lease ryzanstein-system/ryzanstein-operator"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -204,11 +216,16 @@ async fn release_hands_the_lease_back_only_when_ours() {
         let r = elector.release().await;
         (elector, r)
     });
-    api.expect("GET", LEASE)
-        .await
-        .reply(200, lease(Some("operator-a"), "2026-01-01T00:00:00.000000Z", 2, "12"));
+    api.expect("GET", LEASE).await.reply(
+        200,
+        lease(Some("operator-a"), "2026-01-01T00:00:00.000000Z", 2, "12"),
+    );
     let update = api.expect("PUT", LEASE).await;
-    assert!(update.body["spec"].get("holderIdentity").is_none(), "{}", update.body);
+    assert!(
+        update.body["spec"].get("holderIdentity").is_none(),
+        "{}",
+        update.body
+    );
     assert_eq!(update.body["spec"]["leaseDurationSeconds"], 1);
     assert_eq!(update.body["metadata"]["resourceVersion"], "12");
     let body = update.body.clone();
@@ -218,9 +235,10 @@ async fn release_hands_the_lease_back_only_when_ours() {
 
     // Someone else's Lease is left alone.
     let task = tokio::spawn(async move { elector.release().await });
-    api.expect("GET", LEASE)
-        .await
-        .reply(200, lease(Some("operator-b"), "2026-01-01T00:00:00.000000Z", 3, "13"));
+    api.expect("GET", LEASE).await.reply(
+        200,
+        lease(Some("operator-b"), "2026-01-01T00:00:00.000000Z", 3, "13"),
+    );
     assert!(!task.await.unwrap().unwrap());
     api.expect_no_more_calls().await;
 }
@@ -231,16 +249,18 @@ async fn holding_ends_when_another_replica_took_the_lease() {
     let mut elector = LeaderElector::new(client, settings()).unwrap();
     let task = tokio::spawn(async move { elector.hold().await });
     // One successful renewal...
-    api.expect("GET", LEASE)
-        .await
-        .reply(200, lease(Some("operator-a"), "2026-01-01T00:00:00.000000Z", 1, "20"));
+    api.expect("GET", LEASE).await.reply(
+        200,
+        lease(Some("operator-a"), "2026-01-01T00:00:00.000000Z", 1, "20"),
+    );
     let update = api.expect("PUT", LEASE).await;
     let body = update.body.clone();
     update.reply(200, body);
     // ...then the Lease names operator-b.
-    api.expect("GET", LEASE)
-        .await
-        .reply(200, lease(Some("operator-b"), "2026-01-01T00:00:30.000000Z", 2, "25"));
+    api.expect("GET", LEASE).await.reply(
+        200,
+        lease(Some("operator-b"), "2026-01-01T00:00:30.000000Z", 2, "25"),
+    );
     let lost = task.await.unwrap();
     assert!(
         matches!(&lost, Error::LeaseLost { reason, .. } if reason.contains("operator-b")),

@@ -69,8 +69,8 @@ impl ApiServer {
         let next = tokio::time::timeout(WAIT, self.handle.next_request())
             .await
             .unwrap_or_else(|_| panic!("expected {method} {uri_prefix}, but no call came"));
-        let (request, respond) =
-            next.unwrap_or_else(|| panic!("expected {method} {uri_prefix}, but the client is gone"));
+        let (request, respond) = next
+            .unwrap_or_else(|| panic!("expected {method} {uri_prefix}, but the client is gone"));
         let (parts, body) = request.into_parts();
         let bytes = body.collect_bytes().await.unwrap();
         let call = Call {
@@ -93,7 +93,11 @@ impl ApiServer {
             },
             respond,
         };
-        assert_eq!(call.method, method, "unexpected call {} {}", call.method, call.uri);
+        assert_eq!(
+            call.method, method,
+            "unexpected call {} {}",
+            call.method, call.uri
+        );
         assert!(
             call.uri.starts_with(uri_prefix),
             "expected {method} {uri_prefix}, got {} {}",
@@ -124,11 +128,7 @@ impl ApiServer {
         if let Ok(Some((request, _))) =
             tokio::time::timeout(Duration::from_millis(200), self.handle.next_request()).await
         {
-            panic!(
-                "unexpected call {} {}",
-                request.method(),
-                request.uri()
-            );
+            panic!("unexpected call {} {}", request.method(), request.uri());
         }
     }
 }
