@@ -83,10 +83,26 @@ fn main() -> ExitCode {
     match runtime.block_on(operate(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "ryzanstein-operator failed");
+            tracing::error!(error = error_chain(&e), "ryzanstein-operator failed");
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, leaving out a cause whose text the message already contains (our
+/// errors and kube's put their source in their own message).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            if !message.is_empty() {
+                message.push_str(": ");
+            }
+            message.push_str(&text);
+        }
+    }
+    message
 }
 
 fn init_logging(format: LogFormat) -> anyhow::Result<()> {
@@ -196,6 +212,21 @@ mod tests {
         assert_eq!(lease.lease_duration, Duration::from_secs(15));
         assert_eq!(lease.renew_deadline, Duration::from_secs(10));
         assert_eq!(lease.retry_period, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn error_chains_do_not_repeat_themselves() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let e = anyhow::Error::new(ryzanstein_operator::Error::Io {
+            action: "could not read the operator configuration",
+            path: "/x.yaml".into(),
+            source: io,
+        })
+        .context("starting");
+        assert_eq!(
+            error_chain(&e),
+            "starting: could not read the operator configuration /x.yaml: no such file"
+        );
     }
 
     #[test]
