@@ -21,6 +21,7 @@ pub mod leader;
 pub mod metrics;
 pub mod pool_controller;
 pub mod pool_status;
+pub mod render;
 pub mod run;
 pub mod shutdown;
 
