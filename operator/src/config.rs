@@ -74,6 +74,21 @@ fn default_scrape_timeout() -> u64 {
 }
 
 impl OperatorConfig {
+    /// What the render functions need from this configuration (server image, pull policy and
+    /// secrets; the other settings keep their defaults).
+    pub fn render_options(&self) -> crate::render::RenderOptions {
+        crate::render::RenderOptions {
+            default_image: self.default_server_image.clone(),
+            image_pull_policy: Some(self.server_image_pull_policy.clone()),
+            image_pull_secrets: self
+                .server_image_pull_secrets
+                .iter()
+                .map(|s| s.name.clone())
+                .collect(),
+            ..crate::render::RenderOptions::default()
+        }
+    }
+
     /// Reads and checks the file at `path`.
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|source| Error::Io {

@@ -7,13 +7,15 @@
 //! The pure work (matching, aggregation, the status itself) is in [`crate::pool_status`].
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+
+use k8s_openapi::api::core::v1::Taint;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ListParams, PartialObjectMeta, Patch, PatchParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -26,7 +28,7 @@ use crate::crd::pool::condition;
 use crate::crd::{InferencePool, ModelDeployment};
 use crate::error::{Error, Result};
 use crate::metrics::ControllerKind;
-use crate::pool_status::{aggregate_usage, count_matching_nodes, node_requirements, pool_status};
+use crate::pool_status::{aggregate_usage, count_matching_nodes, pool_status};
 use crate::shutdown::Shutdown;
 
 /// How often a pool is reconciled when nothing triggers it.
@@ -71,24 +73,20 @@ pub async fn list_deployments_in_pool(client: &Client, pool: &str) -> Result<Vec
         .collect())
 }
 
-/// The labels of every node (metadata only, page by page).
-pub async fn list_node_labels(client: &Client) -> Result<Vec<BTreeMap<String, String>>> {
+/// Every node, page by page (labels, taints and cordons decide where server pods may run).
+pub async fn list_nodes(client: &Client) -> Result<Vec<Node>> {
     let api = Api::<Node>::all(client.clone());
-    let mut labels = Vec::new();
+    let mut nodes = Vec::new();
     let mut params = ListParams::default().limit(NODE_PAGE);
     loop {
         let page = api
-            .list_metadata(&params)
+            .list(&params)
             .await
             .map_err(|e| Error::kube("list Nodes", e))?;
-        labels.extend(
-            page.items
-                .into_iter()
-                .map(|n| n.metadata.labels.unwrap_or_default()),
-        );
+        nodes.extend(page.items);
         match page.metadata.continue_.filter(|c| !c.is_empty()) {
             Some(token) => params = params.continue_token(&token),
-            None => return Ok(labels),
+            None => return Ok(nodes),
         }
     }
 }
@@ -98,12 +96,11 @@ pub async fn list_node_labels(client: &Client) -> Result<Vec<BTreeMap<String, St
 pub async fn reconcile(pool: Arc<InferencePool>, pctx: Arc<PoolContext>) -> Result<Action> {
     let ctx = &pctx.ctx;
     let name = pool.name_any();
-    let reqs = node_requirements(&pool.spec.hardware);
-    let nodes = list_node_labels(&ctx.client).await?;
-    let matching = count_matching_nodes(&reqs, &nodes);
+    let nodes = list_nodes(&ctx.client).await?;
+    let matching = count_matching_nodes(&pool.spec.hardware, &nodes);
     let deployments = list_deployments_in_pool(&ctx.client, &name).await?;
-    let usage = aggregate_usage(&pool, &deployments)?;
-    let status = pool_status(&pool, &reqs, matching, usage, Timestamp::now());
+    let usage = aggregate_usage(&pool, &deployments, &ctx.config.render_options())?;
+    let status = pool_status(&pool, matching, usage, Timestamp::now());
 
     let patch = json!({
         "apiVersion": InferencePool::api_version(&()),
@@ -186,17 +183,47 @@ pub fn error_policy(pool: Arc<InferencePool>, error: &Error, _: Arc<PoolContext>
     Action::requeue(RETRY)
 }
 
-/// Node labels as last seen, to tell which node events can change which nodes match a pool.
+/// What of a node decides whether pool pods may run there: labels, scheduling taints, cordon.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NodePlacement {
+    labels: BTreeMap<String, String>,
+    taints: Vec<Taint>,
+    unschedulable: bool,
+}
+
+impl NodePlacement {
+    /// The placement-relevant part of `node`.
+    pub fn of(node: &Node) -> Self {
+        let spec = node.spec.as_ref();
+        Self {
+            labels: node.metadata.labels.clone().unwrap_or_default(),
+            taints: spec
+                .and_then(|s| s.taints.clone())
+                .unwrap_or_default()
+                .into_iter()
+                .map(|mut t| {
+                    t.time_added = None;
+                    t
+                })
+                .collect(),
+            unschedulable: spec.and_then(|s| s.unschedulable).unwrap_or(false),
+        }
+    }
+}
+
+/// Node placement data as last seen, to tell which node events can change which nodes match a
+/// pool (status heartbeats do not).
 #[derive(Debug, Default)]
 pub struct NodeLabelTracker {
-    labels: HashMap<String, BTreeMap<String, String>>,
-    relisting: Option<HashMap<String, BTreeMap<String, String>>>,
+    labels: HashMap<String, NodePlacement>,
+    relisting: Option<HashMap<String, NodePlacement>>,
 }
 
 impl NodeLabelTracker {
     /// Takes one watch event; `true` when pools should be reconciled: a node appeared, went
-    /// away or changed its labels, or a (re)list finished (which may hide any of those).
-    pub fn observe(&mut self, event: watcher::Event<PartialObjectMeta<Node>>) -> bool {
+    /// away or changed its labels, taints or cordon, or a (re)list finished (which may hide any
+    /// of those).
+    pub fn observe(&mut self, event: watcher::Event<Node>) -> bool {
         match event {
             watcher::Event::Init => {
                 self.relisting = Some(HashMap::new());
@@ -205,7 +232,7 @@ impl NodeLabelTracker {
             watcher::Event::InitApply(node) => {
                 self.relisting
                     .get_or_insert_with(HashMap::new)
-                    .insert(node.name_any(), node.metadata.labels.unwrap_or_default());
+                    .insert(node.name_any(), NodePlacement::of(&node));
                 false
             }
             watcher::Event::InitDone => {
@@ -213,8 +240,8 @@ impl NodeLabelTracker {
                 true
             }
             watcher::Event::Apply(node) => {
-                let labels = node.metadata.labels.clone().unwrap_or_default();
-                self.labels.insert(node.name_any(), labels.clone()) != Some(labels)
+                let placement = NodePlacement::of(&node);
+                self.labels.insert(node.name_any(), placement.clone()) != Some(placement)
             }
             watcher::Event::Delete(node) => {
                 self.labels.remove(&node.name_any());
@@ -224,25 +251,22 @@ impl NodeLabelTracker {
     }
 }
 
-/// A stream that yields whenever node labels change in a way that may change pool matches.
+/// A stream that yields whenever nodes change in a way that may change pool matches.
 pub fn node_changes(client: Client) -> impl Stream<Item = ()> + Send + 'static {
     let mut tracker = NodeLabelTracker::default();
-    // An `Api` of `PartialObjectMeta` watches metadata only (labels are all that matter).
-    watcher::watcher(
-        Api::<PartialObjectMeta<Node>>::all(client),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .filter_map(move |event| {
-        let trigger = match event {
-            Ok(event) => tracker.observe(event),
-            Err(e) => {
-                tracing::warn!(error = %e, "node watch failed; retrying");
-                false
-            }
-        };
-        futures::future::ready(trigger.then_some(()))
-    })
+    // Full nodes: taints and the cordon live in the spec.
+    watcher::watcher(Api::<Node>::all(client), watcher::Config::default())
+        .default_backoff()
+        .filter_map(move |event| {
+            let trigger = match event {
+                Ok(event) => tracker.observe(event),
+                Err(e) => {
+                    tracing::warn!(error = %e, "node watch failed; retrying");
+                    false
+                }
+            };
+            futures::future::ready(trigger.then_some(()))
+        })
 }
 
 /// Runs the pool controller until `shutdown` (then lets running reconciles finish).
@@ -280,9 +304,8 @@ mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-    fn node(name: &str, labels: &[(&str, &str)]) -> PartialObjectMeta<Node> {
-        PartialObjectMeta {
-            types: None,
+    fn node(name: &str, labels: &[(&str, &str)]) -> Node {
+        Node {
             metadata: ObjectMeta {
                 name: Some(name.into()),
                 labels: Some(
@@ -293,7 +316,7 @@ mod tests {
                 ),
                 ..ObjectMeta::default()
             },
-            _phantom: Default::default(),
+            ..Node::default()
         }
     }
 
@@ -309,6 +332,15 @@ mod tests {
         assert!(t.observe(watcher::Event::Apply(node("b", &[]))));
         assert!(!t.observe(watcher::Event::Apply(node("b", &[]))));
         assert!(t.observe(watcher::Event::Delete(node("b", &[]))));
+        // A cordon changes where pods may run.
+        let mut cordoned = node("a", &[("x", "2")]);
+        cordoned.spec = Some(k8s_openapi::api::core::v1::NodeSpec {
+            unschedulable: Some(true),
+            ..Default::default()
+        });
+        assert!(t.observe(watcher::Event::Apply(cordoned.clone())));
+        assert!(!t.observe(watcher::Event::Apply(cordoned)));
+        assert!(t.observe(watcher::Event::Apply(node("a", &[("x", "2")]))));
         // After a relist the tracker knows only what the relist saw.
         assert!(!t.observe(watcher::Event::Init));
         assert!(t.observe(watcher::Event::InitDone));

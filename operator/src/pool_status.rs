@@ -1,13 +1,13 @@
-//! The pure part of the InferencePool controller: which nodes a pool's hardware selects, what its
-//! deployments use (per tenant and in all), and the status that says so.
+//! The pure part of the InferencePool controller: which nodes a pool's pods can be scheduled on,
+//! what its deployments use (per tenant and in all), and the status that says so.
 //!
-//! [`node_requirements`] is the one translation of `spec.hardware` into required node-selector
-//! terms; counting matching nodes evaluates exactly those terms, so a pool reports nodes only
-//! when pods with that node affinity can be scheduled somewhere.
+//! Node matching, per-pod resources and tenant membership are the render functions' own
+//! ([`placement::admits`], [`PodResources::of`], [`resolve_tenant`]), so a pool counts exactly
+//! the nodes its server pods can land on and the usage the ModelDeployment controller caps with.
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::NodeSelectorRequirement;
+use k8s_openapi::api::core::v1::{Node, NodeSelectorRequirement};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
@@ -15,128 +15,26 @@ use crate::crd::deployment::condition as md_condition;
 use crate::crd::pool::condition;
 use crate::crd::Condition;
 use crate::crd::{
-    GpuVendor, Hardware, HardwareClass, InferencePool, InferencePoolStatus, ModelDeployment,
-    ModelDeploymentSpec, Quantity, TenantUsage, Usage,
+    Hardware, InferencePool, InferencePoolStatus, ModelDeployment, Quantity, TenantUsage, Usage,
 };
 use crate::error::Result;
+use crate::render::placement::{self, required_requirements};
+use crate::render::{resolve_tenant, shards, Footprint, PodResources, RenderOptions};
 
-/// Prefix of Node Feature Discovery's CPUID labels (`...cpu-cpuid.AVX512F=true`).
-pub const NFD_CPUID_PREFIX: &str = "feature.node.kubernetes.io/cpu-cpuid.";
-/// NFD's CPU vendor label (a preference only; never required).
-pub const NFD_CPU_VENDOR: &str = "feature.node.kubernetes.io/cpu-model.vendor_id";
-/// NVIDIA GPU feature discovery: product name.
-pub const NVIDIA_GPU_PRODUCT: &str = "nvidia.com/gpu.product";
-/// NVIDIA GPU feature discovery: memory per GPU in MiB.
-pub const NVIDIA_GPU_MEMORY: &str = "nvidia.com/gpu.memory";
-/// AMD GPU node labeller: product name.
-pub const AMD_GPU_PRODUCT: &str = "amd.com/gpu.product-name";
+pub use crate::render::tenant::UNLISTED_TENANT;
 
 /// Reason of `Ready=True` on a pool.
 pub const NODES_AVAILABLE: &str = "NodesAvailable";
 
-/// Name under which namespaces admitted by `admitUnlistedNamespaces` appear in
-/// `status.tenants` (not a DNS label, so it never collides with a real tenant).
-pub const UNLISTED_TENANT: &str = "(unlisted)";
-
-/// CPU of a server pod whose ModelDeployment leaves `resources.cpu` out.
-pub const DEFAULT_POD_CPU: &str = "1";
-/// Memory of a server pod whose ModelDeployment leaves `resources.memory` out.
-pub const DEFAULT_POD_MEMORY: &str = "2Gi";
-
-/// The required node-selector terms (ANDed) that `hardware` stands for: every required CPU
-/// feature as an NFD cpuid label, the GPU product (or, with no product listed, any product of
-/// the vendor) and minimum memory, and the extra `nodeSelector` labels. Preferred features and
-/// the CPU vendor only weigh scheduling and are not here.
-///
-/// AMD's node labeller publishes no memory label in MiB, so `minMemoryMiB` restricts NVIDIA
-/// nodes only.
-pub fn node_requirements(hardware: &Hardware) -> Vec<NodeSelectorRequirement> {
-    let mut reqs = Vec::new();
-    if let Some(cpu) = &hardware.cpu {
-        for feature in &cpu.required_features {
-            reqs.push(requirement(
-                &format!("{NFD_CPUID_PREFIX}{feature}"),
-                "In",
-                &["true"],
-            ));
-        }
-    }
-    if let (HardwareClass::Gpu, Some(gpu)) = (hardware.class, &hardware.gpu) {
-        let product_label = match gpu.vendor {
-            GpuVendor::Nvidia => NVIDIA_GPU_PRODUCT,
-            GpuVendor::Amd => AMD_GPU_PRODUCT,
-        };
-        if gpu.products.is_empty() {
-            reqs.push(requirement(product_label, "Exists", &[]));
-        } else {
-            let products: Vec<&str> = gpu.products.iter().map(String::as_str).collect();
-            reqs.push(requirement(product_label, "In", &products));
-        }
-        if let (GpuVendor::Nvidia, Some(min)) = (gpu.vendor, gpu.min_memory_mib) {
-            // `Gt` is strict: at least `min` MiB is "greater than min - 1".
-            reqs.push(requirement(
-                NVIDIA_GPU_MEMORY,
-                "Gt",
-                &[&(min - 1).to_string()],
-            ));
-        }
-    }
-    for (key, value) in &hardware.node_selector {
-        reqs.push(requirement(key, "In", &[value]));
-    }
-    reqs
-}
-
-fn requirement(key: &str, operator: &str, values: &[&str]) -> NodeSelectorRequirement {
-    NodeSelectorRequirement {
-        key: key.to_owned(),
-        operator: operator.to_owned(),
-        values: (!values.is_empty()).then(|| values.iter().map(|v| (*v).to_owned()).collect()),
-    }
-}
-
-/// Whether `labels` satisfy one requirement, with the scheduler's semantics (`In`, `NotIn`,
-/// `Exists`, `DoesNotExist`, `Gt`, `Lt`; `Gt`/`Lt` compare integers and fail on a label that is
-/// not one).
-pub fn requirement_matches(
-    req: &NodeSelectorRequirement,
-    labels: &BTreeMap<String, String>,
-) -> bool {
-    let value = labels.get(&req.key);
-    let values = req.values.as_deref().unwrap_or_default();
-    let compare = |ordering: std::cmp::Ordering| {
-        let (Some(value), [bound]) = (value, values) else {
-            return false;
-        };
-        match (value.parse::<i64>(), bound.parse::<i64>()) {
-            (Ok(v), Ok(b)) => v.cmp(&b) == ordering,
-            _ => false,
-        }
-    };
-    match req.operator.as_str() {
-        "In" => value.is_some_and(|v| values.contains(v)),
-        "NotIn" => value.is_none_or(|v| !values.contains(v)),
-        "Exists" => value.is_some(),
-        "DoesNotExist" => value.is_none(),
-        "Gt" => compare(std::cmp::Ordering::Greater),
-        "Lt" => compare(std::cmp::Ordering::Less),
-        _ => false,
-    }
-}
-
-/// Whether a node with `labels` satisfies every requirement.
-pub fn node_matches(reqs: &[NodeSelectorRequirement], labels: &BTreeMap<String, String>) -> bool {
-    reqs.iter().all(|r| requirement_matches(r, labels))
-}
-
-/// How many of the nodes (given by their labels) satisfy every requirement.
+/// How many of `nodes` a server pod of a pool with `hardware` can be scheduled on (labels,
+/// taints and cordons; see [`placement::admits`]).
 pub fn count_matching_nodes<'a>(
-    reqs: &[NodeSelectorRequirement],
-    nodes: impl IntoIterator<Item = &'a BTreeMap<String, String>>,
+    hardware: &Hardware,
+    nodes: impl IntoIterator<Item = &'a Node>,
 ) -> i32 {
     let n = nodes
         .into_iter()
-        .filter(|labels| node_matches(reqs, labels))
+        .filter(|node| placement::admits(hardware, node))
         .count();
     i32::try_from(n).unwrap_or(i32::MAX)
 }
@@ -164,94 +62,38 @@ pub fn describe_requirements(reqs: &[NodeSelectorRequirement]) -> String {
         .join(", ")
 }
 
-/// What one server pod requests (requests equal limits).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PodResources {
-    /// CPU in millicores.
-    pub cpu_millis: i128,
-    /// Memory in bytes.
-    pub memory_bytes: i128,
-    /// GPUs.
-    pub gpus: i32,
-}
-
-/// The resources of one server pod of `spec` in a pool of `class`: the spec's values, else
-/// [`DEFAULT_POD_CPU`] and [`DEFAULT_POD_MEMORY`]; GPUs default to 1 in a GPU pool and 0 in a
-/// CPU pool.
-pub fn pod_resources(spec: &ModelDeploymentSpec, class: HardwareClass) -> Result<PodResources> {
-    let r = spec.resources.as_ref();
-    let cpu = r
-        .and_then(|r| r.cpu.clone())
-        .unwrap_or_else(|| Quantity::new(DEFAULT_POD_CPU));
-    let memory = r
-        .and_then(|r| r.memory.clone())
-        .unwrap_or_else(|| Quantity::new(DEFAULT_POD_MEMORY));
-    let gpus = r
-        .and_then(|r| r.gpus)
-        .unwrap_or(i32::from(class == HardwareClass::Gpu));
-    Ok(PodResources {
-        cpu_millis: cpu.millis()?,
-        memory_bytes: memory.value()?,
-        gpus,
-    })
-}
-
-/// Server pods per replica group.
-pub fn shards(spec: &ModelDeploymentSpec) -> i32 {
-    spec.sharding.as_ref().map_or(1, |s| s.shards.max(1))
-}
-
-/// Which tenant of a pool a namespace belongs to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Membership<'a> {
-    /// A tenant lists the namespace.
-    Tenant(&'a str),
-    /// No tenant lists it; the pool admits unlisted namespaces under `defaultQuota`.
-    Unlisted,
-    /// No tenant lists it and the pool admits no one else.
-    NotAdmitted,
-}
-
-/// The tenant of `pool` that `namespace` belongs to.
-pub fn membership<'a>(pool: &'a InferencePool, namespace: &str) -> Membership<'a> {
-    match pool
-        .spec
-        .tenants
-        .iter()
-        .find(|t| t.namespaces.iter().any(|n| n == namespace))
-    {
-        Some(t) => Membership::Tenant(&t.name),
-        None if pool.spec.admit_unlisted_namespaces => Membership::Unlisted,
-        None => Membership::NotAdmitted,
-    }
+/// What one deployment of `pool` uses now: its existing replica groups (`status.replicas`) ×
+/// shards × one server pod's resources.
+pub fn deployment_footprint(
+    md: &ModelDeployment,
+    pool: &InferencePool,
+    opts: &RenderOptions,
+) -> Result<Footprint> {
+    let per_pod = PodResources::of(md, pool, opts)?;
+    let groups = md.status.as_ref().map_or(0, |s| s.replicas.max(0));
+    Ok(Footprint::of_deployment(&per_pod, groups, shards(md)))
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Sum {
-    pods: i64,
-    cpu_millis: i128,
-    memory_bytes: i128,
-    gpus: i64,
+    used: Footprint,
     deployments: i64,
     throttled: bool,
 }
 
 impl Sum {
-    fn add(&mut self, pods: i64, per_pod: PodResources, throttled: bool) {
-        self.pods += pods;
-        self.cpu_millis += i128::from(pods) * per_pod.cpu_millis;
-        self.memory_bytes += i128::from(pods) * per_pod.memory_bytes;
-        self.gpus += pods * i64::from(per_pod.gpus);
+    fn add(&mut self, used: Footprint, throttled: bool) {
+        self.used = self.used + used;
         self.deployments += 1;
         self.throttled |= throttled;
     }
 
     fn usage(&self) -> Usage {
         Usage {
-            replicas: saturate(self.pods),
-            cpu: format_cpu(self.cpu_millis),
-            memory: format_memory(self.memory_bytes),
-            gpus: saturate(self.gpus),
+            replicas: saturate(self.used.pods),
+            cpu: format_cpu(self.used.cpu_millis),
+            memory: format_memory(self.used.memory_bytes),
+            gpus: saturate(self.used.gpus),
         }
     }
 
@@ -263,13 +105,13 @@ impl Sum {
             cpu: u.cpu,
             memory: u.memory,
             gpus: u.gpus,
-            deployments: saturate(self.deployments),
+            deployments: saturate(i128::from(self.deployments)),
             throttled: self.throttled,
         }
     }
 }
 
-fn saturate(n: i64) -> i32 {
+fn saturate(n: i128) -> i32 {
     i32::try_from(n.max(0)).unwrap_or(i32::MAX)
 }
 
@@ -290,34 +132,30 @@ pub struct PoolUsage {
 pub fn aggregate_usage<'a>(
     pool: &InferencePool,
     deployments: impl IntoIterator<Item = &'a ModelDeployment>,
+    opts: &RenderOptions,
 ) -> Result<PoolUsage> {
     let pool_name = pool.metadata.name.as_deref().unwrap_or_default();
     let mut all = Sum::default();
-    let mut per_tenant: BTreeMap<&str, Sum> = BTreeMap::new();
+    let mut per_tenant: BTreeMap<String, Sum> = BTreeMap::new();
     let mut unlisted: Option<Sum> = None;
     for md in deployments {
         if md.spec.pool_ref != pool_name {
             continue;
         }
-        let per_pod = pod_resources(&md.spec, pool.spec.hardware.class)?;
-        let groups = md.status.as_ref().map_or(0, |s| s.replicas.max(0));
-        let pods = i64::from(groups) * i64::from(shards(&md.spec));
+        let used = deployment_footprint(md, pool, opts)?;
         let throttled = md.status.as_ref().is_some_and(|s| {
             s.conditions
                 .iter()
                 .any(|c| c.type_ == md_condition::QUOTA_EXCEEDED && c.status == "True")
         });
-        all.add(pods, per_pod, throttled);
+        all.add(used, throttled);
         let namespace = md.metadata.namespace.as_deref().unwrap_or_default();
-        match membership(pool, namespace) {
-            Membership::Tenant(name) => per_tenant
-                .entry(name)
-                .or_default()
-                .add(pods, per_pod, throttled),
-            Membership::Unlisted => unlisted
+        match resolve_tenant(pool, namespace) {
+            Ok(t) if t.listed => per_tenant.entry(t.name).or_default().add(used, throttled),
+            Ok(_) => unlisted
                 .get_or_insert_with(Sum::default)
-                .add(pods, per_pod, throttled),
-            Membership::NotAdmitted => {}
+                .add(used, throttled),
+            Err(_) => {}
         }
     }
     let mut tenants: Vec<TenantUsage> = pool
@@ -326,7 +164,7 @@ pub fn aggregate_usage<'a>(
         .iter()
         .map(|t| {
             per_tenant
-                .get(t.name.as_str())
+                .get(&t.name)
                 .copied()
                 .unwrap_or_default()
                 .tenant(&t.name)
@@ -375,11 +213,12 @@ pub fn format_memory(bytes: i128) -> Quantity {
 /// `previous` when the status did not change.
 pub fn ready_condition(
     pool: &InferencePool,
-    reqs: &[NodeSelectorRequirement],
     matching_nodes: i32,
     previous: &[Condition],
     now: Timestamp,
 ) -> Condition {
+    let reqs = required_requirements(&pool.spec.hardware);
+    let reqs = reqs.as_slice();
     let (status, reason, message) = if matching_nodes > 0 {
         (
             "True",
@@ -396,7 +235,7 @@ pub fn ready_condition(
             "False",
             condition::NO_MATCHING_NODES,
             format!(
-                "no node matches the pool's hardware, so its server pods cannot be scheduled; nodes need {} (Node Feature Discovery and GPU feature discovery publish these labels)",
+                "no schedulable node matches the pool's hardware, so its server pods cannot be scheduled; nodes need {} (Node Feature Discovery and GPU feature discovery publish these labels), must not be cordoned, and must have only NoSchedule/NoExecute taints that the pool tolerates",
                 describe_requirements(reqs)
             ),
         )
@@ -419,7 +258,6 @@ pub fn ready_condition(
 /// The whole status the controller writes.
 pub fn pool_status(
     pool: &InferencePool,
-    reqs: &[NodeSelectorRequirement],
     matching_nodes: i32,
     usage: PoolUsage,
     now: Timestamp,
@@ -434,7 +272,7 @@ pub fn pool_status(
         matching_nodes: Some(matching_nodes),
         allocated: Some(usage.allocated),
         tenants: usage.tenants,
-        conditions: vec![ready_condition(pool, reqs, matching_nodes, previous, now)],
+        conditions: vec![ready_condition(pool, matching_nodes, previous, now)],
     }
 }
 
@@ -445,12 +283,41 @@ mod tests {
         CpuSelector, GpuSelector, InferencePoolSpec, ModelDeploymentStatus, ModelSpec, Resources,
         Sharding, Tenant,
     };
+    use crate::crd::{GpuVendor, HardwareClass, ModelDeploymentSpec};
+    use k8s_openapi::api::core::v1::{NodeSpec, Taint, Toleration};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect()
+    }
+
+    fn node(labels: &BTreeMap<String, String>) -> Node {
+        Node {
+            metadata: ObjectMeta {
+                labels: Some(labels.clone()),
+                ..ObjectMeta::default()
+            },
+            ..Node::default()
+        }
+    }
+
+    fn node_matches(hw: &Hardware, labels: &BTreeMap<String, String>) -> bool {
+        placement::admits(hw, &node(labels))
+    }
+
+    fn count<'a>(
+        hw: &Hardware,
+        labels: impl IntoIterator<Item = &'a BTreeMap<String, String>>,
+    ) -> i32 {
+        let nodes: Vec<Node> = labels.into_iter().map(node).collect();
+        count_matching_nodes(hw, &nodes)
+    }
+
+    fn opts() -> RenderOptions {
+        RenderOptions::default()
     }
 
     fn cpu_hardware(required: &[&str], preferred: &[&str]) -> Hardware {
@@ -533,8 +400,8 @@ mod tests {
 
     #[test]
     fn required_cpu_features_must_all_be_labelled_true_and_preferences_do_not_restrict() {
-        let reqs = node_requirements(&cpu_hardware(&["AVX512F", "AVX512BW"], &["AVX512VNNI"]));
-        assert_eq!(reqs.len(), 2);
+        let hw = cpu_hardware(&["AVX512F", "AVX512BW"], &["AVX512VNNI"]);
+        assert_eq!(required_requirements(&hw).len(), 2);
         let avx512 = labels(&[
             ("feature.node.kubernetes.io/cpu-cpuid.AVX512F", "true"),
             ("feature.node.kubernetes.io/cpu-cpuid.AVX512BW", "true"),
@@ -547,29 +414,25 @@ mod tests {
             ("feature.node.kubernetes.io/cpu-cpuid.AVX512BW", "true"),
         ]);
         // Vendor AMD and AVX512VNNI are preferences: an Intel node without VNNI still matches.
-        assert!(node_matches(&reqs, &avx512));
-        assert!(!node_matches(&reqs, &avx2));
-        assert!(!node_matches(&reqs, &half));
-        assert!(!node_matches(&reqs, &wrong_value));
-        assert_eq!(
-            count_matching_nodes(&reqs, [&avx512, &avx2, &half, &avx512]),
-            2
-        );
+        assert!(node_matches(&hw, &avx512));
+        assert!(!node_matches(&hw, &avx2));
+        assert!(!node_matches(&hw, &half));
+        assert!(!node_matches(&hw, &wrong_value));
+        assert_eq!(count(&hw, [&avx512, &avx2, &half, &avx512]), 2);
     }
 
     #[test]
     fn node_selector_labels_are_anded() {
         let mut hw = cpu_hardware(&["AVX2"], &[]);
         hw.node_selector = labels(&[("pool", "inference")]);
-        let reqs = node_requirements(&hw);
         let avx2 = labels(&[("feature.node.kubernetes.io/cpu-cpuid.AVX2", "true")]);
         let mut avx2_pool = avx2.clone();
         avx2_pool.insert("pool".into(), "inference".into());
         let mut avx2_other = avx2.clone();
         avx2_other.insert("pool".into(), "batch".into());
-        assert!(!node_matches(&reqs, &avx2));
-        assert!(node_matches(&reqs, &avx2_pool));
-        assert!(!node_matches(&reqs, &avx2_other));
+        assert!(!node_matches(&hw, &avx2));
+        assert!(node_matches(&hw, &avx2_pool));
+        assert!(!node_matches(&hw, &avx2_other));
     }
 
     #[test]
@@ -581,10 +444,12 @@ mod tests {
             node_selector: BTreeMap::new(),
             tolerations: vec![],
         };
-        let reqs = node_requirements(&hw);
-        assert!(reqs.is_empty());
-        assert_eq!(count_matching_nodes(&reqs, [&BTreeMap::new()]), 1);
-        assert_eq!(describe_requirements(&reqs), "no label requirements");
+        assert!(required_requirements(&hw).is_empty());
+        assert_eq!(count(&hw, [&BTreeMap::new()]), 1);
+        assert_eq!(
+            describe_requirements(&required_requirements(&hw)),
+            "no label requirements"
+        );
     }
 
     fn gpu_hardware(vendor: GpuVendor, products: &[&str], min_mib: Option<i64>) -> Hardware {
@@ -603,11 +468,11 @@ mod tests {
 
     #[test]
     fn nvidia_product_and_memory_labels() {
-        let reqs = node_requirements(&gpu_hardware(
+        let hw = gpu_hardware(
             GpuVendor::Nvidia,
             &["NVIDIA-H100-80GB-HBM3", "NVIDIA-A100-SXM4-80GB"],
             Some(40000),
-        ));
+        );
         let h100 = labels(&[
             ("nvidia.com/gpu.product", "NVIDIA-H100-80GB-HBM3"),
             ("nvidia.com/gpu.memory", "81559"),
@@ -629,44 +494,66 @@ mod tests {
             ("nvidia.com/gpu.product", "NVIDIA-H100-80GB-HBM3"),
             ("nvidia.com/gpu.memory", "80GB"),
         ]);
-        assert!(node_matches(&reqs, &h100));
-        assert!(node_matches(&reqs, &exactly_min));
-        assert!(!node_matches(&reqs, &too_small));
-        assert!(!node_matches(&reqs, &other_product));
-        assert!(!node_matches(&reqs, &no_memory_label));
-        assert!(!node_matches(&reqs, &garbage_memory));
+        assert!(node_matches(&hw, &h100));
+        assert!(node_matches(&hw, &exactly_min));
+        assert!(!node_matches(&hw, &too_small));
+        assert!(!node_matches(&hw, &other_product));
+        assert!(!node_matches(&hw, &no_memory_label));
+        assert!(!node_matches(&hw, &garbage_memory));
         assert_eq!(
-            describe_requirements(&reqs),
+            describe_requirements(&required_requirements(&hw)),
             "nvidia.com/gpu.product in (NVIDIA-H100-80GB-HBM3, NVIDIA-A100-SXM4-80GB), nvidia.com/gpu.memory > 39999"
         );
     }
 
     #[test]
     fn any_product_of_the_vendor_when_none_is_listed() {
-        let reqs = node_requirements(&gpu_hardware(GpuVendor::Amd, &[], Some(1000)));
+        let hw = gpu_hardware(GpuVendor::Amd, &[], Some(1000));
         // AMD publishes no MiB memory label: only the product label is required.
-        assert_eq!(reqs.len(), 1);
+        assert_eq!(required_requirements(&hw).len(), 1);
         let mi300 = labels(&[("amd.com/gpu.product-name", "AMD_Instinct_MI300X")]);
         let nvidia = labels(&[("nvidia.com/gpu.product", "Tesla-T4")]);
         let cpu_only = labels(&[("feature.node.kubernetes.io/cpu-cpuid.AVX2", "true")]);
-        assert!(node_matches(&reqs, &mi300));
-        assert!(!node_matches(&reqs, &nvidia));
-        assert!(!node_matches(&reqs, &cpu_only));
+        assert!(node_matches(&hw, &mi300));
+        assert!(!node_matches(&hw, &nvidia));
+        assert!(!node_matches(&hw, &cpu_only));
     }
 
     #[test]
     fn requirement_operators_follow_the_scheduler() {
         let l = labels(&[("a", "1"), ("b", "x")]);
-        let r = |key: &str, op: &str, values: &[&str]| requirement(key, op, values);
-        assert!(requirement_matches(&r("b", "NotIn", &["y"]), &l));
-        assert!(!requirement_matches(&r("b", "NotIn", &["x"]), &l));
-        assert!(requirement_matches(&r("zz", "NotIn", &["x"]), &l));
-        assert!(requirement_matches(&r("zz", "DoesNotExist", &[]), &l));
-        assert!(!requirement_matches(&r("a", "DoesNotExist", &[]), &l));
-        assert!(requirement_matches(&r("a", "Lt", &["2"]), &l));
-        assert!(!requirement_matches(&r("a", "Gt", &["1"]), &l));
-        assert!(!requirement_matches(&r("a", "Gt", &["0", "1"]), &l));
-        assert!(!requirement_matches(&r("a", "Matches", &["1"]), &l));
+        let r = |key: &str, op: &str, values: &[&str]| NodeSelectorRequirement {
+            key: key.to_owned(),
+            operator: op.to_owned(),
+            values: (!values.is_empty()).then(|| values.iter().map(|v| (*v).to_owned()).collect()),
+        };
+        assert!(placement::requirement_matches(&r("b", "NotIn", &["y"]), &l));
+        assert!(!placement::requirement_matches(
+            &r("b", "NotIn", &["x"]),
+            &l
+        ));
+        assert!(placement::requirement_matches(
+            &r("zz", "NotIn", &["x"]),
+            &l
+        ));
+        assert!(placement::requirement_matches(
+            &r("zz", "DoesNotExist", &[]),
+            &l
+        ));
+        assert!(!placement::requirement_matches(
+            &r("a", "DoesNotExist", &[]),
+            &l
+        ));
+        assert!(placement::requirement_matches(&r("a", "Lt", &["2"]), &l));
+        assert!(!placement::requirement_matches(&r("a", "Gt", &["1"]), &l));
+        assert!(!placement::requirement_matches(
+            &r("a", "Gt", &["0", "1"]),
+            &l
+        ));
+        assert!(!placement::requirement_matches(
+            &r("a", "Matches", &["1"]),
+            &l
+        ));
     }
 
     #[test]
@@ -713,7 +600,7 @@ mod tests {
                 Some("8Gi"),
             ),
         ];
-        let usage = aggregate_usage(&p, &deployments).unwrap();
+        let usage = aggregate_usage(&p, &deployments, &opts()).unwrap();
         // team-a: 2 pods × (2, 2Gi) + 1 pod × defaults (1, 2Gi) + 0 pods (no status yet).
         assert_eq!(
             usage.tenants[0],
@@ -776,8 +663,12 @@ mod tests {
             vec![tenant("team-a", &["team-a"])],
             false,
         );
-        let usage =
-            aggregate_usage(&p, &[md("stray", "x", "cpu", 1, 1, Some("1"), Some("1Gi"))]).unwrap();
+        let usage = aggregate_usage(
+            &p,
+            &[md("stray", "x", "cpu", 1, 1, Some("1"), Some("1Gi"))],
+            &opts(),
+        )
+        .unwrap();
         assert_eq!(usage.allocated.replicas, 1);
         assert_eq!(usage.tenants.len(), 1);
         assert_eq!(usage.tenants[0].replicas, 0);
@@ -799,6 +690,7 @@ mod tests {
                 md("t", "one", "gpu", 3, 1, Some("4"), Some("16Gi")),
                 explicit,
             ],
+            &opts(),
         )
         .unwrap();
         assert_eq!(usage.allocated.gpus, 3 + 2 * 2);
@@ -808,8 +700,12 @@ mod tests {
     #[test]
     fn a_bad_quantity_is_an_error_naming_it() {
         let p = pool("cpu", cpu_hardware(&[], &[]), vec![], true);
-        let err =
-            aggregate_usage(&p, &[md("a", "b", "cpu", 1, 1, Some("2 cores"), None)]).unwrap_err();
+        let err = aggregate_usage(
+            &p,
+            &[md("a", "b", "cpu", 1, 1, Some("2 cores"), None)],
+            &opts(),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("2 cores"), "{err}");
     }
 
@@ -826,12 +722,51 @@ mod tests {
     }
 
     #[test]
+    fn untolerated_taints_and_cordons_exclude_a_node() {
+        let mut hw = cpu_hardware(&["AVX2"], &[]);
+        let labels = labels(&[("feature.node.kubernetes.io/cpu-cpuid.AVX2", "true")]);
+        let tainted = |effect: &str| {
+            let mut n = node(&labels);
+            n.spec = Some(NodeSpec {
+                taints: Some(vec![Taint {
+                    key: "dedicated".into(),
+                    value: Some("inference".into()),
+                    effect: effect.into(),
+                    time_added: None,
+                }]),
+                ..NodeSpec::default()
+            });
+            n
+        };
+        let mut cordoned = node(&labels);
+        cordoned.spec = Some(NodeSpec {
+            unschedulable: Some(true),
+            ..NodeSpec::default()
+        });
+        let nodes = [
+            node(&labels),
+            tainted("NoSchedule"),
+            tainted("PreferNoSchedule"),
+            cordoned,
+        ];
+        // PreferNoSchedule only weighs scheduling; NoSchedule needs a toleration.
+        assert_eq!(count_matching_nodes(&hw, &nodes), 2);
+        hw.tolerations = vec![Toleration {
+            key: Some("dedicated".into()),
+            operator: Some("Equal".into()),
+            value: Some("inference".into()),
+            effect: Some("NoSchedule".into()),
+            toleration_seconds: None,
+        }];
+        assert_eq!(count_matching_nodes(&hw, &nodes), 3);
+    }
+
+    #[test]
     fn ready_condition_says_why_and_keeps_its_transition_time() {
         let p = pool("cpu", cpu_hardware(&["AVX512F"], &[]), vec![], false);
-        let reqs = node_requirements(&p.spec.hardware);
         let t0 = Timestamp::from_second(1_000).unwrap();
         let t1 = Timestamp::from_second(2_000).unwrap();
-        let none = ready_condition(&p, &reqs, 0, &[], t0);
+        let none = ready_condition(&p, 0, &[], t0);
         assert_eq!(none.status, "False");
         assert_eq!(none.reason, "NoMatchingNodes");
         assert!(
@@ -843,10 +778,10 @@ mod tests {
         assert_eq!(none.observed_generation, Some(3));
         assert_eq!(none.last_transition_time, Time(t0));
         // Still none later: the transition time stays.
-        let still = ready_condition(&p, &reqs, 0, std::slice::from_ref(&none), t1);
+        let still = ready_condition(&p, 0, std::slice::from_ref(&none), t1);
         assert_eq!(still.last_transition_time, Time(t0));
         // Nodes appear: a new transition.
-        let some = ready_condition(&p, &reqs, 2, &[still], t1);
+        let some = ready_condition(&p, 2, &[still], t1);
         assert_eq!(
             (some.status.as_str(), some.reason.as_str()),
             ("True", "NodesAvailable")
@@ -857,7 +792,7 @@ mod tests {
             some.message
         );
         assert_eq!(some.last_transition_time, Time(t1));
-        let one = ready_condition(&p, &reqs, 1, &[], t1);
+        let one = ready_condition(&p, 1, &[], t1);
         assert!(one.message.starts_with("1 node matches"), "{}", one.message);
     }
 
@@ -869,9 +804,13 @@ mod tests {
             vec![tenant("a", &["a"])],
             false,
         );
-        let usage =
-            aggregate_usage(&p, &[md("a", "m", "cpu", 1, 1, Some("2"), Some("4Gi"))]).unwrap();
-        let s = pool_status(&p, &[], 4, usage, Timestamp::UNIX_EPOCH);
+        let usage = aggregate_usage(
+            &p,
+            &[md("a", "m", "cpu", 1, 1, Some("2"), Some("4Gi"))],
+            &opts(),
+        )
+        .unwrap();
+        let s = pool_status(&p, 4, usage, Timestamp::UNIX_EPOCH);
         assert_eq!(s.observed_generation, Some(3));
         assert_eq!(s.matching_nodes, Some(4));
         assert_eq!(s.allocated.as_ref().unwrap().memory, Quantity::new("4Gi"));

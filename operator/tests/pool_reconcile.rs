@@ -52,9 +52,15 @@ fn node(name: &str, features: &[&str]) -> Value {
     json!({"metadata": {"name": name, "labels": labels}})
 }
 
+fn tainted(mut node: Value) -> Value {
+    node["spec"] =
+        json!({"taints": [{"key": "gpu-only", "value": "true", "effect": "NoSchedule"}]});
+    node
+}
+
 fn node_page(items: Vec<Value>, continue_token: &str) -> Value {
     json!({
-        "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList",
+        "apiVersion": "v1", "kind": "NodeList",
         "metadata": {"continue": continue_token}, "items": items,
     })
 }
@@ -140,7 +146,14 @@ async fn counts_matching_nodes_over_every_page_and_reports_ready() {
     assert!(second.uri.contains("continue=page-2"), "{}", second.uri);
     second.reply(
         200,
-        node_page(vec![node("n3", &["AVX512F", "AVX512VNNI"])], ""),
+        node_page(
+            vec![
+                node("n3", &["AVX512F", "AVX512VNNI"]),
+                // Matching labels, but a NoSchedule taint the pool does not tolerate.
+                tainted(node("n4", &["AVX512F"])),
+            ],
+            "",
+        ),
     );
     api.expect("GET", DEPLOYMENTS)
         .await
