@@ -10,11 +10,15 @@
 //! - [`leader`]: leader election through a `coordination.k8s.io/v1` Lease.
 //! - [`context`]: what every reconcile gets (client, metrics, event recorder, configuration).
 //! - [`pool_status`], [`pool_controller`]: the InferencePool controller (pure part, reconcile).
+//! - [`deployment_status`], [`deployment_controller`]: the ModelDeployment controller (pure
+//!   part, reconcile).
 //! - [`run`], [`shutdown`]: the controllers behind leader election, until SIGTERM/SIGINT.
 
 pub mod config;
 pub mod context;
 pub mod crd;
+pub mod deployment_controller;
+pub mod deployment_status;
 pub mod error;
 pub mod http;
 pub mod leader;

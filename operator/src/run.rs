@@ -5,13 +5,16 @@ use std::sync::Arc;
 
 use crate::context::Context;
 use crate::leader::{LeaderElector, LeaseSettings};
-use crate::pool_controller;
 use crate::shutdown::Shutdown;
 use crate::Result;
+use crate::{deployment_controller, pool_controller};
 
 /// Runs every controller until `shutdown`; they finish their running reconciles first.
 pub async fn run_controllers(ctx: Arc<Context>, shutdown: Shutdown) {
-    pool_controller::run(ctx, shutdown).await;
+    tokio::join!(
+        pool_controller::run(ctx.clone(), shutdown.clone()),
+        deployment_controller::run(ctx, shutdown),
+    );
 }
 
 /// Runs the controllers until `shutdown`. With `leader` set, only while this replica holds the
