@@ -1,0 +1,592 @@
+//! The ModelDeployment reconcile against a scripted API server: it reads the pool and the
+//! pool's deployments, lists its existing children, deletes the ones no longer rendered,
+//! applies every child and the status with server-side apply under the operator's field
+//! manager, publishes events on its decisions and keeps the condition gauge; the cleanup
+//! finalizer is added first and removed on deletion.
+
+mod mock;
+
+use std::sync::Arc;
+
+use kube::runtime::controller::Action;
+use ryzanstein_operator::config::OperatorConfig;
+use ryzanstein_operator::context::Context;
+use ryzanstein_operator::crd::ModelDeployment;
+use ryzanstein_operator::deployment_controller::{reconcile, FINALIZER, RESYNC, RETRY};
+use ryzanstein_operator::metrics::Metrics;
+use serde_json::{json, Value};
+
+const POOL: &str = "/apis/ryzanstein.dev/v1alpha1/inferencepools/cpu-avx512";
+const ALL_MDS: &str = "/apis/ryzanstein.dev/v1alpha1/modeldeployments?";
+const MD: &str = "/apis/ryzanstein.dev/v1alpha1/namespaces/team-a/modeldeployments/smollm2?";
+const STATUS: &str =
+    "/apis/ryzanstein.dev/v1alpha1/namespaces/team-a/modeldeployments/smollm2/status?";
+const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/team-a/events?";
+const DEPLOYMENTS: &str = "/apis/apps/v1/namespaces/team-a/deployments";
+const STATEFULSETS: &str = "/apis/apps/v1/namespaces/team-a/statefulsets";
+const SERVICES: &str = "/api/v1/namespaces/team-a/services";
+const CONFIGMAPS: &str = "/api/v1/namespaces/team-a/configmaps";
+const PDBS: &str = "/apis/policy/v1/namespaces/team-a/poddisruptionbudgets";
+const UID: &str = "0b7c1d2e-md";
+
+fn md_value(replicas: i32, shards: i32) -> Value {
+    json!({
+        "apiVersion": "ryzanstein.dev/v1alpha1", "kind": "ModelDeployment",
+        "metadata": {
+            "name": "smollm2", "namespace": "team-a", "uid": UID, "generation": 2,
+            "resourceVersion": "40", "finalizers": [FINALIZER],
+        },
+        "spec": {
+            "model": {"source": "bundled://smollm2-135m-instruct"},
+            "poolRef": "cpu-avx512",
+            "replicas": replicas,
+            "sharding": {"shards": shards},
+            "resources": {"cpu": "2", "memory": "4Gi"},
+        },
+    })
+}
+
+fn md(replicas: i32, shards: i32) -> ModelDeployment {
+    serde_json::from_value(md_value(replicas, shards)).unwrap()
+}
+
+/// Another deployment in the pool, running `replicas` groups.
+fn other(namespace: &str, name: &str, replicas: i32) -> Value {
+    json!({
+        "apiVersion": "ryzanstein.dev/v1alpha1", "kind": "ModelDeployment",
+        "metadata": {"name": name, "namespace": namespace, "uid": format!("uid-{name}")},
+        "spec": {
+            "model": {"source": "bundled://smollm2-135m-instruct"},
+            "poolRef": "cpu-avx512",
+            "replicas": replicas,
+            "resources": {"cpu": "2", "memory": "4Gi"},
+        },
+        "status": {"replicas": replicas, "readyReplicas": replicas},
+    })
+}
+
+fn pool(team_a_max_replicas: i32) -> Value {
+    json!({
+        "apiVersion": "ryzanstein.dev/v1alpha1", "kind": "InferencePool",
+        "metadata": {"name": "cpu-avx512", "uid": "pool-uid", "generation": 1},
+        "spec": {
+            "hardware": {"class": "CPU", "cpu": {"requiredFeatures": ["AVX512F"]}},
+            "tenants": [
+                {"name": "team-a", "namespaces": ["team-a"], "quota": {"maxReplicas": team_a_max_replicas}},
+                {"name": "team-b", "namespaces": ["team-b"]},
+            ],
+        },
+    })
+}
+
+fn list(kind: &str, items: Vec<Value>) -> Value {
+    json!({"apiVersion": "v1", "kind": kind, "metadata": {"resourceVersion": "9"}, "items": items})
+}
+
+/// Metadata of an existing child owned (as controller) by `owner_uid`.
+fn child(name: &str, owner_uid: &str, rv: &str) -> Value {
+    json!({"metadata": {
+        "name": name, "namespace": "team-a", "resourceVersion": rv,
+        "labels": {"app.kubernetes.io/instance": "smollm2", "app.kubernetes.io/managed-by": "ryzanstein-operator"},
+        "ownerReferences": [{
+            "apiVersion": "ryzanstein.dev/v1alpha1", "kind": "ModelDeployment", "name": "smollm2",
+            "uid": owner_uid, "controller": true, "blockOwnerDeletion": true,
+        }],
+    }})
+}
+
+fn context(client: kube::Client) -> (Arc<Context>, Arc<Metrics>) {
+    let metrics = Arc::new(Metrics::new());
+    let config = OperatorConfig::parse("defaultServerImage: ryzanstein/server:0.1.0\n").unwrap();
+    let ctx = Arc::new(Context::new(
+        client,
+        metrics.clone(),
+        Arc::new(config),
+        Some("operator-a".into()),
+    ));
+    (ctx, metrics)
+}
+
+/// Existing children per kind, in the order the reconcile lists them.
+#[derive(Default)]
+struct Existing {
+    deployments: Vec<Value>,
+    stateful_sets: Vec<Value>,
+    services: Vec<Value>,
+    config_maps: Vec<Value>,
+    pdbs: Vec<Value>,
+}
+
+async fn answer_pool_and_usage(api: &mut mock::ApiServer, pool: Value, mds: Vec<Value>) {
+    api.expect("GET", POOL).await.reply(200, pool);
+    api.expect("GET", ALL_MDS)
+        .await
+        .reply(200, list("ModelDeploymentList", mds));
+}
+
+async fn answer_child_lists(api: &mut mock::ApiServer, existing: Existing) {
+    for (path, items) in [
+        (DEPLOYMENTS, existing.deployments),
+        (STATEFULSETS, existing.stateful_sets),
+        (SERVICES, existing.services),
+        (CONFIGMAPS, existing.config_maps),
+        (PDBS, existing.pdbs),
+    ] {
+        let call = api.expect("GET", &format!("{path}?")).await;
+        assert!(
+            call.uri.contains("labelSelector=app.kubernetes.io%2Finstance%3Dsmollm2%2Capp.kubernetes.io%2Fmanaged-by%3Dryzanstein-operator"),
+            "{}",
+            call.uri
+        );
+        call.reply(200, list("PartialObjectMetadataList", items));
+    }
+}
+
+/// Checks a server-side apply under the operator's field manager and answers it with the
+/// applied object at `rv` (plus `status`); returns the applied body.
+async fn expect_apply(
+    api: &mut mock::ApiServer,
+    path: &str,
+    rv: &str,
+    status: Option<Value>,
+) -> Value {
+    let call = api.expect("PATCH", &format!("{path}?")).await;
+    assert!(
+        call.uri.contains("fieldManager=ryzanstein-operator"),
+        "{}",
+        call.uri
+    );
+    assert!(call.uri.contains("force=true"), "{}", call.uri);
+    assert_eq!(
+        call.content_type.as_deref(),
+        Some("application/apply-patch+yaml"),
+        "{}",
+        call.uri
+    );
+    let body = call.body.clone();
+    let owner = &body["metadata"]["ownerReferences"][0];
+    assert_eq!(owner["uid"], UID, "{path}");
+    assert_eq!(owner["kind"], "ModelDeployment");
+    assert_eq!(owner["controller"], true);
+    let mut answer = body.clone();
+    answer["metadata"]["resourceVersion"] = json!(rv);
+    answer["metadata"]["uid"] = json!(format!("uid-{rv}"));
+    answer["metadata"]["generation"] = json!(1);
+    if let Some(s) = status {
+        answer["status"] = s;
+    }
+    call.reply(200, answer);
+    body
+}
+
+/// Answers the status apply; returns its `status`.
+async fn expect_status(api: &mut mock::ApiServer) -> Value {
+    let call = api.expect("PATCH", STATUS).await;
+    assert!(
+        call.uri.contains("fieldManager=ryzanstein-operator"),
+        "{}",
+        call.uri
+    );
+    assert!(call.uri.contains("force=true"), "{}", call.uri);
+    assert_eq!(
+        call.content_type.as_deref(),
+        Some("application/apply-patch+yaml")
+    );
+    assert_eq!(call.body["apiVersion"], "ryzanstein.dev/v1alpha1");
+    assert_eq!(call.body["kind"], "ModelDeployment");
+    let status = call.body["status"].clone();
+    let mut answer = md_value(1, 1);
+    answer["status"] = status.clone();
+    call.reply(200, answer);
+    status
+}
+
+/// Answers the next event; returns (type, reason, note).
+async fn expect_event(api: &mut mock::ApiServer) -> (String, String, String) {
+    let call = api.expect("POST", EVENTS).await;
+    assert_eq!(call.body["regarding"]["kind"], "ModelDeployment");
+    assert_eq!(call.body["regarding"]["name"], "smollm2");
+    assert_eq!(call.body["reportingController"], "ryzanstein-operator");
+    let got = (
+        call.body["type"].as_str().unwrap_or_default().to_owned(),
+        call.body["reason"].as_str().unwrap_or_default().to_owned(),
+        call.body["note"].as_str().unwrap_or_default().to_owned(),
+    );
+    let body = call.body.clone();
+    call.reply(201, body);
+    got
+}
+
+fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
+    status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == type_)
+        .unwrap_or_else(|| panic!("no {type_} condition in {status}"))
+}
+
+#[tokio::test]
+async fn creates_every_child_with_server_side_apply_and_writes_the_status() {
+    let (client, mut api) = mock::client();
+    let (ctx, metrics) = context(client);
+    let task = tokio::spawn(reconcile(Arc::new(md(2, 1)), ctx));
+
+    answer_pool_and_usage(
+        &mut api,
+        pool(8),
+        vec![md_value(2, 1), other("team-a", "chat", 1)],
+    )
+    .await;
+    answer_child_lists(&mut api, Existing::default()).await;
+    let cm = expect_apply(&mut api, &format!("{CONFIGMAPS}/smollm2-config"), "1", None).await;
+    assert_eq!(cm["kind"], "ConfigMap");
+    let d = expect_apply(
+        &mut api,
+        &format!("{DEPLOYMENTS}/smollm2"),
+        "2",
+        Some(json!({"observedGeneration": 1, "replicas": 2, "readyReplicas": 1, "updatedReplicas": 2})),
+    )
+    .await;
+    assert_eq!(d["apiVersion"], "apps/v1");
+    assert_eq!(d["kind"], "Deployment");
+    assert_eq!(d["spec"]["replicas"], 2);
+    let svc = expect_apply(&mut api, &format!("{SERVICES}/smollm2"), "3", None).await;
+    assert_eq!(svc["spec"]["selector"]["ryzanstein.dev/shard"], "0");
+    expect_apply(&mut api, &format!("{PDBS}/smollm2"), "4", None).await;
+
+    let status = expect_status(&mut api).await;
+    assert_eq!(status["observedGeneration"], 2);
+    assert_eq!(status["tenant"], "team-a");
+    assert!(
+        status["hardware"]
+            .as_str()
+            .unwrap()
+            .starts_with("cpu-avx512 (CPU AVX512F"),
+        "{status}"
+    );
+    assert_eq!(status["replicas"], 2);
+    assert_eq!(status["readyReplicas"], 1);
+    assert_eq!(status["desiredReplicas"], 2);
+    assert_eq!(status["endpoint"], "http://smollm2.team-a.svc:8080/v1");
+    assert_eq!(
+        status["selector"],
+        "app.kubernetes.io/instance=smollm2,app.kubernetes.io/name=ryzanstein-server,ryzanstein.dev/shard=0"
+    );
+    let ready = condition(&status, "Ready");
+    assert_eq!(ready["status"], "False");
+    assert_eq!(ready["reason"], "ReplicasNotReady");
+    assert_eq!(ready["observedGeneration"], 2);
+    assert_eq!(condition(&status, "Progressing")["status"], "True");
+    assert_eq!(condition(&status, "Degraded")["status"], "False");
+    assert_eq!(condition(&status, "QuotaExceeded")["status"], "False");
+    assert_eq!(condition(&status, "PoolReady")["status"], "True");
+
+    let (type_, reason, note) = expect_event(&mut api).await;
+    assert_eq!((type_.as_str(), reason.as_str()), ("Normal", "Created"));
+    assert_eq!(
+        note,
+        "created ConfigMap smollm2-config, Deployment smollm2, Service smollm2, PodDisruptionBudget smollm2"
+    );
+    let action = task.await.unwrap().unwrap();
+    assert_eq!(action, Action::requeue(RESYNC));
+    api.expect_no_more_calls().await;
+    assert!(metrics.encode().contains(
+        "ryzanstein_operator_modeldeployment_condition{namespace=\"team-a\",modeldeployment=\"smollm2\",condition=\"Ready\",status=\"False\"} 1\n"
+    ));
+}
+
+#[tokio::test]
+async fn caps_replicas_at_the_tenant_quota_with_a_warning() {
+    let (client, mut api) = mock::client();
+    let (ctx, metrics) = context(client);
+    let task = tokio::spawn(reconcile(Arc::new(md(4, 1)), ctx));
+
+    // team-a may run 3 pods; "chat" runs 2, so 1 of the 4 wanted fits. team-b's 5 do not count
+    // against team-a.
+    answer_pool_and_usage(
+        &mut api,
+        pool(3),
+        vec![
+            md_value(4, 1),
+            other("team-a", "chat", 2),
+            other("team-b", "embed", 5),
+        ],
+    )
+    .await;
+    answer_child_lists(&mut api, Existing::default()).await;
+    expect_apply(&mut api, &format!("{CONFIGMAPS}/smollm2-config"), "1", None).await;
+    let d = expect_apply(&mut api, &format!("{DEPLOYMENTS}/smollm2"), "2", None).await;
+    assert_eq!(d["spec"]["replicas"], 1);
+    expect_apply(&mut api, &format!("{SERVICES}/smollm2"), "3", None).await;
+    expect_apply(&mut api, &format!("{PDBS}/smollm2"), "4", None).await;
+
+    let status = expect_status(&mut api).await;
+    assert_eq!(status["desiredReplicas"], 4);
+    let q = condition(&status, "QuotaExceeded");
+    assert_eq!(q["status"], "True");
+    assert_eq!(q["reason"], "TenantMaxReplicas");
+    let message = q["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(
+            "team-a may run 3 server pods in pool cpu-avx512; this deployment needs 3 more"
+        ),
+        "{message}"
+    );
+    assert!(message.ends_with("so it runs 1 of 4 replicas"), "{message}");
+
+    assert_eq!(expect_event(&mut api).await.1, "Created");
+    let (type_, reason, note) = expect_event(&mut api).await;
+    assert_eq!(
+        (type_.as_str(), reason.as_str()),
+        ("Warning", "TenantMaxReplicas")
+    );
+    assert_eq!(note, message);
+    task.await.unwrap().unwrap();
+    api.expect_no_more_calls().await;
+    assert!(metrics.encode().contains(
+        "ryzanstein_operator_modeldeployment_condition{namespace=\"team-a\",modeldeployment=\"smollm2\",condition=\"QuotaExceeded\",status=\"True\"} 1\n"
+    ));
+}
+
+#[tokio::test]
+async fn a_missing_pool_creates_nothing_and_says_so() {
+    let (client, mut api) = mock::client();
+    let (ctx, _) = context(client);
+    let task = tokio::spawn(reconcile(Arc::new(md(1, 1)), ctx));
+
+    api.expect("GET", POOL).await.fail(
+        404,
+        "NotFound",
+        "inferencepools.ryzanstein.dev \"cpu-avx512\" not found",
+    );
+    let status = expect_status(&mut api).await;
+    assert_eq!(status["observedGeneration"], 2);
+    let pr = condition(&status, "PoolReady");
+    assert_eq!(pr["status"], "False");
+    assert_eq!(pr["reason"], "PoolNotFound");
+    assert!(pr["message"]
+        .as_str()
+        .unwrap()
+        .contains("InferencePool cpu-avx512 does not exist"));
+    let ready = condition(&status, "Ready");
+    assert_eq!(ready["status"], "False");
+    assert_eq!(ready["reason"], "PoolNotFound");
+
+    let (type_, reason, _) = expect_event(&mut api).await;
+    assert_eq!(
+        (type_.as_str(), reason.as_str()),
+        ("Warning", "PoolNotFound")
+    );
+    assert_eq!(task.await.unwrap().unwrap(), Action::requeue(RETRY));
+    // No child was listed, applied or deleted.
+    api.expect_no_more_calls().await;
+}
+
+#[tokio::test]
+async fn the_finalizer_is_added_before_anything_else() {
+    let (client, mut api) = mock::client();
+    let (ctx, _) = context(client);
+    let mut v = md_value(1, 1);
+    v["metadata"].as_object_mut().unwrap().remove("finalizers");
+    let fresh: ModelDeployment = serde_json::from_value(v.clone()).unwrap();
+    let task = tokio::spawn(reconcile(Arc::new(fresh), ctx));
+
+    let call = api.expect("PATCH", MD).await;
+    assert_eq!(
+        call.content_type.as_deref(),
+        Some("application/json-patch+json")
+    );
+    assert_eq!(
+        call.body,
+        json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": null},
+            {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]},
+        ])
+    );
+    let mut answer = v;
+    answer["metadata"]["finalizers"] = json!([FINALIZER]);
+    call.reply(200, answer);
+    assert_eq!(task.await.unwrap().unwrap(), Action::await_change());
+    api.expect_no_more_calls().await;
+}
+
+#[tokio::test]
+async fn deletion_forgets_the_gauge_and_removes_the_finalizer() {
+    let (client, mut api) = mock::client();
+    let (ctx, metrics) = context(client);
+    let mut v = md_value(1, 1);
+    v["metadata"]["deletionTimestamp"] = json!("2026-11-24T03:00:00Z");
+    let deleting: ModelDeployment = serde_json::from_value(v.clone()).unwrap();
+    let ready: ryzanstein_operator::crd::Condition = serde_json::from_value(json!({
+        "type": "Ready", "status": "True", "reason": "ReplicasReady", "message": "",
+        "lastTransitionTime": "2026-11-24T02:00:00Z",
+    }))
+    .unwrap();
+    metrics.set_modeldeployment_conditions("team-a", "smollm2", &[ready]);
+    assert!(metrics.encode().contains("modeldeployment=\"smollm2\""));
+    let task = tokio::spawn(reconcile(Arc::new(deleting), ctx));
+
+    let call = api.expect("PATCH", MD).await;
+    assert_eq!(
+        call.body,
+        json!([
+            {"op": "test", "path": "/metadata/finalizers/0", "value": FINALIZER},
+            {"op": "remove", "path": "/metadata/finalizers/0"},
+        ])
+    );
+    let mut answer = v;
+    answer["metadata"]["finalizers"] = json!([]);
+    call.reply(200, answer);
+    assert_eq!(task.await.unwrap().unwrap(), Action::await_change());
+    api.expect_no_more_calls().await;
+    assert!(
+        !metrics.encode().contains("modeldeployment=\"smollm2\""),
+        "{}",
+        metrics.encode()
+    );
+}
+
+#[tokio::test]
+async fn a_shard_count_change_deletes_the_children_no_longer_rendered() {
+    let (client, mut api) = mock::client();
+    let (ctx, _) = context(client);
+    // Was 1 shard (a Deployment) and, before that, 3 (StatefulSets 0..2); now 2 shards.
+    let task = tokio::spawn(reconcile(Arc::new(md(1, 2)), ctx));
+
+    answer_pool_and_usage(&mut api, pool(8), vec![md_value(1, 2)]).await;
+    answer_child_lists(
+        &mut api,
+        Existing {
+            deployments: vec![child("smollm2", UID, "7")],
+            stateful_sets: vec![
+                child("smollm2-shard-0", UID, "7"),
+                child("smollm2-shard-1", UID, "7"),
+                child("smollm2-shard-2", UID, "7"),
+                // Carries our labels but another controller owns it: never deleted.
+                child("smollm2-shard-7", "someone-else", "7"),
+            ],
+            services: vec![child("smollm2", UID, "7")],
+            config_maps: vec![child("smollm2-config", UID, "7")],
+            pdbs: vec![child("smollm2", UID, "7")],
+        },
+    )
+    .await;
+
+    for path in [
+        format!("{DEPLOYMENTS}/smollm2?"),
+        format!("{STATEFULSETS}/smollm2-shard-2?"),
+    ] {
+        let call = api.expect("DELETE", &path).await;
+        assert_eq!(call.body["propagationPolicy"], "Background", "{path}");
+        call.reply(
+            200,
+            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}),
+        );
+    }
+    expect_apply(&mut api, &format!("{CONFIGMAPS}/smollm2-config"), "7", None).await;
+    let headless = expect_apply(&mut api, &format!("{SERVICES}/smollm2-shards"), "8", None).await;
+    assert_eq!(headless["spec"]["clusterIP"], "None");
+    let shard_status =
+        json!({"observedGeneration": 1, "replicas": 1, "readyReplicas": 1, "updatedReplicas": 1});
+    // Shard 0 changes (its peers' addresses), shard 1 does not.
+    let s0 = expect_apply(
+        &mut api,
+        &format!("{STATEFULSETS}/smollm2-shard-0"),
+        "8",
+        Some(shard_status.clone()),
+    )
+    .await;
+    assert_eq!(s0["spec"]["replicas"], 1);
+    expect_apply(
+        &mut api,
+        &format!("{STATEFULSETS}/smollm2-shard-1"),
+        "7",
+        Some(shard_status),
+    )
+    .await;
+    expect_apply(&mut api, &format!("{SERVICES}/smollm2"), "7", None).await;
+    expect_apply(&mut api, &format!("{PDBS}/smollm2"), "7", None).await;
+
+    let status = expect_status(&mut api).await;
+    assert_eq!(status["replicas"], 1);
+    assert_eq!(status["readyReplicas"], 1);
+    assert_eq!(condition(&status, "Ready")["status"], "True");
+    assert_eq!(condition(&status, "Progressing")["status"], "False");
+
+    let events = [
+        expect_event(&mut api).await,
+        expect_event(&mut api).await,
+        expect_event(&mut api).await,
+    ];
+    assert_eq!(
+        events.map(|(t, r, n)| format!("{t} {r}: {n}")),
+        [
+            "Normal Created: created Service smollm2-shards".to_owned(),
+            "Normal Updated: updated StatefulSet smollm2-shard-0".to_owned(),
+            "Normal Deleted: deleted Deployment smollm2, StatefulSet smollm2-shard-2".to_owned(),
+        ]
+    );
+    task.await.unwrap().unwrap();
+    api.expect_no_more_calls().await;
+}
+
+#[tokio::test]
+async fn a_replica_failure_is_surfaced_as_degraded() {
+    let (client, mut api) = mock::client();
+    let (ctx, metrics) = context(client);
+    let task = tokio::spawn(reconcile(Arc::new(md(2, 1)), ctx));
+
+    answer_pool_and_usage(&mut api, pool(8), vec![md_value(2, 1)]).await;
+    answer_child_lists(
+        &mut api,
+        Existing {
+            deployments: vec![child("smollm2", UID, "7")],
+            stateful_sets: vec![],
+            services: vec![child("smollm2", UID, "7")],
+            config_maps: vec![child("smollm2-config", UID, "7")],
+            pdbs: vec![child("smollm2", UID, "7")],
+        },
+    )
+    .await;
+    expect_apply(&mut api, &format!("{CONFIGMAPS}/smollm2-config"), "7", None).await;
+    let refused = "pods \"smollm2-6d9f-x2\" is forbidden: exceeded quota: compute, requested: cpu=2, used: cpu=8, limited: cpu=8";
+    expect_apply(
+        &mut api,
+        &format!("{DEPLOYMENTS}/smollm2"),
+        "7",
+        Some(json!({
+            "observedGeneration": 1, "replicas": 1, "readyReplicas": 1, "updatedReplicas": 1,
+            "conditions": [
+                {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"},
+                {"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate", "message": refused},
+            ],
+        })),
+    )
+    .await;
+    expect_apply(&mut api, &format!("{SERVICES}/smollm2"), "7", None).await;
+    expect_apply(&mut api, &format!("{PDBS}/smollm2"), "7", None).await;
+
+    let status = expect_status(&mut api).await;
+    let degraded = condition(&status, "Degraded");
+    assert_eq!(degraded["status"], "True");
+    assert_eq!(degraded["reason"], "FailedCreate");
+    assert_eq!(
+        degraded["message"],
+        format!("Deployment smollm2: {refused}")
+    );
+    assert_eq!(condition(&status, "Ready")["reason"], "ReplicasNotReady");
+
+    // Nothing changed in the children: only the failure earns an event.
+    let (type_, reason, note) = expect_event(&mut api).await;
+    assert_eq!(
+        (type_.as_str(), reason.as_str()),
+        ("Warning", "FailedCreate")
+    );
+    assert!(note.contains("exceeded quota"), "{note}");
+    task.await.unwrap().unwrap();
+    api.expect_no_more_calls().await;
+    assert!(metrics.encode().contains(
+        "ryzanstein_operator_modeldeployment_condition{namespace=\"team-a\",modeldeployment=\"smollm2\",condition=\"Degraded\",status=\"True\"} 1\n"
+    ));
+}
