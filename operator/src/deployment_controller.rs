@@ -304,8 +304,32 @@ pub fn usage_of_others(
     (tenant_used, pool_used)
 }
 
+/// What tells whether an apply changed a child: its `generation` where the kind has one (so
+/// status updates of a workload are not mistaken for changes), else its `resourceVersion`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Version {
+    generation: Option<i64>,
+    resource_version: Option<String>,
+}
+
+impl Version {
+    fn of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Self {
+        Self {
+            generation: meta.generation,
+            resource_version: meta.resource_version.clone(),
+        }
+    }
+
+    fn changed_to(&self, after: &Self) -> bool {
+        match (self.generation, after.generation) {
+            (Some(a), Some(b)) => a != b,
+            _ => self.resource_version != after.resource_version,
+        }
+    }
+}
+
 struct ChangeTracker<'a> {
-    existing: &'a BTreeMap<ChildRef, Option<String>>,
+    existing: &'a BTreeMap<ChildRef, Version>,
     created: Vec<String>,
     updated: Vec<String>,
 }
@@ -319,7 +343,7 @@ impl ChangeTracker<'_> {
         };
         match self.existing.get(&key) {
             None => self.created.push(format!("{kind} {name}")),
-            Some(rv) if *rv != applied.meta().resource_version => {
+            Some(before) if before.changed_to(&Version::of(applied.meta())) => {
                 self.updated.push(format!("{kind} {name}"))
             }
             Some(_) => {}
@@ -354,7 +378,7 @@ async fn list_owned<K>(
     selector: &str,
     uid: &str,
     kind: &'static str,
-    into: &mut BTreeMap<ChildRef, Option<String>>,
+    into: &mut BTreeMap<ChildRef, Version>,
 ) -> Result<()>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
@@ -379,21 +403,21 @@ where
                     kind,
                     name: item.metadata.name.clone().unwrap_or_default(),
                 },
-                item.metadata.resource_version.clone(),
+                Version::of(&item.metadata),
             );
         }
     }
     Ok(())
 }
 
-/// This deployment's children as they exist (kind and name → resourceVersion): objects with
+/// This deployment's children as they exist (kind and name → version): objects with
 /// its instance label, managed by the operator, whose controller owner is this deployment.
 async fn existing_children(
     ctx: &Context,
     namespace: &str,
     name: &str,
     uid: &str,
-) -> Result<BTreeMap<ChildRef, Option<String>>> {
+) -> Result<BTreeMap<ChildRef, Version>> {
     let selector = format!("{LABEL_INSTANCE}={name},{LABEL_MANAGED_BY}={MANAGED_BY}");
     let mut found = BTreeMap::new();
     list_owned::<Deployment>(ctx, namespace, &selector, uid, "Deployment", &mut found).await?;
@@ -448,8 +472,9 @@ async fn delete_child(ctx: &Context, namespace: &str, child: &ChildRef) -> Resul
 }
 
 /// The status for `outcome`: what the reconcile found, the conditions, and what it does not
-/// decide (`load`, `lastScaleTime`, and without children the last replica counts, selector and
-/// endpoint) carried over.
+/// decide (`load`, `lastScaleTime`, and without an apply the last replica counts, selector and
+/// endpoint; the children of an earlier apply are left running) carried over. Without a pool or
+/// tenant, `tenant` and `hardware` are cleared.
 pub fn status(
     md: &ModelDeployment,
     outcome: &Outcome<'_>,
@@ -466,6 +491,14 @@ pub fn status(
         desired_replicas: Some(desired_replicas(md)),
         ..previous
     };
+    if matches!(
+        outcome,
+        Outcome::PoolNotFound { .. } | Outcome::NotAdmitted(_)
+    ) {
+        // No pool, or no tenant in it: nothing to report for either.
+        s.tenant = None;
+        s.hardware = None;
+    }
     if let Some(a) = applied {
         s.tenant = Some(a.tenant.name.clone());
         s.hardware = Some(a.children.hardware.clone());

@@ -87,6 +87,7 @@ fn list(kind: &str, items: Vec<Value>) -> Value {
 fn child(name: &str, owner_uid: &str, rv: &str) -> Value {
     json!({"metadata": {
         "name": name, "namespace": "team-a", "resourceVersion": rv,
+        "generation": rv.parse::<i64>().unwrap(),
         "labels": {"app.kubernetes.io/instance": "smollm2", "app.kubernetes.io/managed-by": "ryzanstein-operator"},
         "ownerReferences": [{
             "apiVersion": "ryzanstein.dev/v1alpha1", "kind": "ModelDeployment", "name": "smollm2",
@@ -142,12 +143,23 @@ async fn answer_child_lists(api: &mut mock::ApiServer, existing: Existing) {
     }
 }
 
-/// Checks a server-side apply under the operator's field manager and answers it with the
-/// applied object at `rv` (plus `status`); returns the applied body.
+/// [`expect_apply_at`] with the generation equal to the resourceVersion (a spec change).
 async fn expect_apply(
     api: &mut mock::ApiServer,
     path: &str,
     rv: &str,
+    status: Option<Value>,
+) -> Value {
+    expect_apply_at(api, path, rv, rv.parse().unwrap(), status).await
+}
+
+/// Checks a server-side apply under the operator's field manager and answers it with the
+/// applied object at `rv` and `generation` (plus `status`); returns the applied body.
+async fn expect_apply_at(
+    api: &mut mock::ApiServer,
+    path: &str,
+    rv: &str,
+    generation: i64,
     status: Option<Value>,
 ) -> Value {
     let call = api.expect("PATCH", &format!("{path}?")).await;
@@ -171,7 +183,7 @@ async fn expect_apply(
     let mut answer = body.clone();
     answer["metadata"]["resourceVersion"] = json!(rv);
     answer["metadata"]["uid"] = json!(format!("uid-{rv}"));
-    answer["metadata"]["generation"] = json!(1);
+    answer["metadata"]["generation"] = json!(generation);
     if let Some(s) = status {
         answer["status"] = s;
     }
@@ -353,7 +365,13 @@ async fn caps_replicas_at_the_tenant_quota_with_a_warning() {
 async fn a_missing_pool_creates_nothing_and_says_so() {
     let (client, mut api) = mock::client();
     let (ctx, _) = context(client);
-    let task = tokio::spawn(reconcile(Arc::new(md(1, 1)), ctx));
+    // It ran in the pool before the pool was deleted.
+    let mut before = md(1, 1);
+    before.status = Some(serde_json::from_value(json!({
+        "tenant": "team-a", "hardware": "cpu-avx512 (CPU AVX512F)", "replicas": 1, "readyReplicas": 1,
+        "endpoint": "http://smollm2.team-a.svc:8080/v1",
+    })).unwrap());
+    let task = tokio::spawn(reconcile(Arc::new(before), ctx));
 
     api.expect("GET", POOL).await.fail(
         404,
@@ -362,6 +380,11 @@ async fn a_missing_pool_creates_nothing_and_says_so() {
     );
     let status = expect_status(&mut api).await;
     assert_eq!(status["observedGeneration"], 2);
+    assert_eq!(status.get("tenant"), None, "{status}");
+    assert_eq!(status.get("hardware"), None, "{status}");
+    // Its existing pods are not touched: the last counts and the endpoint stay.
+    assert_eq!(status["replicas"], 1);
+    assert_eq!(status["endpoint"], "http://smollm2.team-a.svc:8080/v1");
     let pr = condition(&status, "PoolReady");
     assert_eq!(pr["status"], "False");
     assert_eq!(pr["reason"], "PoolNotFound");
@@ -487,14 +510,13 @@ async fn a_shard_count_change_deletes_the_children_no_longer_rendered() {
     expect_apply(&mut api, &format!("{CONFIGMAPS}/smollm2-config"), "7", None).await;
     let headless = expect_apply(&mut api, &format!("{SERVICES}/smollm2-shards"), "8", None).await;
     assert_eq!(headless["spec"]["clusterIP"], "None");
-    let shard_status =
-        json!({"observedGeneration": 1, "replicas": 1, "readyReplicas": 1, "updatedReplicas": 1});
+    let shard_status = |generation: i64| json!({"observedGeneration": generation, "replicas": 1, "readyReplicas": 1, "updatedReplicas": 1});
     // Shard 0 changes (its peers' addresses), shard 1 does not.
     let s0 = expect_apply(
         &mut api,
         &format!("{STATEFULSETS}/smollm2-shard-0"),
         "8",
-        Some(shard_status.clone()),
+        Some(shard_status(8)),
     )
     .await;
     assert_eq!(s0["spec"]["replicas"], 1);
@@ -502,7 +524,7 @@ async fn a_shard_count_change_deletes_the_children_no_longer_rendered() {
         &mut api,
         &format!("{STATEFULSETS}/smollm2-shard-1"),
         "7",
-        Some(shard_status),
+        Some(shard_status(7)),
     )
     .await;
     expect_apply(&mut api, &format!("{SERVICES}/smollm2"), "7", None).await;
@@ -551,12 +573,15 @@ async fn a_replica_failure_is_surfaced_as_degraded() {
     .await;
     expect_apply(&mut api, &format!("{CONFIGMAPS}/smollm2-config"), "7", None).await;
     let refused = "pods \"smollm2-6d9f-x2\" is forbidden: exceeded quota: compute, requested: cpu=2, used: cpu=8, limited: cpu=8";
-    expect_apply(
+    // The Deployment's status moved on (a new resourceVersion), its spec did not (the same
+    // generation): not an update of ours.
+    expect_apply_at(
         &mut api,
         &format!("{DEPLOYMENTS}/smollm2"),
-        "7",
+        "9",
+        7,
         Some(json!({
-            "observedGeneration": 1, "replicas": 1, "readyReplicas": 1, "updatedReplicas": 1,
+            "observedGeneration": 7, "replicas": 1, "readyReplicas": 1, "updatedReplicas": 1,
             "conditions": [
                 {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"},
                 {"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate", "message": refused},
