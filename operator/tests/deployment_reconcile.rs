@@ -12,7 +12,9 @@ use kube::runtime::controller::Action;
 use ryzanstein_operator::config::OperatorConfig;
 use ryzanstein_operator::context::Context;
 use ryzanstein_operator::crd::ModelDeployment;
-use ryzanstein_operator::deployment_controller::{reconcile, FINALIZER, RESYNC, RETRY};
+use ryzanstein_operator::deployment_controller::{
+    reconcile, reconcile_measured, FINALIZER, RESYNC, RETRY,
+};
 use ryzanstein_operator::metrics::Metrics;
 use serde_json::{json, Value};
 
@@ -614,4 +616,68 @@ async fn a_replica_failure_is_surfaced_as_degraded() {
     assert!(metrics.encode().contains(
         "ryzanstein_operator_modeldeployment_condition{namespace=\"team-a\",modeldeployment=\"smollm2\",condition=\"Degraded\",status=\"True\"} 1\n"
     ));
+}
+
+#[tokio::test]
+async fn a_namespace_the_pool_does_not_admit_creates_nothing() {
+    let (client, mut api) = mock::client();
+    let (ctx, _) = context(client);
+    let task = tokio::spawn(reconcile(Arc::new(md(1, 1)), ctx));
+
+    let mut p = pool(8);
+    p["spec"]["tenants"] = json!([{"name": "team-b", "namespaces": ["team-b"]}]);
+    api.expect("GET", POOL).await.reply(200, p);
+    let status = expect_status(&mut api).await;
+    let pr = condition(&status, "PoolReady");
+    assert_eq!(pr["status"], "False");
+    assert_eq!(pr["reason"], "NamespaceNotAdmitted");
+    assert!(
+        pr["message"].as_str().unwrap().starts_with(
+            "namespace team-a is not listed by any tenant of InferencePool cpu-avx512"
+        ),
+        "{pr}"
+    );
+    assert_eq!(condition(&status, "QuotaExceeded")["status"], "Unknown");
+    let (type_, reason, _) = expect_event(&mut api).await;
+    assert_eq!(
+        (type_.as_str(), reason.as_str()),
+        ("Warning", "NamespaceNotAdmitted")
+    );
+    assert_eq!(task.await.unwrap().unwrap(), Action::requeue(RESYNC));
+    api.expect_no_more_calls().await;
+}
+
+#[tokio::test]
+async fn a_spec_that_cannot_be_rendered_is_degraded_not_retried_in_a_loop() {
+    let (client, mut api) = mock::client();
+    let (ctx, metrics) = context(client);
+    let mut gpus = md(1, 1);
+    gpus.spec.resources.as_mut().unwrap().gpus = Some(1);
+    let task = tokio::spawn(reconcile_measured(Arc::new(gpus), ctx));
+
+    api.expect("GET", POOL).await.reply(200, pool(8));
+    let status = expect_status(&mut api).await;
+    let degraded = condition(&status, "Degraded");
+    assert_eq!(degraded["status"], "True");
+    assert_eq!(degraded["reason"], "InvalidSpec");
+    assert!(
+        degraded["message"]
+            .as_str()
+            .unwrap()
+            .contains("resources.gpus is 1 but pool cpu-avx512 is a CPU pool"),
+        "{degraded}"
+    );
+    let (type_, reason, _) = expect_event(&mut api).await;
+    assert_eq!(
+        (type_.as_str(), reason.as_str()),
+        ("Warning", "InvalidSpec")
+    );
+    // A spec error is a verdict, not a failed reconcile: no error is counted.
+    assert_eq!(task.await.unwrap().unwrap(), Action::requeue(RESYNC));
+    api.expect_no_more_calls().await;
+    let text = metrics.encode();
+    assert!(!text.contains("reconcile_errors_total{"), "{text}");
+    assert!(text.contains(
+        "ryzanstein_operator_reconcile_total{controller=\"modeldeployment\",result=\"success\"} 1\n"
+    ), "{text}");
 }
