@@ -191,6 +191,10 @@ fn invalid_cases() -> Vec<(Value, Vec<(&'static str, &'static str)>)> {
             vec![("spec.hardware", "hardware.class GPU needs hardware.gpu with at least its vendor (it names the GPU resource)")],
         ),
         (
+            with(gpu_pool(), "/spec/hardware/gpu", json!({"vendor": "AMD", "minMemoryMiB": 16000})),
+            vec![("spec.hardware.gpu", "gpu.minMemoryMiB applies to NVIDIA GPUs only (it is matched against the nvidia.com/gpu.memory node label; AMD nodes publish no such label); remove it or list the accepted AMD products in gpu.products")],
+        ),
+        (
             with(pool(), "/spec/hardware/cpu/preferredFeatures", json!(["AVX512VNNI", "AVX512F"])),
             vec![("spec.hardware.cpu", "cpu feature AVX512F is both required and preferred; list it in one of requiredFeatures or preferredFeatures")],
         ),

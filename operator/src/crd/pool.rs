@@ -184,8 +184,11 @@ pub enum CpuVendor {
 }
 
 /// GPU requirements.
-#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, PartialEq)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.vendor == 'NVIDIA' || !has(self.minMemoryMiB)").message(
+    "gpu.minMemoryMiB applies to NVIDIA GPUs only (it is matched against the nvidia.com/gpu.memory node label; AMD nodes publish no such label); remove it or list the accepted AMD products in gpu.products"
+))]
 pub struct GpuSelector {
     /// `NVIDIA` (resource `nvidia.com/gpu`) or `AMD` (resource `amd.com/gpu`).
     pub vendor: GpuVendor,
