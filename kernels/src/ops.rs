@@ -98,12 +98,6 @@ impl Rope {
     }
 }
 
-/// SiLU, `x * sigmoid(x)`.
-#[inline]
-pub fn silu(x: f32) -> f32 {
-    x / (1.0 + (-x).exp())
-}
-
 /// `gate = silu(gate) * up` (SwiGLU) of one row, in place, with ggml's vector arithmetic (see
 /// `scalar::activation`); apply it row by row, since the tail of a row is computed differently.
 pub fn swiglu(gate: &mut [f32], up: &[f32]) -> Result<(), KernelError> {

@@ -11,13 +11,13 @@ use std::arch::x86_64::*;
 /// call on this hot path). Exact, like every f16 to f32 conversion.
 #[inline]
 #[target_feature(enable = "f16c")]
-unsafe fn h2f(h: f16) -> f32 {
+pub(super) unsafe fn h2f(h: f16) -> f32 {
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h.to_bits() as i32)))
 }
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn hsum_ps(v: __m256) -> f32 {
+pub(super) unsafe fn hsum_ps(v: __m256) -> f32 {
     let lo = _mm256_castps256_ps128(v);
     let hi = _mm256_extractf128_ps::<1>(v);
     let s = _mm_add_ps(lo, hi);
@@ -29,7 +29,7 @@ unsafe fn hsum_ps(v: __m256) -> f32 {
 /// 16 packed nibbles to 32 bytes: low nibbles (elements 0..16) then high nibbles (16..32).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn unpack_nibbles(qs: &[u8; 16]) -> __m256i {
+pub(super) unsafe fn unpack_nibbles(qs: &[u8; 16]) -> __m256i {
     let tmp = _mm_loadu_si128(qs.as_ptr() as *const __m128i);
     let both = _mm256_insertf128_si256::<1>(_mm256_castsi128_si256(tmp), _mm_srli_epi16::<4>(tmp));
     _mm256_and_si256(both, _mm256_set1_epi8(0x0f))

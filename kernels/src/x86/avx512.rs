@@ -6,41 +6,16 @@
 //! (including bit-equality with it) run them there. An odd trailing block, and the tail of the
 //! f16 / f32 dots, go through the same arithmetic.
 
+use super::avx2::{h2f, hsum_ps as hsum8, unpack_nibbles};
 use crate::formats::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
 use crate::scalar::dot::STEP;
 use half::f16;
 use std::arch::x86_64::*;
 
-/// f16 to f32 with the F16C instruction, inline (the `half` crate's conversion is an out-of-line
-/// call on this hot path). Exact, like every f16 to f32 conversion.
-#[inline]
-#[target_feature(enable = "f16c")]
-unsafe fn h2f(h: f16) -> f32 {
-    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h.to_bits() as i32)))
-}
-
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 unsafe fn join(lo: __m256i, hi: __m256i) -> __m512i {
     _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
-}
-
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-unsafe fn hsum8(v: __m256) -> f32 {
-    let s = _mm_add_ps(_mm256_extractf128_ps::<1>(v), _mm256_castps256_ps128(v));
-    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    _mm_cvtss_f32(s)
-}
-
-/// 16 packed nibbles to 32 bytes: low nibbles (values 0..16) then high nibbles (16..32).
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-unsafe fn unpack_nibbles(qs: &[u8; 16]) -> __m256i {
-    let tmp = _mm_loadu_si128(qs.as_ptr() as *const __m128i);
-    let both = _mm256_insertf128_si256::<1>(_mm256_castsi128_si256(tmp), _mm_srli_epi16::<4>(tmp));
-    _mm256_and_si256(both, _mm256_set1_epi8(0x0f))
 }
 
 /// Sixteen i32 lane sums (eight per block) of unsigned x times signed y, as f32.
