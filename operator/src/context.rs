@@ -6,6 +6,7 @@ use std::sync::Arc;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::Client;
 
+use crate::autoscaler::Autoscaler;
 use crate::config::OperatorConfig;
 use crate::metrics::Metrics;
 
@@ -23,6 +24,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// The configuration file's settings.
     pub config: Arc<OperatorConfig>,
+    /// The autoscaler's decisions (written by its loop, read by the ModelDeployment reconcile).
+    pub autoscaler: Arc<Autoscaler>,
 }
 
 impl Context {
@@ -43,6 +46,7 @@ impl Context {
             client,
             metrics,
             config,
+            autoscaler: Arc::default(),
         }
     }
 }

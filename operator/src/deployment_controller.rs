@@ -42,6 +42,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::json;
 
+use crate::autoscaler::{self, ScaleView};
 use crate::context::{Context, FIELD_MANAGER};
 use crate::crd::{InferencePool, ModelDeployment, ModelDeploymentStatus};
 use crate::deployment_status::{
@@ -127,6 +128,7 @@ pub fn cleanup(md: &ModelDeployment, ctx: &Context) -> Action {
 struct Applied {
     tenant: TenantRef,
     desired: i32,
+    scale: Option<ScaleView>,
     decision: QuotaDecision,
     children: Children,
     observed: Observed,
@@ -197,7 +199,10 @@ async fn plan_and_apply(
     let namespace = md.namespace().unwrap_or_default();
     let name = md.name_any();
     let per_pod = PodResources::of(md, pool, opts)?;
-    let desired = desired_replicas(md);
+    let scale = ctx.autoscaler.view(md);
+    let desired = scale
+        .as_ref()
+        .map_or_else(|| desired_replicas(md), |v| v.desired);
 
     let others = list_deployments_in_pool(&ctx.client, &md.spec.pool_ref).await?;
     let (tenant_used, pool_used) = usage_of_others(md, pool, &tenant, &others, opts);
@@ -210,6 +215,8 @@ async fn plan_and_apply(
         shards: shards(md),
         desired,
     })?;
+    ctx.autoscaler
+        .set_allowed(md, decision.cap.is_some().then_some(decision.replicas));
     let children = render(md, pool, &tenant, decision.replicas, opts)?;
 
     let uid = md.metadata.uid.clone().unwrap_or_default();
@@ -263,6 +270,7 @@ async fn plan_and_apply(
     Ok(Applied {
         tenant,
         desired,
+        scale,
         decision,
         children,
         observed,
@@ -471,9 +479,10 @@ async fn delete_child(ctx: &Context, namespace: &str, child: &ChildRef) -> Resul
     }
 }
 
-/// The status for `outcome`: what the reconcile found, the conditions, and what it does not
-/// decide (`load`, `lastScaleTime`, and without an apply the last replica counts, selector and
-/// endpoint; the children of an earlier apply are left running) carried over. Without a pool or
+/// The status for `outcome`: what the reconcile found, the conditions, the autoscaler's
+/// decision (`desiredReplicas`, `load`, `lastScaleTime`), and what it does not decide carried
+/// over (without an apply the last replica counts, selector and endpoint, load and scale time;
+/// the children of an earlier apply are left running). Without a pool or
 /// tenant, `tenant` and `hardware` are cleared.
 pub fn status(
     md: &ModelDeployment,
@@ -505,6 +514,10 @@ pub fn status(
         s.replicas = a.observed.replicas;
         s.ready_replicas = a.observed.ready_replicas;
         s.desired_replicas = Some(a.desired);
+        if let Some(scale) = a.scale {
+            s.load = scale.load.clone().or(s.load);
+            s.last_scale_time = scale.last_scale_time.clone().or(s.last_scale_time);
+        }
         s.selector = Some(a.children.selector.clone());
         s.endpoint = Some(a.children.endpoint.clone());
     }
@@ -517,6 +530,8 @@ pub struct AppliedView<'a> {
     pub tenant: &'a TenantRef,
     /// Replica groups wanted before the quota.
     pub desired: i32,
+    /// The autoscaler's decision, when it made one.
+    pub scale: Option<&'a ScaleView>,
     /// The rendered children.
     pub children: &'a Children,
     /// What the workloads report.
@@ -537,6 +552,7 @@ async fn finish(
     let view = applied.map(|a| AppliedView {
         tenant: &a.tenant,
         desired: a.desired,
+        scale: a.scale.as_ref(),
         children: &a.children,
         observed: &a.observed,
     });
@@ -596,6 +612,9 @@ async fn finish(
                 secondary: None,
             }),
     );
+    if let Some(event) = applied.and_then(|a| scale_event(md, a.scale.as_ref(), &status)) {
+        events.push(event);
+    }
     let reference = md.object_ref(&());
     for event in &events {
         if let Err(e) = ctx.recorder.publish(event, &reference).await {
@@ -603,6 +622,30 @@ async fn finish(
         }
     }
     Ok(())
+}
+
+/// `ScaledUp` / `ScaledDown` when the autoscaler changed the desired replica groups since the
+/// status last said.
+fn scale_event(
+    md: &ModelDeployment,
+    scale: Option<&ScaleView>,
+    status: &ModelDeploymentStatus,
+) -> Option<Event> {
+    let before = md.status.as_ref()?.desired_replicas?;
+    let after = status.desired_replicas?;
+    let reason = scale?.reason.clone()?;
+    let up = match after.cmp(&before) {
+        std::cmp::Ordering::Greater => true,
+        std::cmp::Ordering::Less => false,
+        std::cmp::Ordering::Equal => return None,
+    };
+    Some(Event {
+        type_: EventType::Normal,
+        reason: if up { "ScaledUp" } else { "ScaledDown" }.into(),
+        note: Some(truncate(&reason, NOTE_MAX)),
+        action: "Autoscale".into(),
+        secondary: None,
+    })
 }
 
 fn truncate(s: &str, max: usize) -> String {
@@ -634,9 +677,9 @@ pub fn error_policy(md: Arc<ModelDeployment>, error: &Error, _: Arc<Context>) ->
     Action::requeue(RETRY)
 }
 
-/// Runs the ModelDeployment controller until `shutdown` (then lets running reconciles finish):
-/// it reconciles a deployment when it changes, when one of its children changes, and when its
-/// pool changes.
+/// Runs the ModelDeployment controller and the autoscaler until `shutdown` (then lets running
+/// reconciles finish): it reconciles a deployment when it changes, when one of its children
+/// changes, when its pool changes, and when the autoscaler decides.
 pub async fn run(ctx: Arc<Context>, shutdown: Shutdown) {
     let client = ctx.client.clone();
     let controller = Controller::new(
@@ -644,8 +687,19 @@ pub async fn run(ctx: Arc<Context>, shutdown: Shutdown) {
         watcher::Config::default(),
     );
     let deployments = controller.store();
+    // The autoscaler reads the same cache and asks for reconciles through this channel.
+    let (trigger_tx, trigger_rx) = tokio::sync::mpsc::channel(256);
+    let autoscaler_loop = autoscaler::run(
+        client.clone(),
+        ctx.autoscaler.clone(),
+        ctx.metrics.clone(),
+        ctx.config.autoscaler.clone(),
+        deployments.clone(),
+        trigger_tx,
+        shutdown.clone(),
+    );
     let owned = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
-    controller
+    let controller = controller
         .owns(Api::<Deployment>::all(client.clone()), owned.clone())
         .owns(Api::<StatefulSet>::all(client.clone()), owned.clone())
         .owns(Api::<Service>::all(client.clone()), owned.clone())
@@ -659,14 +713,15 @@ pub async fn run(ctx: Arc<Context>, shutdown: Shutdown) {
                 deployments_in_pool(&pool.name_any(), state.iter().map(Arc::as_ref))
             },
         )
+        .reconcile_on(tokio_stream::wrappers::ReceiverStream::new(trigger_rx))
         .graceful_shutdown_on(async move { shutdown.wait().await })
         .run(reconcile_measured, error_policy, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "ModelDeployment controller event");
             }
-        })
-        .await;
+        });
+    tokio::join!(controller, autoscaler_loop);
     tracing::info!("ModelDeployment controller stopped");
 }
 

@@ -12,8 +12,11 @@
 //! - [`pool_status`], [`pool_controller`]: the InferencePool controller (pure part, reconcile).
 //! - [`deployment_status`], [`deployment_controller`]: the ModelDeployment controller (pure
 //!   part, reconcile).
+//! - [`autoscale`], [`autoscaler`]: load-based autoscaling (pure decisions, the scrape loop).
 //! - [`run`], [`shutdown`]: the controllers behind leader election, until SIGTERM/SIGINT.
 
+pub mod autoscale;
+pub mod autoscaler;
 pub mod config;
 pub mod context;
 pub mod crd;

@@ -681,3 +681,69 @@ async fn a_spec_that_cannot_be_rendered_is_degraded_not_retried_in_a_loop() {
         "ryzanstein_operator_reconcile_total{controller=\"modeldeployment\",result=\"success\"} 1\n"
     ), "{text}");
 }
+
+#[tokio::test]
+async fn the_autoscalers_decision_sets_the_replicas_load_and_scale_time_within_the_quota() {
+    use ryzanstein_operator::autoscaler::Sample;
+    use std::time::Instant;
+
+    let (client, mut api) = mock::client();
+    let (ctx, metrics) = context(client);
+    let mut v = md_value(1, 1);
+    v["spec"]["autoscaling"] =
+        json!({"minReplicas": 1, "maxReplicas": 6, "targetInFlightPerReplica": 2});
+    v["status"] = json!({"desiredReplicas": 1, "replicas": 1, "readyReplicas": 1,
+                         "selector": "x=y"});
+    let md: ModelDeployment = serde_json::from_value(v.clone()).unwrap();
+    // 9 requests in flight on the one ready pod: ceil(9 / 2) = 5 groups.
+    let wall = k8s_openapi::jiff::Timestamp::from_second(1_800_000_000).unwrap();
+    let busy = Sample {
+        in_flight: 9.0,
+        pods: 1,
+    };
+    assert!(ctx
+        .autoscaler
+        .observe(&md, Some(&busy), Instant::now(), wall, &metrics));
+
+    let task = tokio::spawn(reconcile(Arc::new(md.clone()), ctx.clone()));
+    // team-a may run 3 pods: the 5 wanted are capped at 3.
+    answer_pool_and_usage(&mut api, pool(3), vec![v.clone()]).await;
+    answer_child_lists(&mut api, Existing::default()).await;
+    expect_apply(&mut api, &format!("{CONFIGMAPS}/smollm2-config"), "1", None).await;
+    let d = expect_apply(&mut api, &format!("{DEPLOYMENTS}/smollm2"), "2", None).await;
+    assert_eq!(d["spec"]["replicas"], 3);
+    expect_apply(&mut api, &format!("{SERVICES}/smollm2"), "3", None).await;
+    expect_apply(&mut api, &format!("{PDBS}/smollm2"), "4", None).await;
+
+    let status = expect_status(&mut api).await;
+    assert_eq!(status["desiredReplicas"], 5);
+    assert_eq!(status["load"]["inFlightPerReplica"], 9.0);
+    assert_eq!(status["load"]["observedAt"], "2027-01-15T08:00:00Z");
+    assert_eq!(status["lastScaleTime"], "2027-01-15T08:00:00Z");
+    assert_eq!(condition(&status, "QuotaExceeded")["status"], "True");
+
+    let mut reasons = Vec::new();
+    let mut scaled = String::new();
+    for _ in 0..3 {
+        let (type_, reason, note) = expect_event(&mut api).await;
+        if reason == "ScaledUp" {
+            assert_eq!(type_, "Normal");
+            scaled = note;
+        }
+        reasons.push(reason);
+    }
+    assert_eq!(reasons, ["Created", "TenantMaxReplicas", "ScaledUp"]);
+    assert_eq!(
+        scaled,
+        "9 requests in flight over 1 ready pods (target 2 per replica group) asks for 5; 1 → 5 replica groups"
+    );
+    task.await.unwrap().unwrap();
+    api.expect_no_more_calls().await;
+
+    // The quota's allowance reached the autoscaler: more load is now a capped decision.
+    ctx.autoscaler
+        .observe(&md, Some(&busy), Instant::now(), wall, &metrics);
+    assert!(metrics
+        .encode()
+        .contains("ryzanstein_operator_autoscaler_decisions_total{decision=\"capped\"} 1"));
+}
