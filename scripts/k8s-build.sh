@@ -12,7 +12,8 @@
 #                     live in $RYZANSTEIN_CACHE/go/{mod,build} so CI can keep them.
 #   K8S_BUILD_FORCE=1 rebuild even when the binaries are there.
 #
-# Needs Go 1.25 or newer on PATH (go.mod files say which); never downloads another toolchain.
+# Needs Go 1.26 or newer on PATH (e2e/k8s/etcd/go.mod says go 1.26.0); never downloads another
+# toolchain (GOTOOLCHAIN=local).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -41,7 +42,7 @@ if [[ "${1:-}" == "--print-bin-dir" ]]; then
     exit 0
 fi
 
-command -v go >/dev/null || { echo "k8s-build: go is not on PATH (Go 1.25+ needed)" >&2; exit 1; }
+command -v go >/dev/null || { echo "k8s-build: go is not on PATH (Go 1.26+ needed)" >&2; exit 1; }
 mkdir -p "$BIN_DIR"
 echo "k8s-build: Kubernetes $K8S_VERSION, etcd $ETCD_VERSION, $(go version | cut -d' ' -f3) -> $BIN_DIR"
 

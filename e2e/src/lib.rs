@@ -1,1 +1,70 @@
+//! Whole-system tests for Ryzanstein: a real Kubernetes control plane on this machine
+//! ([`control_plane`]), certificates for it ([`pki`]), and — later — the node agent and scenarios.
 
+use std::path::PathBuf;
+
+pub mod control_plane;
+pub mod pki;
+
+pub use control_plane::{Binaries, ControlPlane, Endpoints, Options};
+
+/// What can go wrong while building, starting or stopping the control plane.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The control-plane binaries are missing or are not the pinned version.
+    #[error("control-plane binaries not built in {dir}: {reason}; run `make k8s` (scripts/k8s-build.sh)")]
+    NotBuilt { dir: PathBuf, reason: String },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("generating certificates: {0}")]
+    Pki(#[from] rcgen::Error),
+    /// A component exited, or was not healthy in time.
+    #[error("{0}")]
+    Component(Box<ComponentFailure>),
+    #[error("state directory {dir}: {reason}")]
+    State { dir: PathBuf, reason: String },
+    #[error("HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("kubeconfig: {0}")]
+    Kubeconfig(#[from] kube::config::KubeconfigError),
+    #[error("Kubernetes client: {0}")]
+    Kube(#[from] kube::Error),
+}
+
+impl Error {
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Error {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+/// A component that did not become healthy, with the end of its log.
+#[derive(Debug)]
+pub struct ComponentFailure {
+    pub component: &'static str,
+    /// What went wrong, e.g. "exited (exit status: 1) before it was healthy".
+    pub what: String,
+    pub log: PathBuf,
+    pub tail: String,
+}
+
+impl std::fmt::Display for ComponentFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {}; last lines of {}:\n{}",
+            self.component,
+            self.what,
+            self.log.display(),
+            self.tail
+        )
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
