@@ -8,6 +8,7 @@ use kube::Client;
 
 use crate::autoscaler::Autoscaler;
 use crate::config::OperatorConfig;
+use crate::grants::Grants;
 use crate::metrics::Metrics;
 
 /// The one field manager for every server-side apply the operator makes (status and children).
@@ -26,6 +27,8 @@ pub struct Context {
     pub config: Arc<OperatorConfig>,
     /// The autoscaler's decisions (written by its loop, read by the ModelDeployment reconcile).
     pub autoscaler: Arc<Autoscaler>,
+    /// Quota grants, and the lock every quota decision takes.
+    pub grants: Arc<Grants>,
 }
 
 impl Context {
@@ -47,6 +50,7 @@ impl Context {
             metrics,
             config,
             autoscaler: Arc::default(),
+            grants: Arc::default(),
         }
     }
 }

@@ -7,7 +7,9 @@
 //! Every reconcile, in this order (the tests script the API calls in it):
 //! 1. GET the InferencePool (missing: `PoolReady=False, PoolNotFound`, no children);
 //! 2. resolve the tenant (not admitted: `PoolReady=False, NamespaceNotAdmitted`, no children);
-//! 3. LIST every ModelDeployment, to add up what the tenant's and the pool's others use;
+//! 3. LIST every ModelDeployment, to add up what the tenant's and the pool's others use (the
+//!    larger of their status and their last grant, under the lock of [`crate::grants`]), and
+//!    cap the replicas (the autoscaler's decision, or `spec.replicas`);
 //! 4. LIST this deployment's existing children of each kind (Deployments, StatefulSets,
 //!    Services, ConfigMaps, PodDisruptionBudgets; by label, then by controller owner uid);
 //! 5. DELETE the children that are no longer rendered (before applying, so the old topology's
@@ -50,6 +52,7 @@ use crate::deployment_status::{
     Observed, Outcome,
 };
 use crate::error::{Error, Result};
+use crate::grants::larger;
 use crate::metrics::ControllerKind;
 use crate::pool_controller::{deployments_in_pool, list_deployments_in_pool};
 use crate::pool_status::deployment_footprint;
@@ -91,7 +94,7 @@ pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Ac
     finalizer(&api, FINALIZER, md, |event| async move {
         match event {
             FinalizerEvent::Apply(md) => apply(md, ctx).await,
-            FinalizerEvent::Cleanup(md) => Ok(cleanup(&md, &ctx)),
+            FinalizerEvent::Cleanup(md) => Ok(cleanup(&md, &ctx).await),
         }
     })
     .await
@@ -116,7 +119,8 @@ pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Ac
 
 /// A deployment is going away: its children go with it (owner references), its gauge goes
 /// here.
-pub fn cleanup(md: &ModelDeployment, ctx: &Context) -> Action {
+pub async fn cleanup(md: &ModelDeployment, ctx: &Context) -> Action {
+    ctx.grants.forget(md).await;
     let namespace = md.namespace().unwrap_or_default();
     ctx.metrics
         .forget_modeldeployment(&namespace, &md.name_any());
@@ -204,8 +208,12 @@ async fn plan_and_apply(
         .as_ref()
         .map_or_else(|| desired_replicas(md), |v| v.desired);
 
+    // One quota decision at a time, counting what the others were granted (see `grants`).
+    let mut grants = ctx.grants.lock().await;
     let others = list_deployments_in_pool(&ctx.client, &md.spec.pool_ref).await?;
-    let (tenant_used, pool_used) = usage_of_others(md, pool, &tenant, &others, opts);
+    let (tenant_used, pool_used) = usage_of_others(md, pool, &tenant, &others, opts, |other| {
+        grants.granted(other, &md.spec.pool_ref)
+    });
     let decision = cap_replicas(&QuotaInput {
         pool,
         tenant: &tenant,
@@ -215,6 +223,12 @@ async fn plan_and_apply(
         shards: shards(md),
         desired,
     })?;
+    grants.record(
+        md,
+        &md.spec.pool_ref,
+        Footprint::of_deployment(&per_pod, decision.replicas, shards(md)),
+    );
+    drop(grants);
     ctx.autoscaler
         .set_allowed(md, decision.cap.is_some().then_some(decision.replicas));
     let children = render(md, pool, &tenant, decision.replicas, opts)?;
@@ -279,14 +293,16 @@ async fn plan_and_apply(
 }
 
 /// What the pool's other deployments use: those of the same tenant, and all of them (the
-/// tenant's included). A deployment whose resources cannot be computed is left out (it has no
-/// pods this operator created) with a warning.
+/// tenant's included). Each uses the larger of what its status reports and what `granted`
+/// says it was last granted. A deployment whose resources cannot be computed is left out (it
+/// has no pods this operator created) with a warning.
 pub fn usage_of_others(
     md: &ModelDeployment,
     pool: &InferencePool,
     tenant: &TenantRef,
     deployments: &[ModelDeployment],
     opts: &RenderOptions,
+    granted: impl Fn(&ModelDeployment) -> Option<Footprint>,
 ) -> (Footprint, Footprint) {
     let me = (md.namespace(), md.name_any());
     let mut tenant_used = Footprint::default();
@@ -296,7 +312,7 @@ pub fn usage_of_others(
             continue;
         }
         let used = match deployment_footprint(other, pool, opts) {
-            Ok(f) => f,
+            Ok(f) => granted(other).map_or(f, |g| larger(f, g)),
             Err(e) => {
                 tracing::warn!(other = %object_name(other), error = %e, "left out of the quota: its resources cannot be computed");
                 continue;

@@ -12,6 +12,7 @@
 //! - [`pool_status`], [`pool_controller`]: the InferencePool controller (pure part, reconcile).
 //! - [`deployment_status`], [`deployment_controller`]: the ModelDeployment controller (pure
 //!   part, reconcile).
+//! - [`grants`]: quota grants, so concurrent reconciles cannot spend one quota twice.
 //! - [`autoscale`], [`autoscaler`]: load-based autoscaling (pure decisions, the scrape loop).
 //! - [`run`], [`shutdown`]: the controllers behind leader election, until SIGTERM/SIGINT.
 
@@ -23,6 +24,7 @@ pub mod crd;
 pub mod deployment_controller;
 pub mod deployment_status;
 pub mod error;
+pub mod grants;
 pub mod http;
 pub mod leader;
 pub mod metrics;

@@ -747,3 +747,53 @@ async fn the_autoscalers_decision_sets_the_replicas_load_and_scale_time_within_t
         .encode()
         .contains("ryzanstein_operator_autoscaler_decisions_total{decision=\"capped\"} 1"));
 }
+
+#[tokio::test]
+async fn a_grant_not_yet_in_the_others_status_still_counts_against_the_quota() {
+    use ryzanstein_operator::render::Footprint;
+
+    let (client, mut api) = mock::client();
+    let (ctx, _) = context(client);
+    // "chat" was just granted 2 groups by another reconcile; its status still says 0 pods.
+    let chat: ModelDeployment = serde_json::from_value(other("team-a", "chat", 0)).unwrap();
+    ctx.grants.lock().await.record(
+        &chat,
+        "cpu-avx512",
+        Footprint {
+            pods: 2,
+            cpu_millis: 4000,
+            memory_bytes: 8 << 30,
+            gpus: 0,
+        },
+    );
+    let task = tokio::spawn(reconcile(Arc::new(md(2, 1)), ctx.clone()));
+    // team-a may run 3 pods: 2 are granted to chat, so smollm2 gets 1 of its 2.
+    answer_pool_and_usage(
+        &mut api,
+        pool(3),
+        vec![md_value(2, 1), other("team-a", "chat", 0)],
+    )
+    .await;
+    answer_child_lists(&mut api, Existing::default()).await;
+    expect_apply(&mut api, &format!("{CONFIGMAPS}/smollm2-config"), "1", None).await;
+    let d = expect_apply(&mut api, &format!("{DEPLOYMENTS}/smollm2"), "2", None).await;
+    assert_eq!(d["spec"]["replicas"], 1);
+    expect_apply(&mut api, &format!("{SERVICES}/smollm2"), "3", None).await;
+    expect_apply(&mut api, &format!("{PDBS}/smollm2"), "4", None).await;
+    let status = expect_status(&mut api).await;
+    assert_eq!(condition(&status, "QuotaExceeded")["status"], "True");
+    expect_event(&mut api).await;
+    expect_event(&mut api).await;
+    task.await.unwrap().unwrap();
+    api.expect_no_more_calls().await;
+    // smollm2's own grant is recorded for the next decision.
+    let smollm2 = md(2, 1);
+    assert_eq!(
+        ctx.grants
+            .lock()
+            .await
+            .granted(&smollm2, "cpu-avx512")
+            .map(|f| f.pods),
+        Some(1)
+    );
+}

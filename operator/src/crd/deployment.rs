@@ -348,7 +348,8 @@ pub struct ModelDeploymentStatus {
     /// Replica groups whose every shard is ready.
     #[serde(default)]
     pub ready_replicas: i32,
-    /// Replica groups wanted after autoscaling and quota caps.
+    /// Replica groups wanted: the autoscaler's decision (clamped to min/max), or `spec.replicas`;
+    /// before the quota cap, which `QuotaExceeded` reports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub desired_replicas: Option<i32>,
     /// Label selector of the pods serving the API (shard 0), for the scale subresource.
