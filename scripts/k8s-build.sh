@@ -54,12 +54,16 @@ expected_version() { # <binary>
     esac
 }
 
-up_to_date() { # <binary>
-    local bin="$BIN_DIR/$1"
-    [[ "${K8S_BUILD_FORCE:-0}" != 1 && -x "$bin" ]] || return 1
-    local out # captured first: grep -q would stop reading early, and pipefail sees SIGPIPE
+reports_pinned_version() { # <binary>
+    local bin="$BIN_DIR/$1" out
+    [[ -x "$bin" ]] || return 1
+    # Captured first: grep -q would stop reading early, and pipefail would see SIGPIPE.
     out="$("$bin" --version 2>/dev/null)" || return 1
     grep -qxF "$(expected_version "$1")" <<<"$out"
+}
+
+up_to_date() { # <binary>
+    [[ "${K8S_BUILD_FORCE:-0}" != 1 ]] && reports_pinned_version "$1"
 }
 
 # Version stamps the upstream build (hack/lib/version.sh) writes with -X; without them the
@@ -88,7 +92,7 @@ build() { # <module dir> <package> <binary> <ldflags>
     local start=$SECONDS tmp="$BIN_DIR/.$name.tmp"
     (cd "$dir" && go build -trimpath -ldflags="$ldflags" -o "$tmp" "$pkg")
     mv -f "$tmp" "$BIN_DIR/$name"
-    if ! up_to_date "$name"; then
+    if ! reports_pinned_version "$name"; then
         echo "k8s-build: $name built but '--version' says '$("$BIN_DIR/$name" --version 2>&1 | head -1)'," \
              "expected '$(expected_version "$name")'" >&2
         exit 1
