@@ -14,7 +14,8 @@
 //!    Services, ConfigMaps, PodDisruptionBudgets; by label, then by controller owner uid);
 //! 5. DELETE the children that are no longer rendered (before applying, so the old topology's
 //!    pods never run beside the new one's beyond the quota);
-//! 6. PATCH (apply) ConfigMap, headless Service, StatefulSets or Deployment, Service, PDB;
+//! 6. PATCH (apply) ConfigMap, headless Service, StatefulSets or Deployment, Service, PDB
+//!    (and LIST the `FailedCreate` events of a StatefulSet that lacks pods);
 //! 7. PATCH (apply) the status; 8. POST the events.
 //!
 //! A finalizer (`ryzanstein.dev/cleanup`) lets the controller drop the deployment's condition
@@ -30,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Event as CoreEvent, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
 use k8s_openapi::NamespaceResourceScope;
@@ -48,8 +49,8 @@ use crate::autoscaler::{self, ScaleView};
 use crate::context::{Context, FIELD_MANAGER};
 use crate::crd::{InferencePool, ModelDeployment, ModelDeploymentStatus};
 use crate::deployment_status::{
-    condition_events, conditions, desired_replicas, observe_deployment, observe_stateful_sets,
-    Observed, Outcome,
+    condition_events, conditions, desired_replicas, failed_create, missing_pods,
+    observe_deployment, observe_stateful_sets, Failure, Observed, Outcome,
 };
 use crate::error::{Error, Result};
 use crate::grants::larger;
@@ -268,7 +269,11 @@ async fn plan_and_apply(
                 tracker.saw("StatefulSet", &applied);
                 sets.push(applied);
             }
-            observe_stateful_sets(&sets)
+            let mut observed = observe_stateful_sets(&sets);
+            if observed.failure.is_none() {
+                observed.failure = stateful_set_failure(ctx, &namespace, &sets).await?;
+            }
+            observed
         }
     };
     let svc = apply_child(client, &namespace, &children.service).await?;
@@ -290,6 +295,34 @@ async fn plan_and_apply(
         observed,
         notes,
     })
+}
+
+/// Why a StatefulSet that lacks pods cannot create them: its newest `FailedCreate` event (for
+/// example a namespace ResourceQuota refusing the pod).
+async fn stateful_set_failure(
+    ctx: &Context,
+    namespace: &str,
+    sets: &[StatefulSet],
+) -> Result<Option<Failure>> {
+    for set in sets.iter().filter(|s| missing_pods(s)) {
+        let name = set.metadata.name.clone().unwrap_or_default();
+        let fields = format!(
+            "involvedObject.kind=StatefulSet,involvedObject.name={name},reason=FailedCreate"
+        );
+        let events = Api::<CoreEvent>::namespaced(ctx.client.clone(), namespace)
+            .list(&ListParams::default().fields(&fields))
+            .await
+            .map_err(|e| {
+                Error::kube(
+                    format!("list the events of StatefulSet {namespace}/{name}"),
+                    e,
+                )
+            })?;
+        if let Some(f) = failed_create(&name, &events.items) {
+            return Ok(Some(f));
+        }
+    }
+    Ok(None)
 }
 
 /// What the pool's other deployments use: those of the same tenant, and all of them (the

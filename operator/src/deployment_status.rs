@@ -207,6 +207,44 @@ pub fn observe_stateful_sets(sets: &[StatefulSet]) -> Observed {
     o
 }
 
+/// Whether a StatefulSet has fewer pods than its spec asks for, as its controller last saw
+/// it: then its `FailedCreate` events say why (the StatefulSet controller reports pod-creation
+/// failures only as events, not as a status condition).
+pub fn missing_pods(s: &StatefulSet) -> bool {
+    let wanted = s.spec.as_ref().and_then(|sp| sp.replicas).unwrap_or(1);
+    s.status
+        .as_ref()
+        .is_some_and(|st| st.observed_generation >= s.metadata.generation && st.replicas < wanted)
+}
+
+/// The newest `FailedCreate` event of StatefulSet `name` among `events` (core/v1 Events the
+/// StatefulSet controller wrote), as a failure.
+pub fn failed_create(name: &str, events: &[k8s_openapi::api::core::v1::Event]) -> Option<Failure> {
+    let when = |e: &k8s_openapi::api::core::v1::Event| {
+        e.last_timestamp
+            .as_ref()
+            .map(|t| t.0)
+            .or_else(|| e.event_time.as_ref().map(|t| t.0))
+            .or_else(|| e.first_timestamp.as_ref().map(|t| t.0))
+            .or_else(|| e.metadata.creation_timestamp.as_ref().map(|t| t.0))
+    };
+    events
+        .iter()
+        .filter(|e| {
+            e.reason.as_deref() == Some("FailedCreate")
+                && e.involved_object.kind.as_deref() == Some("StatefulSet")
+                && e.involved_object.name.as_deref() == Some(name)
+        })
+        .max_by_key(|e| when(e))
+        .map(|e| Failure {
+            reason: "FailedCreate".into(),
+            message: format!(
+                "StatefulSet {name}: {}",
+                e.message.clone().unwrap_or_default()
+            ),
+        })
+}
+
 /// Where the reconcile got to.
 #[derive(Clone, Debug)]
 pub enum Outcome<'a> {

@@ -797,3 +797,76 @@ async fn a_grant_not_yet_in_the_others_status_still_counts_against_the_quota() {
         Some(1)
     );
 }
+
+#[tokio::test]
+async fn a_stateful_set_that_cannot_create_pods_is_degraded_with_its_event() {
+    let (client, mut api) = mock::client();
+    let (ctx, _) = context(client);
+    let task = tokio::spawn(reconcile(Arc::new(md(1, 2)), ctx));
+
+    answer_pool_and_usage(&mut api, pool(8), vec![md_value(1, 2)]).await;
+    answer_child_lists(&mut api, Existing::default()).await;
+    expect_apply(&mut api, &format!("{CONFIGMAPS}/smollm2-config"), "1", None).await;
+    expect_apply(&mut api, &format!("{SERVICES}/smollm2-shards"), "2", None).await;
+    // Shard 0 has its pod; shard 1's controller saw the spec and has none.
+    expect_apply(
+        &mut api,
+        &format!("{STATEFULSETS}/smollm2-shard-0"),
+        "3",
+        Some(json!({"observedGeneration": 3, "replicas": 1, "readyReplicas": 1})),
+    )
+    .await;
+    expect_apply(
+        &mut api,
+        &format!("{STATEFULSETS}/smollm2-shard-1"),
+        "4",
+        Some(json!({"observedGeneration": 4, "replicas": 0})),
+    )
+    .await;
+    let refused = "create Pod smollm2-shard-1-0 in StatefulSet smollm2-shard-1 failed error: pods \"smollm2-shard-1-0\" is forbidden: exceeded quota: compute, requested: cpu=2, used: cpu=8, limited: cpu=8";
+    let call = api.expect("GET", "/api/v1/namespaces/team-a/events?").await;
+    assert!(
+        call.uri.contains("fieldSelector=involvedObject.kind%3DStatefulSet%2CinvolvedObject.name%3Dsmollm2-shard-1%2Creason%3DFailedCreate"),
+        "{}",
+        call.uri
+    );
+    let event = |message: &str, last: &str| {
+        json!({
+            "metadata": {"name": format!("e-{last}"), "namespace": "team-a"},
+            "involvedObject": {"kind": "StatefulSet", "name": "smollm2-shard-1", "namespace": "team-a"},
+            "reason": "FailedCreate", "message": message, "type": "Warning",
+            "lastTimestamp": last,
+        })
+    };
+    call.reply(
+        200,
+        list(
+            "EventList",
+            vec![
+                event(refused, "2026-11-24T10:00:00Z"),
+                event("an older failure", "2026-11-24T09:00:00Z"),
+            ],
+        ),
+    );
+    expect_apply(&mut api, &format!("{SERVICES}/smollm2"), "5", None).await;
+    expect_apply(&mut api, &format!("{PDBS}/smollm2"), "6", None).await;
+
+    let status = expect_status(&mut api).await;
+    let degraded = condition(&status, "Degraded");
+    assert_eq!(degraded["status"], "True");
+    assert_eq!(degraded["reason"], "FailedCreate");
+    assert_eq!(
+        degraded["message"],
+        format!("StatefulSet smollm2-shard-1: {refused}")
+    );
+    let (_, reason, _) = expect_event(&mut api).await;
+    assert_eq!(reason, "Created");
+    let (type_, reason, note) = expect_event(&mut api).await;
+    assert_eq!(
+        (type_.as_str(), reason.as_str()),
+        ("Warning", "FailedCreate")
+    );
+    assert!(note.contains("exceeded quota"), "{note}");
+    task.await.unwrap().unwrap();
+    api.expect_no_more_calls().await;
+}
