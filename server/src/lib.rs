@@ -3,7 +3,7 @@
 //! Map of the crate (one concern per module):
 //! - [`gguf`]: memory-mapped GGUF reader (metadata, tensor infos, zero-copy views).
 //! - [`safetensors_dir`]: Hugging Face directories (config.json, *.safetensors, tokenizer.json).
-//! - [`source`]: model sources (local path, `hf://org/repo[@rev]`, `bundled://...`) resolved into files.
+//! - [`source`]: model sources (local path, `hf://org/repo[@rev]`, `https://...`, `bundled://...`) resolved into files.
 //! - [`tokenizer`]: tokenizers built from GGUF metadata or tokenizer.json; [`chat_template`] renders prompts.
 //! - [`models`]: architectures (llama family) over the `ryzanstein-kernels` crate.
 //! - [`sampler`]: logits to token ids (greedy, temperature, top-k/p, min-p, penalties, seed).

@@ -4,12 +4,13 @@ use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use ryzanstein_server::api::{self, AppState, ServerConfig};
 use ryzanstein_server::chat_template::ChatMessage;
 use ryzanstein_server::engine::{self, EngineOptions, GenEvent, GenRequest};
 use ryzanstein_server::sampler::SamplingParams;
+use ryzanstein_server::source::pin::Sha256Pin;
 
 const DEFAULT_MODEL: &str = "bundled://smollm2-135m-instruct";
 
@@ -30,9 +31,16 @@ enum Command {
 
 #[derive(Args)]
 struct ModelArgs {
-    /// Model source: a GGUF file, a Hugging Face directory, hf://org/repo[@rev] or bundled://NAME.
+    /// Model source: a GGUF file, a Hugging Face directory, hf://org/repo[@rev],
+    /// https://host/path/file.gguf, https://host/path/dir/ (a Hugging Face directory) or
+    /// bundled://NAME. https:// trusts the webpki roots plus the CA certificates in the PEM file
+    /// named by SSL_CERT_FILE.
     #[arg(long, env = "RYZANSTEIN_MODEL", default_value = DEFAULT_MODEL)]
     model: String,
+    /// The sha256 the model's file must have (the GGUF file, or model.safetensors of a Hugging
+    /// Face directory), 64 hex characters. A download that does not match is deleted.
+    #[arg(long, env = "RYZANSTEIN_MODEL_SHA256", value_name = "HEX")]
+    model_sha256: Option<String>,
     /// Threads for the model's kernels (default: all available cores).
     #[arg(long)]
     threads: Option<usize>,
@@ -51,10 +59,15 @@ impl ModelArgs {
         if self.ctx_size == Some(0) {
             bail!("--ctx-size must be at least 1");
         }
+        let model_sha256 = match &self.model_sha256 {
+            Some(hex) => Some(Sha256Pin::parse(hex).map_err(|e| anyhow!("--model-sha256: {e}"))?),
+            None => None,
+        };
         Ok(EngineOptions {
             threads,
             ctx_size: self.ctx_size,
             queue_capacity,
+            model_sha256,
         })
     }
 }

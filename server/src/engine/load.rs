@@ -12,10 +12,11 @@ use crate::source::{self, ModelFiles};
 use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
 
-/// Resolves `spec` (a local path, `hf://org/repo[@rev]` or `bundled://NAME`; blocking, may
-/// download), loads the model and starts the engine.
+/// Resolves `spec` (a local path, `hf://org/repo[@rev]`, `https://...` or `bundled://NAME`;
+/// blocking, may download; checked against `opts.model_sha256`), loads the model and starts the
+/// engine.
 pub fn load(spec: &str, opts: &EngineOptions) -> Result<Engine> {
-    let files = source::resolve(spec, &source::cache_root())?;
+    let files = source::resolve_pinned(spec, &source::cache_root(), opts.model_sha256.as_ref())?;
     let (tokenizer, template, model) = match &files {
         ModelFiles::Gguf(path) => {
             let g = GgufFile::open(path)?;
@@ -59,8 +60,14 @@ pub fn load(spec: &str, opts: &EngineOptions) -> Result<Engine> {
 }
 
 /// The name a model is served under when none is given: the bundled name for `bundled://`,
-/// the repository name for `hf://org/repo[@rev]`, else the file stem (or directory name).
+/// the repository name for `hf://org/repo[@rev]`, the last path segment of an `https://` URL
+/// (without `.gguf`), else the file stem (or directory name).
 pub fn default_served_name(spec: &str) -> String {
+    if spec.starts_with("https://") {
+        if let Ok(s) = source::https::HttpsSpec::parse(spec) {
+            return s.default_name();
+        }
+    }
     if let Some(name) = spec.strip_prefix("bundled://") {
         return name.trim_matches('/').to_owned();
     }

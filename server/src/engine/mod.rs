@@ -38,6 +38,8 @@ pub struct EngineOptions {
     pub ctx_size: Option<usize>,
     /// Requests that may wait while one runs; more are refused with [`Error::QueueFull`].
     pub queue_capacity: usize,
+    /// The sha256 the model's file must have (`--model-sha256`; see [`crate::source::pin`]).
+    pub model_sha256: Option<crate::source::pin::Sha256Pin>,
 }
 
 impl Default for EngineOptions {
@@ -46,6 +48,7 @@ impl Default for EngineOptions {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             ctx_size: None,
             queue_capacity: 16,
+            model_sha256: None,
         }
     }
 }

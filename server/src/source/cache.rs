@@ -1,5 +1,6 @@
-//! Cache helpers: temporary files renamed into place, and sha256 of large files remembered in a
-//! sidecar keyed by size and modification time.
+//! Cache helpers: temporary files renamed into place, sha256 of large files remembered in a
+//! sidecar keyed by size and modification time, and a lock file that keeps two processes from
+//! downloading the same thing at once.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -182,6 +183,84 @@ pub fn write_sidecar(path: &Path, hash: &str) -> Result<()> {
     tmp.persist(&side)
 }
 
+/// Write a small file atomically (a temporary file renamed into place).
+pub fn write_small(dir: &Path, name: &str, text: &str) -> Result<()> {
+    let mut tmp = TempFile::new_in(dir, name)?;
+    tmp.file()
+        .write_all(text.as_bytes())
+        .map_err(|e| Error::io(tmp.path(), e))?;
+    tmp.persist(&dir.join(name))
+}
+
+/// An exclusive advisory lock (`flock`) on a lock file, held until dropped. Two processes (or two
+/// threads with their own `CacheLock`) resolving the same source take turns: the second one waits,
+/// then finds the first one's files in place. The lock file itself is left behind (removing it
+/// would race with a waiter that already opened it); it is empty.
+#[derive(Debug)]
+pub struct CacheLock {
+    _file: std::fs::File,
+}
+
+impl CacheLock {
+    /// Lock `path` (created if needed), waiting for another holder to finish. `what` names the
+    /// download in the log line written while waiting.
+    pub fn acquire(path: &Path, what: &str) -> Result<CacheLock> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(|e| Error::io(path, e))?;
+        if !try_lock(&file).map_err(|e| Error::io(path, e))? {
+            tracing::info!(lock = %path.display(), "another process is downloading {what}; waiting for it");
+            lock(&file).map_err(|e| Error::io(path, e))?;
+        }
+        Ok(CacheLock { _file: file })
+    }
+}
+
+#[cfg(unix)]
+fn flock(file: &std::fs::File, op: libc::c_int) -> std::io::Result<bool> {
+    use std::os::unix::io::AsRawFd;
+    loop {
+        // SAFETY: flock on a file descriptor this `File` owns and keeps open; no memory is shared.
+        if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
+            return Ok(true);
+        }
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EWOULDBLOCK) if op & libc::LOCK_NB != 0 => return Ok(false),
+            _ => return Err(e),
+        }
+    }
+}
+
+#[cfg(unix)]
+fn try_lock(file: &std::fs::File) -> std::io::Result<bool> {
+    flock(file, libc::LOCK_EX | libc::LOCK_NB)
+}
+
+#[cfg(unix)]
+fn lock(file: &std::fs::File) -> std::io::Result<bool> {
+    flock(file, libc::LOCK_EX)
+}
+
+// Elsewhere no locking: concurrent downloads still each write their own temporary file and
+// rename it into place, so the worst case is a wasted download.
+#[cfg(not(unix))]
+fn try_lock(_: &std::fs::File) -> std::io::Result<bool> {
+    Ok(true)
+}
+
+#[cfg(not(unix))]
+fn lock(_: &std::fs::File) -> std::io::Result<bool> {
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,6 +307,28 @@ mod tests {
         // A garbled sidecar is ignored.
         std::fs::write(sidecar_path(&p), "junk").unwrap();
         assert_eq!(cached_sha256(&p).unwrap().len(), 64);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn cache_locks_take_turns() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("sub").join("x.lock");
+        let first = CacheLock::acquire(&path, "x").unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p = path.clone();
+        let waiter = std::thread::spawn(move || {
+            let _second = CacheLock::acquire(&p, "x").unwrap();
+            tx.send(()).unwrap();
+        });
+        // The second holder waits while the first holds the lock ...
+        assert!(rx
+            .recv_timeout(std::time::Duration::from_millis(200))
+            .is_err());
+        drop(first);
+        // ... and gets it once the first lets go.
+        rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+        waiter.join().unwrap();
     }
 
     #[test]

