@@ -122,7 +122,7 @@ impl JsonSchema for Quantity {
             "type": "string",
             "maxLength": QUANTITY_MAX_LENGTH,
             "x-kubernetes-validations": [{
-                "rule": "isQuantity(self) && quantity(self).sign() >= 0",
+                "rule": "isQuantity(self) && !quantity(self).isLessThan(quantity('0'))",
                 "messageExpression": "'\"' + self + '\" is not a non-negative Kubernetes quantity (examples: \"2\", \"500m\", \"4Gi\")'",
             }],
         })

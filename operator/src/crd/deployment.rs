@@ -150,7 +150,7 @@ pub struct ModelSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 128))]
     #[x_kube(validation = Rule::new("self.matches('^[0-9a-fA-F]{64}$')").message(Message::Expression(
-        "self.size() != 64 ? 'model.sha256 has ' + string(self.size()) + ' characters; a sha256 digest is 64 hexadecimal characters' : 'model.sha256 may only contain hexadecimal characters (0-9, a-f)'".into()
+        "self.size() != 64 ? 'model.sha256 must be 64 hexadecimal characters (a sha256 digest); this one is ' + (self.size() < 64 ? 'shorter' : 'longer') : 'model.sha256 may only contain hexadecimal characters (0-9, a-f)'".into()
     )))]
     pub sha256: Option<String>,
 }
@@ -191,9 +191,11 @@ pub enum Quantization {
 /// Load-based autoscaling between `minReplicas` and `maxReplicas`.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas").message(Message::Expression(
-    "'autoscaling.minReplicas (' + string(self.minReplicas) + ') must not exceed autoscaling.maxReplicas (' + string(self.maxReplicas) + ')'".into()
-)))]
+// Messages cannot show the numbers: `string(int)` has no size bound, and the API server's cost
+// estimate refuses a messageExpression that uses it.
+#[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas").message(
+    "autoscaling.minReplicas must not exceed autoscaling.maxReplicas; lower minReplicas or raise maxReplicas"
+))]
 pub struct Autoscaling {
     /// `false` keeps the settings but scales by `spec.replicas` instead.
     #[serde(default = "enabled")]
@@ -244,7 +246,7 @@ pub struct Sharding {
     /// checked when the model loads).
     #[serde(default = "one")]
     #[x_kube(validation = Rule::new("self >= 1 && self <= 64").message(Message::Expression(
-        "'sharding.shards is ' + string(self) + '; it must be between 1 and 64 (pipeline stages per replica group)'".into()
+        "'sharding.shards must be between 1 and 64 (pipeline stages per replica group); it is ' + (self < 1 ? 'below 1' : 'above 64')".into()
     )))]
     pub shards: i32,
 }

@@ -76,7 +76,7 @@ pub struct InferencePoolSpec {
     #[x_kube(
         merge_strategy = ListMerge::Map(vec!["name".into()]),
         validation = Rule::new("self.all(a, self.exists_one(b, b.name == a.name))").message(Message::Expression(
-            "'tenant names must be unique; \"' + self.filter(a, !self.exists_one(b, b.name == a.name))[0].name + '\" is listed more than once'".into()
+            "'tenant names must be unique; \"' + self.map(a, a.name).filter(n, self.filter(b, b.name == n).size() > 1)[0] + '\" is listed more than once'".into()
         )),
         validation = Rule::new(
             "self.all(a, self.all(b, a.name == b.name || !a.namespaces.exists(ns, ns in b.namespaces)))"
