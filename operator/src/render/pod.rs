@@ -109,6 +109,9 @@ pub fn server_args(
         }
     };
     push("--model", server_source(&md.spec.model.source).model_arg);
+    if let Some(sha256) = &md.spec.model.sha256 {
+        push("--model-sha256", sha256.clone());
+    }
     push("--served-name", served_name(md, names));
     push("--host", "0.0.0.0".to_owned());
     push("--port", SERVER_PORT.to_string());
@@ -367,4 +370,67 @@ pub fn pod_template(inputs: &PodInputs<'_>, shard: i32) -> Result<PodTemplateSpe
         }),
         spec: Some(spec),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::InferencePool;
+    use crate::render::resources::PodResources;
+    use serde_json::json;
+
+    fn args_of(model: serde_json::Value, engine_args: &[&str]) -> Vec<String> {
+        let md: ModelDeployment = serde_json::from_value(json!({
+            "apiVersion": "ryzanstein.dev/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {"name": "m", "namespace": "team-a", "uid": "u"},
+            "spec": {"model": model, "poolRef": "cpu", "engine": {"args": engine_args}},
+        }))
+        .unwrap();
+        let pool: InferencePool = serde_json::from_value(json!({
+            "apiVersion": "ryzanstein.dev/v1alpha1",
+            "kind": "InferencePool",
+            "metadata": {"name": "cpu"},
+            "spec": {"hardware": {"class": "CPU"}},
+        }))
+        .unwrap();
+        let opts = RenderOptions::default();
+        let names = Names::of(&md).unwrap();
+        let resources = PodResources::of(&md, &pool, &opts).unwrap();
+        server_args(&md, &names, &resources, &opts).unwrap()
+    }
+
+    fn value(args: &[String], flag: &str) -> Option<String> {
+        let i = args.iter().position(|a| a == flag)?;
+        args.get(i + 1).cloned()
+    }
+
+    #[test]
+    fn the_sha256_pin_reaches_the_server() {
+        let sha = "0123456789abcdef".repeat(4);
+        let a = args_of(
+            json!({"source": "https://models.example/m.gguf", "sha256": sha}),
+            &[],
+        );
+        assert_eq!(
+            value(&a, "--model").as_deref(),
+            Some("https://models.example/m.gguf")
+        );
+        assert_eq!(value(&a, "--model-sha256"), Some(sha.clone()));
+
+        // No pin, no flag; engine.args may give its own instead of the operator's.
+        let a = args_of(json!({"source": "bundled://smollm2-135m-instruct"}), &[]);
+        assert!(!a.iter().any(|x| x == "--model-sha256"), "{a:?}");
+        let other = "f".repeat(64);
+        let a = args_of(
+            json!({"source": "https://models.example/m.gguf", "sha256": sha}),
+            &["--model-sha256", &other],
+        );
+        assert_eq!(
+            a.iter().filter(|x| *x == "--model-sha256").count(),
+            1,
+            "{a:?}"
+        );
+        assert_eq!(value(&a, "--model-sha256"), Some(other));
+    }
 }
