@@ -803,7 +803,7 @@ fn the_server_command_line() {
             "--served-name",
             "smollm2",
             "--host",
-            "0.0.0.0",
+            "$(POD_IP)",
             "--port",
             "8080",
             "--threads",

@@ -17,6 +17,19 @@ use ryzanstein_operator::{http, run, shutdown};
 use tracing_subscriber::EnvFilter;
 
 /// Ryzanstein's Kubernetes operator: reconciles InferencePools and ModelDeployments.
+/// `--http-addr`: a socket address, or an unbracketed IPv6 address followed by `:PORT`.
+fn parse_http_addr(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let bad =
+        || format!("{text:?} is not IP:PORT (e.g. 0.0.0.0:8080, 10.1.2.3:8080 or [fd00::1]:8080)");
+    let (ip, port) = text.rsplit_once(':').ok_or_else(bad)?;
+    let ip: std::net::IpAddr = ip.parse().map_err(|_| bad())?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    Ok(SocketAddr::new(ip, port))
+}
+
 #[derive(Debug, Parser)]
 #[command(name = "ryzanstein-operator", version, args_override_self = true)]
 struct Args {
@@ -24,8 +37,9 @@ struct Args {
     #[arg(long, default_value = "/etc/ryzanstein/operator.yaml")]
     config: PathBuf,
 
-    /// Address of the HTTP listener serving /metrics and /healthz.
-    #[arg(long, default_value = "0.0.0.0:8080")]
+    /// Address of the HTTP listener serving /metrics and /healthz: `IP:PORT`, `[IPv6]:PORT`, or
+    /// `IPv6:PORT` as `$(POD_IP):PORT` expands to in an IPv6 cluster.
+    #[arg(long, default_value = "0.0.0.0:8080", value_parser = parse_http_addr)]
     http_addr: SocketAddr,
 
     /// Log format: json (one JSON object per line) or text. The filter comes from RUST_LOG.
@@ -183,6 +197,23 @@ async fn operate(args: Args) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn http_addr_takes_ipv4_bracketed_and_bare_ipv6() {
+        assert_eq!(
+            parse_http_addr("10.1.2.3:8080").unwrap(),
+            "10.1.2.3:8080".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(
+            parse_http_addr("fd00::5:8080").unwrap(),
+            "[fd00::5]:8080".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(parse_http_addr("[fd00::5]:9090").unwrap().port(), 9090);
+        assert!(parse_http_addr("$(POD_IP):8080")
+            .unwrap_err()
+            .contains("is not IP:PORT"));
+        assert!(parse_http_addr("10.1.2.3").is_err());
+    }
 
     /// The arguments the chart's Deployment passes (defaults, leader election on).
     #[test]

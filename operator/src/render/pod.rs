@@ -1,10 +1,12 @@
 //! The server pod template.
 //!
 //! One container running the image's entrypoint (`ryzanstein`, as `docker/server.Dockerfile`
-//! builds it) with `serve --model SRC --served-name NAME --host 0.0.0.0 --port 8080 --threads N
+//! builds it) with `serve --model SRC --served-name NAME --host $(POD_IP) --port 8080 --threads N
 //! [--ctx-size N] [--queue-size N] --drain-timeout-secs N`, then `engine.args`. An option in
 //! `engine.args` replaces the operator's own (the server refuses an option given twice), except
-//! `--host` and `--port`, which the probes and Services depend on.
+//! `--host` and `--port`, which the probes and Services depend on. The server listens on the
+//! pod's IP (`POD_IP` from the downward API's `status.podIP`), where the kubelet's probes and the
+//! Services' endpoints reach it.
 //!
 //! - Requests equal limits for CPU and memory (Guaranteed QoS); GPUs as an extended resource.
 //! - Probes: startup and liveness `GET /healthz`, readiness `GET /readyz`. The server answers
@@ -97,7 +99,7 @@ pub fn server_args(
         return Err(unrenderable(
             md,
             format!(
-                "engine.args sets {flag}, which the operator owns (the probes and Services use --host 0.0.0.0 --port {SERVER_PORT}); remove it"
+                "engine.args sets {flag}, which the operator owns (the probes and Services use --host $(POD_IP) --port {SERVER_PORT}); remove it"
             ),
         ));
     }
@@ -113,7 +115,7 @@ pub fn server_args(
         push("--model-sha256", sha256.clone());
     }
     push("--served-name", served_name(md, names));
-    push("--host", "0.0.0.0".to_owned());
+    push("--host", "$(POD_IP)".to_owned());
     push("--port", SERVER_PORT.to_string());
     push("--threads", threads(md, resources).to_string());
     if let Some(n) = engine.context_length {
@@ -218,6 +220,7 @@ pub fn pod_template(inputs: &PodInputs<'_>, shard: i32) -> Result<PodTemplateSpe
         ),
         env("RYZANSTEIN_SHARD_INDEX", shard.to_string()),
         env("RYZANSTEIN_SHARD_COUNT", total_shards.to_string()),
+        env_field("POD_IP", "status.podIP"),
         env_field("POD_NAME", "metadata.name"),
         env_field("POD_NAMESPACE", "metadata.namespace"),
     ];
