@@ -12,23 +12,9 @@ use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, ServiceAccount};
 use kube::api::{Api, ListParams, PostParams};
 use kube::{Resource, ResourceExt};
-use ryzanstein_e2e::{Binaries, ControlPlane, Error, Options};
+use ryzanstein_e2e::{binaries_or_skip, Binaries, ControlPlane, Options};
 
 const NAMESPACE: &str = "e2e-control-plane";
-
-/// The binaries, or `None` when the test should skip.
-fn binaries_or_skip() -> Option<Binaries> {
-    match Binaries::locate() {
-        Ok(bins) => Some(bins),
-        Err(e @ Error::NotBuilt { .. })
-            if std::env::var("RYZANSTEIN_E2E").as_deref() != Ok("1") =>
-        {
-            eprintln!("SKIPPED: {e}. Set RYZANSTEIN_E2E=1 to make this a failure.");
-            None
-        }
-        Err(e) => panic!("RYZANSTEIN_E2E=1 and the control plane cannot run: {e}"),
-    }
-}
 
 /// Poll `check` until it returns `Some`, or panic with `what` after `timeout`.
 async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T

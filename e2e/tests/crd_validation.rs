@@ -17,21 +17,8 @@ use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
-use ryzanstein_e2e::{Binaries, ControlPlane, Error, Options};
+use ryzanstein_e2e::{binaries_or_skip, ControlPlane, Options};
 use serde_json::{json, Value};
-
-fn binaries_or_skip() -> Option<Binaries> {
-    match Binaries::locate() {
-        Ok(bins) => Some(bins),
-        Err(e @ Error::NotBuilt { .. })
-            if std::env::var("RYZANSTEIN_E2E").as_deref() != Ok("1") =>
-        {
-            eprintln!("SKIPPED: {e}. Set RYZANSTEIN_E2E=1 to make this a failure.");
-            None
-        }
-        Err(e) => panic!("RYZANSTEIN_E2E=1 and the control plane cannot run: {e}"),
-    }
-}
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
