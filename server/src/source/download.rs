@@ -154,17 +154,19 @@ impl<'a> Client<'a> {
         Ok(Client { spec, opts, http })
     }
 
-    /// Download `url` into `dest` unless the server says it has no such file (404 or 410) and
-    /// `optional` is set: then `Ok(false)` and nothing is written. `Ok(true)`: `dest` is in place,
-    /// checked against `expect`, with its sha256 sidecar.
-    pub fn download(&self, url: &Url, dest: &Path, optional: bool, expect: Expect) -> Result<bool> {
+    /// Download `url` into `dest`. When the server answers with one of the `absent` statuses
+    /// (e.g. `[404, 410]` for a file that may not exist): `Ok(false)`, nothing written; other
+    /// failures are errors. `Ok(true)`: `dest` is in place, checked against `expect`, with its
+    /// sha256 sidecar.
+    pub fn download(&self, url: &Url, dest: &Path, absent: &[u16], expect: Expect) -> Result<bool> {
         let mut resp = self
             .http
             .get(url.clone())
             .send()
             .map_err(|e| self.send_error(url, &e))?;
         let status = resp.status();
-        if optional && matches!(status.as_u16(), 404 | 410) {
+        if absent.contains(&status.as_u16()) {
+            tracing::debug!(%url, %status, "not there");
             return Ok(false);
         }
         if !status.is_success() {

@@ -38,6 +38,14 @@ const MARKER: &str = ".ryzanstein-complete";
 const LOCK_SUFFIX: &str = ".ryzanstein-lock";
 /// What a GGUF file starts with.
 const GGUF_MAGIC: &[u8] = b"GGUF";
+/// Statuses that mean "no such file" for a file a directory must have (the message then says
+/// which file is missing).
+const NOT_FOUND: &[u16] = &[404, 410];
+/// The same for a file a directory may lack, where a probe also takes 403 as "not there": object
+/// stores answer 403 for a missing key when the reader may not list the bucket.
+const NOT_FOUND_PROBE: &[u16] = &[403, 404, 410];
+/// A file that must be there: every failure is an error.
+const REQUIRED: &[u16] = &[];
 
 fn err(spec: &str, what: impl Into<String>) -> Error {
     Error::Source {
@@ -121,7 +129,7 @@ impl HttpsSpec {
         let last = self
             .url
             .path_segments()
-            .and_then(|s| s.filter(|s| !s.is_empty()).next_back())
+            .and_then(|mut s| s.rfind(|s| !s.is_empty()))
             .unwrap_or("model");
         let last = percent_decode(last);
         if self.is_dir {
@@ -198,17 +206,29 @@ pub fn resolve_with(
     }
 }
 
-/// Whether a file in the cache may be used: present and, with a pin, matching it. A present file
-/// that does not match is removed (with its sidecar) so that it is downloaded again.
-fn usable(path: &Path, pin: Option<&Sha256Pin>) -> Result<bool> {
+/// Whether a file in the cache is present and, with a pin, matches it (the sha256 from its
+/// sidecar). Changes nothing.
+fn cached_ok(path: &Path, pin: Option<&Sha256Pin>) -> Result<bool> {
     if !path.is_file() {
         return Ok(false);
     }
-    let Some(pin) = pin else { return Ok(true) };
-    let got = cached_sha256(path)?;
-    if pin.matches(&got) {
+    match pin {
+        None => Ok(true),
+        Some(pin) => Ok(pin.matches(&cached_sha256(path)?)),
+    }
+}
+
+/// [`cached_ok`], and a present file that does not match is removed (with its sidecar) so that
+/// it is downloaded again. Only under the entry's lock.
+fn usable(path: &Path, pin: Option<&Sha256Pin>) -> Result<bool> {
+    if cached_ok(path, pin)? {
         return Ok(true);
     }
+    let Some(pin) = pin else { return Ok(false) };
+    if !path.is_file() {
+        return Ok(false);
+    }
+    let got = cached_sha256(path)?;
     tracing::warn!(
         file = %path.display(),
         sha256 = %got,
@@ -237,15 +257,18 @@ fn resolve_file(
     pin: Option<&Sha256Pin>,
     opts: &HttpOptions,
 ) -> Result<ModelFiles> {
-    // The lock is taken before the first look, so a process that waited sees the file the
-    // other one finished.
+    if cached_ok(dest, pin)? {
+        return Ok(ModelFiles::Gguf(dest.to_path_buf()));
+    }
+    // Look again under the lock: a process that waited for it finds the file the other one
+    // finished.
     let _lock = CacheLock::acquire(&lock_path(dest, false), s.url.as_str())?;
     if !usable(dest, pin)? {
         let client = Client::new(spec, opts)?;
         client.download(
             &s.url,
             dest,
-            false,
+            REQUIRED,
             Expect {
                 magic: Some(Magic {
                     bytes: GGUF_MAGIC,
@@ -267,37 +290,39 @@ fn resolve_dir(
     pin: Option<&Sha256Pin>,
     opts: &HttpOptions,
 ) -> Result<ModelFiles> {
-    let _lock = CacheLock::acquire(&lock_path(dir, true), s.url.as_str())?;
     let marker = dir.join(MARKER);
+    // Without the lock first: a complete directory whose weights match the pin (if any).
+    if marker.is_file()
+        && (pin.is_none()
+            || !dir.join(INDEX_FILE).is_file() && cached_ok(&dir.join(SINGLE_FILE), pin)?)
+    {
+        return Ok(ModelFiles::HfDir(dir.to_path_buf()));
+    }
+    let _lock = CacheLock::acquire(&lock_path(dir, true), s.url.as_str())?;
     if marker.is_file() {
-        let Some(pin) = pin else {
-            return Ok(ModelFiles::HfDir(dir.to_path_buf()));
-        };
-        if dir.join(INDEX_FILE).is_file() {
-            return Err(sharded_error(spec));
-        }
-        if usable(&dir.join(SINGLE_FILE), Some(pin))? {
+        if pin.is_none() {
             return Ok(ModelFiles::HfDir(dir.to_path_buf()));
         }
-        // The weights were removed for downloading again: the directory is incomplete.
+        // Pinned, and the weights did not pass above: go through the files again (those in place
+        // are kept; the weights are checked against the pin and fetched anew when they fail).
         std::fs::remove_file(&marker).map_err(|e| Error::io(&marker, e))?;
     }
 
     let client = Client::new(spec, opts)?;
     // Files already here came from an earlier, interrupted attempt: each was renamed into place
     // only once complete.
-    let fetch = |file: &str, optional: bool, expect: Expect| -> Result<bool> {
+    let fetch = |file: &str, absent: &[u16], expect: Expect| -> Result<bool> {
         let dest = dir.join(file);
         if dest.is_file() {
             return Ok(true);
         }
-        client.download(&s.file_url(spec, file)?, &dest, optional, expect)
+        client.download(&s.file_url(spec, file)?, &dest, absent, expect)
     };
     let json = Expect::default();
     let layout = "a URL ending in / must be a Hugging Face model directory (config.json, \
                   tokenizer.json, model.safetensors or model.safetensors.index.json and its \
                   shards); for a GGUF file give the file's URL";
-    if !fetch("config.json", true, json)? {
+    if !fetch("config.json", NOT_FOUND, json)? {
         return Err(err(
             spec,
             format!(
@@ -306,7 +331,7 @@ fn resolve_dir(
             ),
         ));
     }
-    if !fetch("tokenizer.json", true, json)? {
+    if !fetch("tokenizer.json", NOT_FOUND, json)? {
         return Err(err(
             spec,
             format!(
@@ -316,15 +341,15 @@ fn resolve_dir(
             ),
         ));
     }
-    fetch("tokenizer_config.json", true, json)?;
+    fetch("tokenizer_config.json", NOT_FOUND_PROBE, json)?;
 
-    if fetch(INDEX_FILE, true, json)? {
+    if fetch(INDEX_FILE, NOT_FOUND_PROBE, json)? {
         if pin.is_some() {
             return Err(sharded_error(spec));
         }
         let index = read_index(&dir.join(INDEX_FILE))?;
         for shard in &index.shards {
-            fetch(shard, false, Expect::default())?;
+            fetch(shard, REQUIRED, Expect::default())?;
         }
     } else {
         // A copy left by an earlier attempt that fails the pin is removed, then fetched again.
@@ -333,7 +358,7 @@ fn resolve_dir(
             magic: None,
             sha256: pin,
         };
-        if !fetch(SINGLE_FILE, true, expect)? {
+        if !fetch(SINGLE_FILE, NOT_FOUND, expect)? {
             return Err(err(
                 spec,
                 format!(
