@@ -1,10 +1,11 @@
 //! CPU feature detection, done once, and the instruction set the kernels use.
 //!
-//! `RYZANSTEIN_ISA=scalar|avx2|avx512` forces a lower instruction set (never a higher one than
+//! `RYZANSTEIN_ISA=scalar|avx2|avx512|avx512vnni` forces a lower instruction set (never a higher one than
 //! the CPU has), so every path can be exercised on a machine that has the higher ones.
 
-use crate::formats::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
+use crate::formats::{BlockQ4_0, BlockQ4_1, BlockQ4_1x8, BlockQ8_0, BlockQ8_0x8, BlockQ8_1};
 use crate::scalar;
+use crate::scalar::packed::ActRows;
 use half::{bf16, f16};
 use std::sync::OnceLock;
 
@@ -12,7 +13,10 @@ use std::sync::OnceLock;
 pub enum Isa {
     Scalar,
     Avx2,
+    /// AVX-512 F, BW and VL.
     Avx512,
+    /// AVX-512 with VNNI (`vpdpbusd`): Zen 4, Ice Lake and later.
+    Avx512Vnni,
 }
 
 impl Isa {
@@ -21,6 +25,7 @@ impl Isa {
             Isa::Scalar => "scalar",
             Isa::Avx2 => "avx2",
             Isa::Avx512 => "avx512",
+            Isa::Avx512Vnni => "avx512vnni",
         }
     }
 
@@ -35,6 +40,9 @@ impl Isa {
                 && std::arch::is_x86_feature_detected!("fma")
                 && std::arch::is_x86_feature_detected!("f16c")
             {
+                if std::arch::is_x86_feature_detected!("avx512vnni") {
+                    return Isa::Avx512Vnni;
+                }
                 return Isa::Avx512;
             }
             if std::arch::is_x86_feature_detected!("avx2")
@@ -50,7 +58,7 @@ impl Isa {
     /// Every instruction set this CPU can run, lowest first (property tests run them all).
     pub fn available() -> Vec<Isa> {
         let best = Isa::detect();
-        [Isa::Scalar, Isa::Avx2, Isa::Avx512]
+        [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Avx512Vnni]
             .into_iter()
             .filter(|i| *i <= best)
             .collect()
@@ -67,6 +75,7 @@ pub fn isa() -> Isa {
                 "scalar" => Some(Isa::Scalar),
                 "avx2" => Some(Isa::Avx2),
                 "avx512" => Some(Isa::Avx512),
+                "avx512vnni" => Some(Isa::Avx512Vnni),
                 _ => None,
             }
         });
@@ -79,6 +88,14 @@ pub type RowsOf<'a> = dyn Fn(usize) -> &'a [f16] + 'a;
 
 /// `(weights, rows, gemm order, out)`; see [`Kernels::weighted_rows_f16`].
 pub type WeightedRowsFn = for<'a> fn(&[f16], &RowsOf<'a>, bool, &mut [f32]);
+
+/// `(weights, activations, out, ldo)` of an eight-row kernel over packed weights: writes
+/// `out[t * ldo + r]` for the eight rows `r` and every activation row `t`.
+///
+/// # Safety
+/// `weights.len() == activations.nb`, the activations consistent (`ActRows::is_consistent`,
+/// with `s` for Q8_1 and `c` for Q8_0), and `out` valid for writes at those offsets.
+pub type GemmX8<W, A> = unsafe fn(&[W], &ActRows<'_, A>, *mut f32, usize);
 
 /// The dot-product kernels of one instruction set.
 pub struct Kernels {
@@ -103,6 +120,27 @@ pub struct Kernels {
     pub swiglu: fn(&mut [f32], &[f32]),
     /// In-place softmax of one row (ggml's arithmetic; see `scalar::activation::softmax`).
     pub softmax: fn(&mut [f32]),
+    /// Eight packed Q4_1 rows times Q8_1 activation rows (`formats::BlockQ4_1x8`).
+    pub gemm_q4_1x8: GemmX8<BlockQ4_1x8, BlockQ8_1>,
+    /// Eight packed Q8_0 rows times Q8_0 activation rows (`formats::BlockQ8_0x8`).
+    pub gemm_q8_0x8: GemmX8<BlockQ8_0x8, BlockQ8_0>,
+}
+
+/// The scalar reference behind the [`GemmX8`] interface.
+unsafe fn scalar_q4_1x8(w: &[BlockQ4_1x8], a: &ActRows<'_, BlockQ8_1>, out: *mut f32, ldo: usize) {
+    for t in 0..a.n {
+        let r = scalar::packed::gemm_q4_1x8_q8_1(w, a, t);
+        // SAFETY: the caller's contract.
+        unsafe { std::ptr::copy_nonoverlapping(r.as_ptr(), out.add(t * ldo), 8) };
+    }
+}
+
+unsafe fn scalar_q8_0x8(w: &[BlockQ8_0x8], a: &ActRows<'_, BlockQ8_0>, out: *mut f32, ldo: usize) {
+    for t in 0..a.n {
+        let r = scalar::packed::gemm_q8_0x8_q8_0(w, a, t);
+        // SAFETY: the caller's contract.
+        unsafe { std::ptr::copy_nonoverlapping(r.as_ptr(), out.add(t * ldo), 8) };
+    }
 }
 
 static SCALAR: Kernels = Kernels {
@@ -120,6 +158,8 @@ static SCALAR: Kernels = Kernels {
     softmax: scalar::activation::softmax,
     dot_f16_gemm: scalar::dot::vec_dot_f16_gemm,
     weighted_rows_f16: scalar::dot::weighted_rows_f16,
+    gemm_q4_1x8: scalar_q4_1x8,
+    gemm_q8_0x8: scalar_q8_0x8,
 };
 
 /// Safe entry points over the `unsafe` SIMD kernels. They are private and reachable only
@@ -127,7 +167,7 @@ static SCALAR: Kernels = Kernels {
 #[cfg(target_arch = "x86_64")]
 mod simd {
     use super::*;
-    use crate::x86::{avx2, avx512};
+    use crate::x86::{avx2, avx512, packed};
 
     macro_rules! guarded {
         ($name:ident, $path:path, $x:ty, $y:ty) => {
@@ -213,9 +253,11 @@ mod simd {
         softmax: avx2_softmax,
         dot_f16_gemm: avx2_f16_gemm,
         weighted_rows_f16: avx2_weighted_rows_f16,
+        gemm_q4_1x8: packed::gemm_q4_1x8_q8_1_avx2,
+        gemm_q8_0x8: packed::gemm_q8_0x8_q8_0_avx2,
     };
 
-    pub(super) static AVX512: Kernels = Kernels {
+    const AVX512_TABLE: Kernels = Kernels {
         isa: Isa::Avx512,
         dot_q4_0_q8_0: avx512_q4_0,
         dot_q4_1_q8_1: avx512_q4_1,
@@ -230,7 +272,18 @@ mod simd {
         softmax: avx2_softmax,
         dot_f16_gemm: avx2_f16_gemm,
         weighted_rows_f16: avx2_weighted_rows_f16,
+        gemm_q4_1x8: packed::gemm_q4_1x8_q8_1_avx2,
+        gemm_q8_0x8: packed::gemm_q8_0x8_q8_0_avx2,
     };
+
+    pub(super) static AVX512_VNNI: Kernels = Kernels {
+        isa: Isa::Avx512Vnni,
+        gemm_q4_1x8: packed::gemm_q4_1x8_q8_1_vnni,
+        gemm_q8_0x8: packed::gemm_q8_0x8_q8_0_vnni,
+        ..AVX512_TABLE
+    };
+
+    pub(super) static AVX512: Kernels = AVX512_TABLE;
 }
 
 /// The kernel table for `isa`, or `None` when this CPU cannot run it.
@@ -244,6 +297,8 @@ pub fn kernels_for(isa: Isa) -> Option<&'static Kernels> {
         Isa::Avx2 => Some(&simd::AVX2),
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => Some(&simd::AVX512),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni => Some(&simd::AVX512_VNNI),
         #[allow(unreachable_patterns)]
         _ => None,
     }

@@ -94,6 +94,89 @@ pub struct BlockQ8_1 {
 /// Values per quantised block.
 pub const QK: usize = 32;
 
+/// Rows interleaved in one packed block ([`BlockQ4_1x8`], [`BlockQ8_0x8`]).
+pub const PACK_ROWS: usize = 8;
+
+/// Block `b` of eight Q4_1 rows, repacked at load time for the eight-row kernels: the scales
+/// and minimums of the eight rows side by side, and the quants in groups of four bytes:
+/// `qs[32 * j + 4 * r + i]` is byte `4 * j + i` of row `r`'s `qs`. One 32-byte load then
+/// holds, for all eight rows, the values `4j..4j+4` (low nibbles) and `16+4j..16+4j+4` (high
+/// nibbles): one lane of each row's 8-lane accumulator.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct BlockQ4_1x8 {
+    pub d: [f16; 8],
+    pub m: [f16; 8],
+    pub qs: [u8; 128],
+}
+
+/// Block `b` of eight Q8_0 rows, repacked like [`BlockQ4_1x8`]: `qs[32 * j + 4 * r + i]` is
+/// value `4 * j + i` of row `r`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct BlockQ8_0x8 {
+    pub d: [f16; 8],
+    pub qs: [i8; 256],
+}
+
+impl BlockQ4_1x8 {
+    /// Interleave block `b` of eight rows.
+    pub fn pack(rows: [&BlockQ4_1; 8]) -> Self {
+        let mut out = BlockQ4_1x8 {
+            d: rows.map(|r| r.d),
+            m: rows.map(|r| r.m),
+            qs: [0; 128],
+        };
+        for (r, row) in rows.iter().enumerate() {
+            for j in 0..4 {
+                out.qs[32 * j + 4 * r..32 * j + 4 * r + 4]
+                    .copy_from_slice(&row.qs[4 * j..4 * j + 4]);
+            }
+        }
+        out
+    }
+    /// Row `r`'s block back in the GGUF layout.
+    pub fn row(&self, r: usize) -> BlockQ4_1 {
+        let mut qs = [0u8; 16];
+        for j in 0..4 {
+            qs[4 * j..4 * j + 4].copy_from_slice(&self.qs[32 * j + 4 * r..32 * j + 4 * r + 4]);
+        }
+        BlockQ4_1 {
+            d: self.d[r],
+            m: self.m[r],
+            qs,
+        }
+    }
+}
+
+impl BlockQ8_0x8 {
+    /// Interleave block `b` of eight rows.
+    pub fn pack(rows: [&BlockQ8_0; 8]) -> Self {
+        let mut out = BlockQ8_0x8 {
+            d: rows.map(|r| r.d),
+            qs: [0; 256],
+        };
+        for (r, row) in rows.iter().enumerate() {
+            for j in 0..8 {
+                out.qs[32 * j + 4 * r..32 * j + 4 * r + 4]
+                    .copy_from_slice(&row.qs[4 * j..4 * j + 4]);
+            }
+        }
+        out
+    }
+    /// Row `r`'s block back in the GGUF layout.
+    pub fn row(&self, r: usize) -> BlockQ8_0 {
+        let mut qs = [0i8; 32];
+        for j in 0..8 {
+            qs[4 * j..4 * j + 4].copy_from_slice(&self.qs[32 * j + 4 * r..32 * j + 4 * r + 4]);
+        }
+        BlockQ8_0 { d: self.d[r], qs }
+    }
+}
+
+const _: () = assert!(std::mem::size_of::<BlockQ4_1x8>() == 8 * 20);
+const _: () = assert!(std::mem::size_of::<BlockQ8_0x8>() == 8 * 34);
+
 const _: () = assert!(std::mem::size_of::<BlockQ4_0>() == 18);
 const _: () = assert!(std::mem::size_of::<BlockQ4_1>() == 20);
 const _: () = assert!(std::mem::size_of::<BlockQ8_0>() == 34);

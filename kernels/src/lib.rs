@@ -4,6 +4,8 @@
 //! - [`scalar`]: the always-built scalar reference for every kernel (the oracle).
 //! - [`x86`]: AVX2 / AVX-512 paths, selected at run time by [`dispatch`].
 //! - [`matmul`]: shape-checked safe entry points (`matmul`, quantise activations).
+//! - [`packed`]: weights repacked at load time in eight-row groups, and their matmul.
+//! - [`pool`]: the persistent compute threads the matmuls and attention are split over.
 //! - [`ops`]: element-wise and row operations (RMSNorm, RoPE, softmax, SiLU).
 
 pub mod attention;
@@ -12,6 +14,8 @@ pub mod error;
 pub mod formats;
 pub mod matmul;
 pub mod ops;
+pub mod packed;
+pub mod pool;
 pub mod scalar;
 pub mod x86;
 
@@ -19,3 +23,5 @@ pub use dispatch::{isa, Isa};
 pub use error::KernelError;
 pub use formats::DType;
 pub use matmul::{matmul, MatRef};
+pub use packed::PackedMat;
+pub use pool::Pool;

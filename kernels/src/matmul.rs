@@ -3,13 +3,14 @@
 //! Activations are first quantised to the weight type's `vec_dot_type` (Q8_0 for Q4_0/Q8_0,
 //! Q8_1 for Q4_1, f16 for F16, bf16 for BF16), as llama.cpp does, then every output row is a dot
 //! product computed by the kernel table of the selected instruction set. Rows are split across
-//! the current rayon pool.
+//! the threads of a [`Pool`]. Weights repacked at load time go through [`crate::packed`].
 
 use crate::dispatch::{kernels, Kernels};
-use crate::formats::{AlignedBytes, BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
+use crate::formats::{AlignedBytes, BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1, QK};
+use crate::pool::{Pool, SyncPtr};
+use crate::scalar::packed::ActRows;
 use crate::{scalar, DType, KernelError};
 use half::{bf16, f16};
-use rayon::prelude::*;
 
 /// A row-major weight matrix of `rows` rows, each `cols` values in `dtype`, borrowed as bytes.
 #[derive(Debug, Clone, Copy)]
@@ -118,11 +119,42 @@ pub struct QuantizedActs {
     pub n: usize,
     row_bytes: usize,
     buf: AlignedBytes,
+    /// Q8_0 / Q8_1: each block's `d` as f32.
+    d: Vec<f32>,
+    /// Q8_1: each block's `s` as f32.
+    s: Vec<f32>,
+    /// Q8_0: `-128 *` the sum of each group of four values, per block (see `ActRows`).
+    c: Vec<[i32; 8]>,
 }
 
 impl QuantizedActs {
     pub fn row(&self, t: usize) -> &[u8] {
         &self.buf.as_bytes()[t * self.row_bytes..(t + 1) * self.row_bytes]
+    }
+
+    /// Rows `rows` as blocks of type `B` (which must be this activation format's block).
+    pub(crate) fn act_rows<B: bytemuck::Pod>(
+        &self,
+        rows: std::ops::Range<usize>,
+    ) -> ActRows<'_, B> {
+        let nb = self.k / QK;
+        let blocks = rows.start * nb..rows.end * nb;
+        let bytes = &self.buf.as_bytes()[rows.start * self.row_bytes..rows.end * self.row_bytes];
+        fn pick<'a, T>(v: &'a [T], r: &std::ops::Range<usize>) -> &'a [T] {
+            if v.is_empty() {
+                &[]
+            } else {
+                &v[r.clone()]
+            }
+        }
+        ActRows {
+            q: bytemuck::cast_slice(bytes),
+            d: pick(&self.d, &blocks),
+            s: pick(&self.s, &blocks),
+            c: pick(&self.c, &blocks),
+            nb,
+            n: rows.len(),
+        }
     }
 }
 
@@ -156,12 +188,39 @@ pub fn quantize_acts(dtype: DType, x: &[f32], k: usize) -> Result<QuantizedActs,
             DType::Q4_0 | DType::Q4_1 => return Err(KernelError::Unsupported { op, dtype }),
         }
     }
+    let (mut d, mut s, mut c) = (Vec::new(), Vec::new(), Vec::new());
+    match dtype {
+        DType::Q8_0 => {
+            let blocks: &[BlockQ8_0] = bytemuck::cast_slice(buf.as_bytes());
+            d = blocks.iter().map(|b| b.d.to_f32()).collect();
+            c = blocks
+                .iter()
+                .map(|b| {
+                    std::array::from_fn(|j| {
+                        -128 * b.qs[4 * j..4 * j + 4]
+                            .iter()
+                            .map(|&q| q as i32)
+                            .sum::<i32>()
+                    })
+                })
+                .collect();
+        }
+        DType::Q8_1 => {
+            let blocks: &[BlockQ8_1] = bytemuck::cast_slice(buf.as_bytes());
+            d = blocks.iter().map(|b| b.d.to_f32()).collect();
+            s = blocks.iter().map(|b| b.s.to_f32()).collect();
+        }
+        _ => {}
+    }
     Ok(QuantizedActs {
         dtype,
         k,
         n,
         row_bytes,
         buf,
+        d,
+        s,
+        c,
     })
 }
 
@@ -190,108 +249,106 @@ fn row_dot4(kt: &Kernels, wtype: DType, w: &[u8], a: [&[u8]; 4]) -> Option<[f32;
     })
 }
 
-/// Rows per parallel task: small enough to balance, large enough to amortise scheduling.
-fn rows_per_task(rows: usize) -> usize {
-    let threads = rayon::current_num_threads().max(1);
-    (rows / (threads * 8)).clamp(4, 256)
-}
-
-/// `out` (`acts.n x w.rows`) = activations times `w` transposed, with the given kernel table.
-pub fn matmul_quantized_with(
-    kt: &Kernels,
-    w: MatRef<'_>,
+/// Checks that `acts` and `out` fit `w` (weights `rows x cols` of `wtype`).
+pub(crate) fn check_shapes(
+    wtype: DType,
+    rows: usize,
+    cols: usize,
     acts: &QuantizedActs,
-    out: &mut [f32],
+    out: &[f32],
 ) -> Result<(), KernelError> {
     let op = "matmul";
-    if w.dtype == DType::Q8_1 {
-        return Err(KernelError::Unsupported { op, dtype: w.dtype });
+    if wtype == DType::Q8_1 {
+        return Err(KernelError::Unsupported { op, dtype: wtype });
     }
-    if acts.dtype != w.dtype.vec_dot_type() {
+    if acts.dtype != wtype.vec_dot_type() {
         return Err(KernelError::Shape {
             op,
             what: format!(
                 "{:?} weights need {:?} activations, got {:?}",
-                w.dtype,
-                w.dtype.vec_dot_type(),
+                wtype,
+                wtype.vec_dot_type(),
                 acts.dtype
             ),
         });
     }
-    if acts.k != w.cols || out.len() != acts.n * w.rows {
+    if acts.k != cols || out.len() != acts.n * rows {
         return Err(KernelError::Shape {
             op,
             what: format!(
                 "weights {}x{}, activations {}x{}, output of {} values (need {})",
-                w.rows,
-                w.cols,
+                rows,
+                cols,
                 acts.n,
                 acts.k,
                 out.len(),
-                acts.n * w.rows
+                acts.n * rows
             ),
         });
     }
+    Ok(())
+}
+
+/// `out` (`acts.n x w.rows`) = activations times `w` transposed, with the given kernel table,
+/// rows split over `pool`'s threads.
+pub fn matmul_quantized_with(
+    kt: &Kernels,
+    pool: &Pool,
+    w: MatRef<'_>,
+    acts: &QuantizedActs,
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    check_shapes(w.dtype, w.rows, w.cols, acts, out)?;
     let (n, m) = (acts.n, w.rows);
-    let chunk = rows_per_task(m);
-    if n == 1 {
-        out.par_chunks_mut(chunk).enumerate().for_each(|(c, o)| {
-            for (i, v) in o.iter_mut().enumerate() {
-                *v = row_dot(kt, w.dtype, w.row(c * chunk + i), acts.row(0));
-            }
-        });
-        return Ok(());
-    }
-    // Row-major by weight row, then transposed into `out` (token-major).
-    let mut tmp = vec![0.0f32; n * m];
-    tmp.par_chunks_mut(chunk * n)
-        .enumerate()
-        .for_each(|(c, o)| {
-            for (i, orow) in o.chunks_exact_mut(n).enumerate() {
-                let wr = w.row(c * chunk + i);
-                // Four tokens at a time where a four-row kernel exists (same results).
-                let mut t = 0;
-                while t + 4 <= n {
-                    let rows = [
-                        acts.row(t),
-                        acts.row(t + 1),
-                        acts.row(t + 2),
-                        acts.row(t + 3),
-                    ];
-                    match row_dot4(kt, w.dtype, wr, rows) {
-                        Some(v) => orow[t..t + 4].copy_from_slice(&v),
-                        None => {
-                            for (k, r) in rows.iter().enumerate() {
-                                orow[t + k] = row_dot(kt, w.dtype, wr, r);
-                            }
+    let chunk = pool.chunk_for(m, 8, 4);
+    let dst = SyncPtr(out.as_mut_ptr());
+    pool.for_each_chunk(m, chunk, &|rows| {
+        for r in rows {
+            let wr = w.row(r);
+            let put = |t: usize, v: f32| {
+                // SAFETY: `out` has `n * m` values (checked above) and each weight row `r`
+                // belongs to exactly one chunk, so threads write disjoint elements.
+                unsafe { *dst.get().add(t * m + r) = v }
+            };
+            // Four tokens at a time where a four-row kernel exists (same results).
+            let mut t = 0;
+            while t + 4 <= n {
+                let rows = [
+                    acts.row(t),
+                    acts.row(t + 1),
+                    acts.row(t + 2),
+                    acts.row(t + 3),
+                ];
+                match row_dot4(kt, w.dtype, wr, rows) {
+                    Some(v) => v.iter().enumerate().for_each(|(k, v)| put(t + k, *v)),
+                    None => {
+                        for (k, a) in rows.iter().enumerate() {
+                            put(t + k, row_dot(kt, w.dtype, wr, a));
                         }
                     }
-                    t += 4;
                 }
-                for (k, v) in orow.iter_mut().enumerate().skip(t) {
-                    *v = row_dot(kt, w.dtype, wr, acts.row(k));
-                }
+                t += 4;
             }
-        });
-    for r in 0..m {
-        for t in 0..n {
-            out[t * m + r] = tmp[r * n + t];
+            for k in t..n {
+                put(k, row_dot(kt, w.dtype, wr, acts.row(k)));
+            }
         }
-    }
+    });
     Ok(())
 }
 
 /// `out` (`n x w.rows`) = pre-quantised activations times `w` transposed.
 pub fn matmul_quantized(
+    pool: &Pool,
     w: MatRef<'_>,
     acts: &QuantizedActs,
     out: &mut [f32],
 ) -> Result<(), KernelError> {
-    matmul_quantized_with(kernels(), w, acts, out)
+    matmul_quantized_with(kernels(), pool, w, acts, out)
 }
 
-/// `out` (`n x w.rows`) = `x` (`n x w.cols`) times `w` transposed.
+/// `out` (`n x w.rows`) = `x` (`n x w.cols`) times `w` transposed, on the calling thread.
 pub fn matmul(w: MatRef<'_>, x: &[f32], out: &mut [f32]) -> Result<(), KernelError> {
     let acts = quantize_acts(w.dtype.vec_dot_type(), x, w.cols)?;
-    matmul_quantized(w, &acts, out)
+    matmul_quantized(&Pool::serial(), w, &acts, out)
 }

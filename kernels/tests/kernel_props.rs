@@ -8,8 +8,9 @@ use proptest::prelude::*;
 use ryzanstein_kernels::dispatch::{kernels_for, Isa};
 use ryzanstein_kernels::formats::*;
 use ryzanstein_kernels::matmul::{matmul_quantized_with, quantize_acts};
+use ryzanstein_kernels::packed::matmul_packed_with;
 use ryzanstein_kernels::scalar::quantize::*;
-use ryzanstein_kernels::{DType, MatRef};
+use ryzanstein_kernels::{DType, MatRef, PackedMat, Pool};
 
 fn vec_f32(n: usize, seed: u64) -> Vec<f32> {
     // xorshift: reproducible values in [-2, 2) with some outliers.
@@ -53,6 +54,16 @@ const WEIGHT_TYPES: [DType; 6] = [
     DType::Q8_0,
 ];
 
+/// A pool of three threads shared by the tests (more threads than this machine may have, so
+/// chunks land on threads in every order).
+static POOL3: std::sync::LazyLock<Pool> = std::sync::LazyLock::new(|| Pool::new(3).unwrap());
+
+fn assert_bits_eq(got: &[f32], want: &[f32], what: &str) {
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert_eq!(g.to_bits(), w.to_bits(), "{what}: [{i}] {g} vs scalar {w}");
+    }
+}
+
 fn check_matmul_matches_scalar(dtype: DType, rows: usize, blocks: usize, n: usize, seed: u64) {
     let k = blocks * 32;
     let w = vec_f32(rows * k, seed);
@@ -61,18 +72,34 @@ fn check_matmul_matches_scalar(dtype: DType, rows: usize, blocks: usize, n: usiz
     let wm = MatRef::new(dtype, rows, k, wq.as_bytes()).unwrap();
     let acts = quantize_acts(dtype.vec_dot_type(), &x, k).unwrap();
     let scalar = kernels_for(Isa::Scalar).unwrap();
+    let serial = Pool::serial();
     let mut want = vec![0.0; n * rows];
-    matmul_quantized_with(scalar, wm, &acts, &mut want).unwrap();
+    matmul_quantized_with(scalar, &serial, wm, &acts, &mut want).unwrap();
+    let packed = PackedMat::pack(wm);
+    assert_eq!(
+        packed.is_some(),
+        PackedMat::supports(dtype, rows, k),
+        "{dtype:?} {rows}x{k}"
+    );
     for isa in Isa::available() {
         let kt = kernels_for(isa).unwrap();
-        let mut got = vec![0.0; n * rows];
-        matmul_quantized_with(kt, wm, &acts, &mut got).unwrap();
-        for (g, w) in got.iter().zip(&want) {
-            assert_eq!(
-                g.to_bits(),
-                w.to_bits(),
-                "{dtype:?} {isa:?}: {g} vs scalar {w} (k={k})"
-            );
+        for pool in [&serial, &*POOL3] {
+            let mut got = vec![0.0; n * rows];
+            matmul_quantized_with(kt, pool, wm, &acts, &mut got).unwrap();
+            assert_bits_eq(&got, &want, &format!("{dtype:?} {isa:?} k={k}"));
+            if let Some(p) = &packed {
+                let mut got = vec![0.0; n * rows];
+                matmul_packed_with(kt, pool, p, &acts, &mut got).unwrap();
+                assert_bits_eq(&got, &want, &format!("packed {dtype:?} {isa:?} k={k}"));
+            }
+        }
+    }
+    if let Some(p) = &packed {
+        for r in [0, rows / 2, rows - 1] {
+            let (mut a, mut b) = (vec![0.0; k], vec![0.0; k]);
+            wm.dequantize_row(r, &mut a).unwrap();
+            p.dequantize_row(r, &mut b).unwrap();
+            assert_bits_eq(&b, &a, &format!("packed {dtype:?} row {r}"));
         }
     }
 }
@@ -82,6 +109,14 @@ proptest! {
     #[test]
     fn simd_matches_scalar(rows in 1usize..40, blocks in 1usize..13, n in 1usize..10, seed in any::<u64>(), t in 0usize..6) {
         check_matmul_matches_scalar(WEIGHT_TYPES[t], rows, blocks, n, seed);
+    }
+
+    /// Packed eight-row groups (row counts that are multiples of eight) against the one-row
+    /// scalar kernels, with more activation rows than one token tile.
+    #[test]
+    fn packed_matches_scalar(groups in 1usize..6, blocks in 1usize..20, n in prop_oneof![1usize..6, 60usize..70], seed in any::<u64>(), q8 in any::<bool>()) {
+        let dtype = if q8 { DType::Q8_0 } else { DType::Q4_1 };
+        check_matmul_matches_scalar(dtype, groups * 8, blocks, n, seed);
     }
 
     #[test]

@@ -206,10 +206,19 @@ fn project_references_match_llama_cpp() {
         let steps = r["steps_top5_logits"].as_array().unwrap();
         let o = compare(&model, &prompt, &greedy, steps, greedy.len());
         eprintln!(
-            "{}: {} steps, max |logit diff| {:.4}",
+            "{}: {} steps, max |logit diff| {:e}",
             f.display(),
             o.steps,
             o.max_diff
+        );
+        // The kernels follow llama.cpp's AVX2 operation order on every instruction set, so the
+        // logits are llama.cpp's bit for bit; any speed-up that changes a summation order
+        // shows up here first.
+        assert_eq!(
+            o.max_diff,
+            0.0,
+            "{}: logits are no longer bit-identical to llama.cpp's",
+            f.display()
         );
     }
 }

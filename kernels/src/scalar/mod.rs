@@ -6,4 +6,5 @@
 
 pub mod activation;
 pub mod dot;
+pub mod packed;
 pub mod quantize;

@@ -312,6 +312,26 @@ impl GgufFile {
         &self.map
     }
 
+    /// Drops bytes `start..start + len` of the map from this process's resident set, for
+    /// tensors copied elsewhere at load (repacked weights): the pages stay in the page cache and
+    /// read the same bytes again if touched. Best effort; a no-op off Unix.
+    pub fn release(&self, start: usize, len: usize) {
+        #[cfg(unix)]
+        if start
+            .checked_add(len)
+            .is_some_and(|end| end <= self.map.len())
+        {
+            // SAFETY: the map is read-only and file-backed: after MADV_DONTNEED its pages read
+            // the same file bytes again, so no reference into the map sees a change.
+            let _ = unsafe {
+                self.map
+                    .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, len)
+            };
+        }
+        #[cfg(not(unix))]
+        let _ = (start, len);
+    }
+
     /// The zero-copy view of tensor `name`; an error naming the file and the tensor if absent.
     pub fn tensor(&self, name: &str) -> Result<TensorView<'_>> {
         self.header.tensor_in(&self.map, name)

@@ -13,10 +13,12 @@ use super::{CausalLm, SeqState};
 use crate::gguf::GgufFile;
 use crate::{Error, Result};
 use half::f16;
-use rayon::prelude::*;
 use ryzanstein_kernels::attention::{self, HeadRows};
-use ryzanstein_kernels::matmul::{matmul_quantized, quantize_acts, QuantizedActs};
+use ryzanstein_kernels::matmul::{matmul_quantized_with, quantize_acts, QuantizedActs};
 use ryzanstein_kernels::ops::{self, Rope, RopeStyle};
+use ryzanstein_kernels::packed::matmul_packed_with;
+use ryzanstein_kernels::Pool;
+use std::sync::Mutex;
 
 /// Hyper-parameters, from GGUF metadata (`{arch}.*` keys) or a Hugging Face config.json.
 #[derive(Debug, Clone)]
@@ -151,18 +153,29 @@ pub struct Llama {
     output_norm: Vec<f32>,
     /// `None` when tied to `tok_embd`.
     output: Option<Weight>,
-    pool: rayon::ThreadPool,
+    pool: Pool,
 }
 
 /// Architectures that share llama's tensor layout in GGUF.
 pub const GGUF_ARCHITECTURES: &[&str] = &["llama", "mistral", "granite"];
 
-fn pool(threads: usize) -> Result<rayon::ThreadPool> {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads.max(1))
-        .thread_name(|i| format!("ryz-compute-{i}"))
-        .build()
+fn pool(threads: usize) -> Result<Pool> {
+    Pool::new(threads)
         .map_err(|e| Error::Model(format!("cannot start {threads} compute threads: {e}")))
+}
+
+impl Layer {
+    fn weights_mut(&mut self) -> [&mut Weight; 7] {
+        [
+            &mut self.wq,
+            &mut self.wk,
+            &mut self.wv,
+            &mut self.wo,
+            &mut self.w_gate,
+            &mut self.w_up,
+            &mut self.w_down,
+        ]
+    }
 }
 
 impl Llama {
@@ -219,7 +232,7 @@ impl Llama {
         } else {
             None
         };
-        Ok(Llama {
+        let mut model = Llama {
             output_norm: norm("output_norm.weight")?,
             tok_embd,
             layers,
@@ -227,7 +240,23 @@ impl Llama {
             pool: pool(threads)?,
             store: Store::gguf(g.clone()),
             cfg,
-        })
+        };
+        model.pack_weights();
+        Ok(model)
+    }
+
+    /// Repack every matrix that has an eight-row kernel (see `ryzanstein_kernels::packed`).
+    fn pack_weights(&mut self) {
+        let store = &self.store;
+        for layer in &mut self.layers {
+            for w in layer.weights_mut() {
+                w.pack(store);
+            }
+        }
+        if let Some(w) = &mut self.output {
+            w.pack(store);
+        }
+        self.tok_embd.pack(store);
     }
 
     /// Assemble a model from already-built parts (Hugging Face checkpoints, tests).
@@ -259,7 +288,7 @@ impl Llama {
                 },
             )
             .collect();
-        Ok(Llama {
+        let mut model = Llama {
             cfg,
             store: Store::owned(),
             tok_embd,
@@ -267,11 +296,17 @@ impl Llama {
             output_norm,
             output,
             pool: pool(threads)?,
-        })
+        };
+        model.pack_weights();
+        Ok(model)
     }
 
     fn matmul(&self, w: &Weight, acts: &QuantizedActs, out: &mut [f32]) -> Result<()> {
-        matmul_quantized(w.mat(&self.store), acts, out)?;
+        let kt = ryzanstein_kernels::dispatch::kernels();
+        match w.packed() {
+            Some(p) => matmul_packed_with(kt, &self.pool, p, acts, out)?,
+            None => matmul_quantized_with(kt, &self.pool, w.mat(&self.store), acts, out)?,
+        }
         Ok(())
     }
 
@@ -296,30 +331,38 @@ impl Llama {
         let kt = ryzanstein_kernels::dispatch::kernels();
         let batched = q.len() > q_dim;
         // One task per (position, head).
-        out.par_chunks_mut(hd)
-            .enumerate()
-            .try_for_each(|(idx, o)| {
-                let (t, h) = (idx / cfg.n_head, idx % cfg.n_head);
-                let kvh = h / group;
-                let rows = |data| HeadRows {
-                    data,
-                    stride: kv_dim,
-                    offset: kvh * hd,
-                    dim: hd,
-                };
-                let qh = &q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd];
-                attention::attend(
-                    kt,
-                    qh,
-                    rows(k_cache),
-                    rows(v_cache),
-                    start + t + 1,
-                    scale,
-                    batched,
-                    o,
-                )
-            })?;
-        Ok(())
+        let failed: Mutex<Option<Error>> = Mutex::new(None);
+        let tasks = self.pool.chunk_for(out.len() / hd, 4, 1);
+        self.pool.chunks_mut(out, hd, tasks, &|idx, o| {
+            let (t, h) = (idx / cfg.n_head, idx % cfg.n_head);
+            let kvh = h / group;
+            let rows = |data| HeadRows {
+                data,
+                stride: kv_dim,
+                offset: kvh * hd,
+                dim: hd,
+            };
+            let qh = &q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd];
+            if let Err(e) = attention::attend(
+                kt,
+                qh,
+                rows(k_cache),
+                rows(v_cache),
+                start + t + 1,
+                scale,
+                batched,
+                o,
+            ) {
+                failed
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get_or_insert(e.into());
+            }
+        });
+        match failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     fn forward_inner(&self, state: &mut SeqState, tokens: &[u32]) -> Result<Vec<f32>> {
@@ -337,7 +380,6 @@ impl Llama {
             )));
         }
         // Embedding lookup.
-        let embd = self.tok_embd.mat(&self.store);
         let mut x = vec![0.0f32; t * d];
         for (row, &tok) in x.chunks_exact_mut(d).zip(tokens) {
             if tok as usize >= cfg.vocab_size {
@@ -346,7 +388,8 @@ impl Llama {
                     cfg.vocab_size
                 )));
             }
-            embd.dequantize_row(tok as usize, row)?;
+            self.tok_embd
+                .dequantize_row(&self.store, tok as usize, row)?;
         }
         let rope_cache: Vec<Vec<(f32, f32)>> =
             (start..start + t).map(|p| cfg.rope.cache(p)).collect();
@@ -444,6 +487,6 @@ impl CausalLm for Llama {
         }
     }
     fn forward(&self, state: &mut SeqState, tokens: &[u32]) -> Result<Vec<f32>> {
-        self.pool.install(|| self.forward_inner(state, tokens))
+        self.forward_inner(state, tokens)
     }
 }
