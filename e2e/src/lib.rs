@@ -6,6 +6,7 @@ use std::path::PathBuf;
 pub mod control_plane;
 pub mod gate;
 pub mod pki;
+pub mod workspace;
 
 pub use control_plane::{Binaries, ControlPlane, Endpoints, Options};
 pub use gate::binaries_or_skip;

@@ -10,63 +10,18 @@
 #[path = "../../operator/tests/cases/mod.rs"]
 mod cases;
 
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::Path;
 
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{Api, DynamicObject, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
+use ryzanstein_e2e::workspace::{install_crds, repo_root};
 use ryzanstein_e2e::{binaries_or_skip, ControlPlane, Options};
 use serde_json::{json, Value};
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 fn read_yaml(path: &Path) -> Value {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// Applies the committed CRDs (what `helm install` installs) and waits until both are
-/// established.
-async fn install_crds(client: &kube::Client) {
-    let api = Api::<CustomResourceDefinition>::all(client.clone());
-    let mut names = Vec::new();
-    for file in ["inferencepool.yaml", "modeldeployment.yaml"] {
-        let crd: CustomResourceDefinition =
-            serde_json::from_value(read_yaml(&repo_root().join("crds").join(file))).unwrap();
-        let name = crd.metadata.name.clone().unwrap();
-        api.patch(
-            &name,
-            &PatchParams::apply("ryzanstein-e2e").force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("the API server refused CRD {name}: {e}"));
-        names.push(name);
-    }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for name in names {
-        loop {
-            let crd = api.get(&name).await.unwrap();
-            let established = crd
-                .status
-                .and_then(|s| s.conditions)
-                .unwrap_or_default()
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True");
-            if established {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "CRD {name} not established in 30 s"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
 }
 
 fn api_for(client: &kube::Client, object: &Value) -> Api<DynamicObject> {
@@ -132,7 +87,7 @@ async fn crds_install_and_the_api_server_refuses_invalid_objects_with_the_cel_me
     .await
     .unwrap_or_else(|e| panic!("control plane: {e}"));
     let client = cp.client().await.unwrap();
-    install_crds(&client).await;
+    install_crds(&client).await.unwrap();
     let namespaces = Api::<Namespace>::all(client.clone());
     for ns in ["team-a", "team-b"] {
         namespaces

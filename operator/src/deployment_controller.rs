@@ -18,6 +18,10 @@
 //!    (and LIST the `FailedCreate` events of a StatefulSet that lacks pods);
 //! 7. PATCH (apply) the status; 8. POST the events.
 //!
+//! Besides its own changes and its children's, a deployment is reconciled when its pool
+//! changes, when the autoscaler decides, and — if the quota capped it — when another deployment
+//! of its pool changes or is deleted (it may have freed quota).
+//!
 //! A finalizer (`ryzanstein.dev/cleanup`) lets the controller drop the deployment's condition
 //! gauge when it is deleted; owner references make Kubernetes delete the children.
 //!
@@ -55,7 +59,7 @@ use crate::deployment_status::{
 use crate::error::{Error, Result};
 use crate::grants::larger;
 use crate::metrics::ControllerKind;
-use crate::pool_controller::{deployments_in_pool, list_deployments_in_pool};
+use crate::pool_controller::{capped_peers, deployments_in_pool, list_deployments_in_pool};
 use crate::pool_status::deployment_footprint;
 use crate::render::meta::{LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY};
 use crate::render::{
@@ -754,6 +758,18 @@ pub async fn run(ctx: Arc<Context>, shutdown: Shutdown) {
         .owns(Api::<Service>::all(client.clone()), owned.clone())
         .owns(Api::<ConfigMap>::all(client.clone()), owned.clone())
         .owns(Api::<PodDisruptionBudget>::all(client.clone()), owned)
+        // A deployment that shrinks or goes away may free quota that capped ones wait for.
+        .watches(
+            Api::<ModelDeployment>::all(client.clone()),
+            watcher::Config::default(),
+            {
+                let deployments = deployments.clone();
+                move |md| {
+                    let state = deployments.state();
+                    capped_peers(&md, state.iter().map(Arc::as_ref))
+                }
+            },
+        )
         .watches(
             Api::<InferencePool>::all(client.clone()),
             watcher::Config::default(),

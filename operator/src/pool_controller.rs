@@ -24,6 +24,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
 use crate::context::{Context, FIELD_MANAGER};
+use crate::crd::deployment::condition::QUOTA_EXCEEDED;
 use crate::crd::pool::condition;
 use crate::crd::{InferencePool, ModelDeployment};
 use crate::error::{Error, Result};
@@ -57,6 +58,29 @@ pub fn deployments_in_pool<'a>(
         .into_iter()
         .filter(|md| md.spec.pool_ref == pool)
         .map(ObjectRef::from_obj)
+        .collect()
+}
+
+/// The ModelDeployments (among `deployments`) in the same pool as `changed` that the quota
+/// capped (`QuotaExceeded=True`), other than `changed` itself: what to re-reconcile when a
+/// deployment changes or goes away, since it may have freed quota they are waiting for.
+pub fn capped_peers<'a>(
+    changed: &ModelDeployment,
+    deployments: impl IntoIterator<Item = &'a ModelDeployment>,
+) -> Vec<ObjectRef<ModelDeployment>> {
+    let me = ObjectRef::from_obj(changed);
+    deployments
+        .into_iter()
+        .filter(|md| md.spec.pool_ref == changed.spec.pool_ref)
+        .filter(|md| {
+            md.status.as_ref().is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == QUOTA_EXCEEDED && c.status == "True")
+            })
+        })
+        .map(ObjectRef::from_obj)
+        .filter(|r| *r != me)
         .collect()
 }
 
@@ -99,7 +123,10 @@ pub async fn reconcile(pool: Arc<InferencePool>, pctx: Arc<PoolContext>) -> Resu
     let nodes = list_nodes(&ctx.client).await?;
     let matching = count_matching_nodes(&pool.spec.hardware, &nodes);
     let deployments = list_deployments_in_pool(&ctx.client, &name).await?;
-    let usage = aggregate_usage(&pool, &deployments, &ctx.config.render_options())?;
+    let usage = aggregate_usage(&pool, &deployments, &ctx.config.render_options());
+    for reason in &usage.left_out {
+        tracing::warn!(pool = %name, reason = %reason, "left out of the pool's usage: no pods are rendered for it");
+    }
     let status = pool_status(&pool, matching, usage, Timestamp::now());
 
     let patch = json!({
@@ -302,6 +329,33 @@ pub async fn run(ctx: Arc<Context>, shutdown: Shutdown) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn capped_peers_are_the_throttled_others_of_the_pool() {
+        let md = |ns: &str, name: &str, pool: &str, capped: bool| -> ModelDeployment {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "ryzanstein.dev/v1alpha1", "kind": "ModelDeployment",
+                "metadata": {"name": name, "namespace": ns},
+                "spec": {"model": {"source": "bundled://m"}, "poolRef": pool},
+                "status": {"conditions": [{
+                    "type": "QuotaExceeded", "status": if capped {"True"} else {"False"},
+                    "reason": "R", "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z",
+                }]},
+            }))
+            .unwrap()
+        };
+        let all = [
+            md("a", "chat", "p", true),
+            md("a", "embed", "p", true),
+            md("b", "chat", "p", false),
+            md("c", "x", "other", true),
+        ];
+        let got = capped_peers(&all[0], all.iter());
+        assert_eq!(got, vec![ObjectRef::from_obj(&all[1])]);
+        // A deployment that is gone still names its peers.
+        let gone = md("b", "gone", "p", false);
+        assert_eq!(capped_peers(&gone, all.iter()).len(), 2);
+    }
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     fn node(name: &str, labels: &[(&str, &str)]) -> Node {

@@ -124,25 +124,37 @@ pub struct PoolUsage {
     /// Every listed tenant in the pool's order (zero rows included), then [`UNLISTED_TENANT`]
     /// when unlisted namespaces are admitted and deploy here.
     pub tenants: Vec<TenantUsage>,
+    /// Deployments whose resources cannot be computed (the ModelDeployment controller renders
+    /// no pods for them and reports why in their status), with the reason.
+    pub left_out: Vec<String>,
 }
 
 /// Adds up what the ModelDeployments referencing `pool` use: each deployment's existing replica
 /// groups (`status.replicas`) × shards × its per-pod resources. Deployments of other pools are
-/// ignored. A deployment is throttled when it reports `QuotaExceeded=True`.
+/// ignored. A deployment is throttled when it reports `QuotaExceeded=True`. A deployment whose
+/// resources cannot be computed runs no pods: it is left out and named in
+/// [`PoolUsage::left_out`], so one bad deployment cannot stop the pool's status.
 pub fn aggregate_usage<'a>(
     pool: &InferencePool,
     deployments: impl IntoIterator<Item = &'a ModelDeployment>,
     opts: &RenderOptions,
-) -> Result<PoolUsage> {
+) -> PoolUsage {
     let pool_name = pool.metadata.name.as_deref().unwrap_or_default();
     let mut all = Sum::default();
     let mut per_tenant: BTreeMap<String, Sum> = BTreeMap::new();
     let mut unlisted: Option<Sum> = None;
+    let mut left_out = Vec::new();
     for md in deployments {
         if md.spec.pool_ref != pool_name {
             continue;
         }
-        let used = deployment_footprint(md, pool, opts)?;
+        let used = match deployment_footprint(md, pool, opts) {
+            Ok(used) => used,
+            Err(e) => {
+                left_out.push(e.to_string());
+                continue;
+            }
+        };
         let throttled = md.status.as_ref().is_some_and(|s| {
             s.conditions
                 .iter()
@@ -173,10 +185,11 @@ pub fn aggregate_usage<'a>(
     if let Some(sum) = unlisted {
         tenants.push(sum.tenant(UNLISTED_TENANT));
     }
-    Ok(PoolUsage {
+    PoolUsage {
         allocated: all.usage(),
         tenants,
-    })
+        left_out,
+    }
 }
 
 /// Millicores as a quantity: whole cores when exact ("10"), else millicores ("1500m").
@@ -600,7 +613,7 @@ mod tests {
                 Some("8Gi"),
             ),
         ];
-        let usage = aggregate_usage(&p, &deployments, &opts()).unwrap();
+        let usage = aggregate_usage(&p, &deployments, &opts());
         // team-a: 2 pods × (2, 2Gi) + 1 pod × defaults (1, 2Gi) + 0 pods (no status yet).
         assert_eq!(
             usage.tenants[0],
@@ -667,8 +680,7 @@ mod tests {
             &p,
             &[md("stray", "x", "cpu", 1, 1, Some("1"), Some("1Gi"))],
             &opts(),
-        )
-        .unwrap();
+        );
         assert_eq!(usage.allocated.replicas, 1);
         assert_eq!(usage.tenants.len(), 1);
         assert_eq!(usage.tenants[0].replicas, 0);
@@ -691,22 +703,29 @@ mod tests {
                 explicit,
             ],
             &opts(),
-        )
-        .unwrap();
+        );
         assert_eq!(usage.allocated.gpus, 3 + 2 * 2);
         assert_eq!(usage.tenants[0].gpus, 7);
     }
 
     #[test]
-    fn a_bad_quantity_is_an_error_naming_it() {
+    fn a_deployment_that_cannot_be_computed_is_left_out_and_named() {
         let p = pool("cpu", cpu_hardware(&[], &[]), vec![], true);
-        let err = aggregate_usage(
+        let usage = aggregate_usage(
             &p,
-            &[md("a", "b", "cpu", 1, 1, Some("2 cores"), None)],
+            &[
+                md("a", "b", "cpu", 1, 1, Some("2 cores"), None),
+                md("a", "c", "cpu", 1, 1, Some("2"), None),
+            ],
             &opts(),
-        )
-        .unwrap_err();
-        assert!(err.to_string().contains("2 cores"), "{err}");
+        );
+        assert_eq!(usage.left_out.len(), 1);
+        assert!(
+            usage.left_out[0].contains("2 cores"),
+            "{:?}",
+            usage.left_out
+        );
+        assert_eq!(usage.allocated.cpu.as_str(), "2");
     }
 
     #[test]
@@ -808,8 +827,7 @@ mod tests {
             &p,
             &[md("a", "m", "cpu", 1, 1, Some("2"), Some("4Gi"))],
             &opts(),
-        )
-        .unwrap();
+        );
         let s = pool_status(&p, 4, usage, Timestamp::UNIX_EPOCH);
         assert_eq!(s.observed_generation, Some(3));
         assert_eq!(s.matching_nodes, Some(4));
