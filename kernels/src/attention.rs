@@ -5,7 +5,10 @@
 //! - the softmax is ggml's (`Kernels::softmax`, see `scalar::activation::softmax`), over the
 //!   positions padded with masked (`-inf`) entries to a multiple of 32, as llama.cpp pads its KV
 //!   view;
-//! - the probabilities are rounded to f16 and each output is `sum_j p[j] * v[j][d]`.
+//! - the probabilities are rounded to f16 and output `d` is the f16 dot product of them with
+//!   column `d` of the values. Like llama.cpp without flash attention, the values are cached
+//!   transposed ([`ValueCols`]: one row of positions per value dimension), so that product is
+//!   one contiguous dot product over the padded positions.
 //!
 //! llama.cpp computes the products with a GEMM when a batch has several query rows and with
 //! vector dot products for a single row; the two sum in different orders, so [`attend`] takes
@@ -14,11 +17,12 @@
 use crate::dispatch::Kernels;
 use crate::KernelError;
 use half::f16;
+use std::cell::RefCell;
 
 /// Positions are padded to a multiple of this (with zero weights).
-const PAD: usize = 32;
+pub const PAD: usize = 32;
 
-/// Keys or values of one KV head: row `j` is `data[j * stride + offset..][..dim]`.
+/// Keys of one KV head: row `j` is `data[j * stride + offset..][..dim]`.
 #[derive(Clone, Copy)]
 pub struct HeadRows<'a> {
     pub data: &'a [f16],
@@ -42,6 +46,22 @@ impl<'a> HeadRows<'a> {
     }
 }
 
+/// Values of one KV head, transposed: dimension `d`'s values at positions `0..` are
+/// `data[d * stride..][..stride]`. For a single (not `batched`) query, the positions from the
+/// attended count up to the next multiple of [`PAD`] must hold zeros (the padding llama.cpp
+/// multiplies by zero weights); a batched query reads them as zeros whatever they hold.
+#[derive(Clone, Copy)]
+pub struct ValueCols<'a> {
+    pub data: &'a [f16],
+    pub stride: usize,
+    pub dim: usize,
+}
+
+thread_local! {
+    /// Per-thread scratch: the query and the probabilities in f32 and f16.
+    static SCRATCH: RefCell<(Vec<f16>, Vec<f32>, Vec<f16>)> = const { RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
+}
+
 /// Attention of `q` over the first `n` positions; writes `values.dim` outputs. `batched`: the
 /// query is one of several rows computed together (a prompt), which changes the summation order.
 #[allow(clippy::too_many_arguments)]
@@ -49,45 +69,62 @@ pub fn attend(
     kt: &Kernels,
     q: &[f32],
     keys: HeadRows<'_>,
-    values: HeadRows<'_>,
+    values: ValueCols<'_>,
     n: usize,
     scale: f32,
     batched: bool,
     out: &mut [f32],
 ) -> Result<(), KernelError> {
+    let padded = n.div_ceil(PAD) * PAD;
     if n == 0
         || q.len() != keys.dim
         || out.len() != values.dim
         || keys.rows() < n
-        || values.rows() < n
+        || values.stride < padded
+        || values.data.len() < values.dim * values.stride
     {
         return Err(KernelError::Shape {
             op: "attend",
             what: format!(
-                "query {} (key dim {}), output {} (value dim {}), {} positions of {} keys / {} values",
+                "query {} (key dim {}), output {} (value dim {}), {} positions of {} keys / {} value slots",
                 q.len(),
                 keys.dim,
                 out.len(),
                 values.dim,
                 n,
                 keys.rows(),
-                values.rows()
+                values.stride
             ),
         });
     }
-    let q16: Vec<f16> = q.iter().map(|v| f16::from_f32(*v)).collect();
-    // The GEMM order needs whole groups of 8 (llama.cpp falls back to dot products otherwise).
-    let gemm = batched && keys.dim.is_multiple_of(8);
-    let dot = if gemm { kt.dot_f16_gemm } else { kt.dot_f16 };
-    let padded = n.div_ceil(PAD) * PAD;
-    let mut p = vec![f32::NEG_INFINITY; padded];
-    for (j, s) in p[..n].iter_mut().enumerate() {
-        *s = dot(keys.row(j), &q16) * scale;
-    }
-    (kt.softmax)(&mut p);
-    let p16: Vec<f16> = p.iter().map(|v| f16::from_f32(*v)).collect();
-    let zeros = vec![f16::ZERO; values.dim];
-    let rows = |j: usize| if j < n { values.row(j) } else { &zeros[..] };
-    (kt.weighted_rows_f16)(&p16, &rows, gemm, out);
+    SCRATCH.with_borrow_mut(|(q16, p, p16)| {
+        q16.clear();
+        q16.extend(q.iter().map(|v| f16::from_f32(*v)));
+        // The GEMM order needs whole groups of 8 (llama.cpp falls back to dot products otherwise).
+        let gemm = batched && keys.dim.is_multiple_of(8);
+        let dot = if gemm { kt.dot_f16_gemm } else { kt.dot_f16 };
+        p.clear();
+        p.resize(padded, f32::NEG_INFINITY);
+        for (j, s) in p[..n].iter_mut().enumerate() {
+            *s = dot(keys.row(j), q16) * scale;
+        }
+        (kt.softmax)(p);
+        p16.clear();
+        p16.extend(p.iter().map(|v| f16::from_f32(*v)));
+        for (d, o) in out.iter_mut().enumerate() {
+            let col = &values.data[d * values.stride..d * values.stride + padded];
+            *o = if gemm {
+                // Positions n.. of a batch's columns hold its later tokens: multiply zeros.
+                (kt.dot_f16_gemm_prefix)(col, p16, n)
+            } else if batched {
+                // The same in dot-product order (head sizes that are not a multiple of 8).
+                let mut padded_col = col[..n].to_vec();
+                padded_col.resize(padded, f16::ZERO);
+                dot(&padded_col, p16)
+            } else {
+                dot(col, p16)
+            };
+        }
+    });
     Ok(())
 }

@@ -83,12 +83,6 @@ pub fn isa() -> Isa {
     })
 }
 
-/// Rows of a weighted sum: `row(j)` is the `j`-th f16 row.
-pub type RowsOf<'a> = dyn Fn(usize) -> &'a [f16] + 'a;
-
-/// `(weights, rows, gemm order, out)`; see [`Kernels::weighted_rows_f16`].
-pub type WeightedRowsFn = for<'a> fn(&[f16], &RowsOf<'a>, bool, &mut [f32]);
-
 /// `(weights, activations, out, ldo)` of an eight-row kernel over packed weights: writes
 /// `out[t * ldo + r]` for the eight rows `r` and every activation row `t`.
 ///
@@ -113,9 +107,8 @@ pub struct Kernels {
     pub dot_f32: fn(&[f32], &[f32]) -> f32,
     /// f16 dot product in the 8-lane order of a matrix product (length a multiple of 8).
     pub dot_f16_gemm: fn(&[f16], &[f16]) -> f32,
-    /// `out[d] = sum_j p[j] * row_j[d]`, each in the order of `dot_f16_gemm` (`true`) or
-    /// `dot_f16` (`false`).
-    pub weighted_rows_f16: WeightedRowsFn,
+    /// `dot_f16_gemm(x', y)` where `x'` is `x` with its values from `n` on taken as +0.
+    pub dot_f16_gemm_prefix: fn(&[f16], &[f16], usize) -> f32,
     /// `gate = silu(gate) * up` element-wise.
     pub swiglu: fn(&mut [f32], &[f32]),
     /// In-place softmax of one row (ggml's arithmetic; see `scalar::activation::softmax`).
@@ -157,7 +150,7 @@ static SCALAR: Kernels = Kernels {
     swiglu: scalar::activation::swiglu,
     softmax: scalar::activation::softmax,
     dot_f16_gemm: scalar::dot::vec_dot_f16_gemm,
-    weighted_rows_f16: scalar::dot::weighted_rows_f16,
+    dot_f16_gemm_prefix: scalar::dot::vec_dot_f16_gemm_prefix,
     gemm_q4_1x8: scalar_q4_1x8,
     gemm_q8_0x8: scalar_q8_0x8,
 };
@@ -187,14 +180,9 @@ mod simd {
         unsafe { avx2::swiglu(gate, up) }
     }
     guarded!(avx2_f16_gemm, avx2::vec_dot_f16_gemm, f16, f16);
-    pub(super) fn avx2_weighted_rows_f16<'a>(
-        p: &[f16],
-        rows: &dyn Fn(usize) -> &'a [f16],
-        gemm: bool,
-        out: &mut [f32],
-    ) {
-        // SAFETY: as above.
-        unsafe { avx2::weighted_rows_f16(p, rows, gemm, out) }
+    pub(super) fn avx2_f16_gemm_prefix(x: &[f16], y: &[f16], n: usize) -> f32 {
+        // SAFETY: only reachable through a table `kernels_for` returns after feature detection.
+        unsafe { avx2::vec_dot_f16_gemm_prefix(x, y, n) }
     }
     macro_rules! guarded4 {
         ($name:ident, $path:path, $x:ty, $y:ty) => {
@@ -252,7 +240,7 @@ mod simd {
         swiglu: avx2_swiglu,
         softmax: avx2_softmax,
         dot_f16_gemm: avx2_f16_gemm,
-        weighted_rows_f16: avx2_weighted_rows_f16,
+        dot_f16_gemm_prefix: avx2_f16_gemm_prefix,
         gemm_q4_1x8: packed::gemm_q4_1x8_q8_1_avx2,
         gemm_q8_0x8: packed::gemm_q8_0x8_q8_0_avx2,
     };
@@ -271,7 +259,7 @@ mod simd {
         swiglu: avx2_swiglu,
         softmax: avx2_softmax,
         dot_f16_gemm: avx2_f16_gemm,
-        weighted_rows_f16: avx2_weighted_rows_f16,
+        dot_f16_gemm_prefix: avx2_f16_gemm_prefix,
         gemm_q4_1x8: packed::gemm_q4_1x8_q8_1_avx2,
         gemm_q8_0x8: packed::gemm_q8_0x8_q8_0_avx2,
     };

@@ -136,6 +136,16 @@ proptest! {
                 let wg = (kernels_for(Isa::Scalar).unwrap().dot_f16_gemm)(&xh, &yh);
                 let gg = (kernels_for(isa).unwrap().dot_f16_gemm)(&xh, &yh);
                 prop_assert_eq!(gg.to_bits(), wg.to_bits(), "{:?} f16 gemm order {} vs {}", isa, gg, wg);
+                for n in [0, len / 3, len / 2 + 1, len] {
+                    let wp = (kernels_for(Isa::Scalar).unwrap().dot_f16_gemm_prefix)(&xh, &yh, n);
+                    let gp = (kernels_for(isa).unwrap().dot_f16_gemm_prefix)(&xh, &yh, n);
+                    prop_assert_eq!(gp.to_bits(), wp.to_bits(), "{:?} f16 gemm prefix {}", isa, n);
+                    // Equal to the full product of the zero-padded prefix.
+                    let mut z = xh[..n].to_vec();
+                    z.resize(len, f16::ZERO);
+                    let full = (kernels_for(Isa::Scalar).unwrap().dot_f16_gemm)(&z, &yh);
+                    prop_assert_eq!(wp.to_bits(), full.to_bits(), "prefix {} vs padded", n);
+                }
             }
             let want_swiglu = { let mut g = x.clone(); (kernels_for(Isa::Scalar).unwrap().swiglu)(&mut g, &y); g };
             let got_swiglu = { let mut g = x.clone(); (kernels_for(isa).unwrap().swiglu)(&mut g, &y); g };
@@ -156,12 +166,29 @@ proptest! {
     /// orders, and every ISA gives the same bits.
     #[test]
     fn attention_matches_softmax(n in 1usize..80, dim_steps in 1usize..4, seed in any::<u64>(), batched in any::<bool>()) {
-        use ryzanstein_kernels::attention::{attend, HeadRows};
+        use ryzanstein_kernels::attention::{attend, HeadRows, ValueCols, PAD};
         let dim = dim_steps * 32;
         let q = vec_f32(dim, seed);
         let kv: Vec<f16> = vec_f32(n * dim * 2, seed ^ 0x55).iter().map(|v| f16::from_f32(*v)).collect();
         let (k, v) = kv.split_at(n * dim);
         let rows = |data| HeadRows { data, stride: dim, offset: 0, dim };
+        // Values transposed, with room past the padding. A batched query's columns hold later
+        // tokens past `n` (here: noise); a single query's hold zeros up to the padding.
+        let stride = n.div_ceil(PAD) * PAD + 8;
+        let noise: Vec<f16> = vec_f32(dim * stride, seed ^ 0x77).iter().map(|v| f16::from_f32(*v)).collect();
+        let mut vt = vec![f16::ZERO; dim * stride];
+        for d in 0..dim {
+            for j in 0..stride {
+                vt[d * stride + j] = if j < n {
+                    v[j * dim + d]
+                } else if batched || j >= n.div_ceil(PAD) * PAD {
+                    noise[d * stride + j]
+                } else {
+                    f16::ZERO
+                };
+            }
+        }
+        let cols = ValueCols { data: &vt, stride, dim };
         let scale = 1.0 / (dim as f32).sqrt();
         // Reference in f64 from the same f16-rounded inputs.
         let qr: Vec<f64> = q.iter().map(|x| f16::from_f32(*x).to_f64()).collect();
@@ -175,7 +202,7 @@ proptest! {
         let mut first: Option<Vec<f32>> = None;
         for isa in Isa::available() {
             let mut out = vec![0.0f32; dim];
-            attend(kernels_for(isa).unwrap(), &q, rows(k), rows(v), n, scale, batched, &mut out).unwrap();
+            attend(kernels_for(isa).unwrap(), &q, rows(k), cols, n, scale, batched, &mut out).unwrap();
             for (o, w) in out.iter().zip(&want) {
                 // Probabilities are rounded to f16: a few f16 ulps of the largest |v|.
                 prop_assert!((*o as f64 - w).abs() <= 2e-2, "{:?}: {} vs {}", isa, o, w);

@@ -138,27 +138,18 @@ pub fn vec_dot_f16_gemm(x: &[f16], y: &[f16]) -> f32 {
     hsum8(&acc)
 }
 
-/// `out[d] = sum_j p[j] * v[j][d]` for `d < out.len()`, where row `j` of `v` starts at
-/// `v_rows[j]`; each output is summed in the order of [`vec_dot_f16_gemm`] (`gemm`) or of
-/// [`vec_dot_f16`] over `p.len()` values.
-pub fn weighted_rows_f16<'a>(
-    p: &[f16],
-    v_rows: &dyn Fn(usize) -> &'a [f16],
-    gemm: bool,
-    out: &mut [f32],
-) {
-    for (d, o) in out.iter_mut().enumerate() {
-        let column = |j: usize| v_rows(j)[d].to_f32();
-        if gemm {
-            let mut acc = [0.0f32; 8];
-            for (j, pj) in p.iter().enumerate() {
-                acc[j % 8] = pj.to_f32().mul_add(column(j), acc[j % 8]);
-            }
-            *o = hsum8(&acc);
-        } else {
-            *o = dot_steps(p.len(), |j| p[j].to_f32(), column);
+/// [`vec_dot_f16_gemm`] of `x` with its values from `n` on taken as +0 (the zero padding of a
+/// value column past the attended positions), `y.len()` values (a multiple of 8).
+pub fn vec_dot_f16_gemm_prefix(x: &[f16], y: &[f16], n: usize) -> f32 {
+    let mut acc = [0.0f32; 8];
+    for (c, ys) in y.chunks_exact(8).enumerate() {
+        for l in 0..8 {
+            let i = c * 8 + l;
+            let xv = if i < n { x[i].to_f32() } else { 0.0 };
+            acc[l] = xv.mul_add(ys[l].to_f32(), acc[l]);
         }
     }
+    hsum8(&acc)
 }
 
 /// Four activation rows against one weight row; each output exactly as the one-row kernel.

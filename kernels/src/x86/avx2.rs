@@ -307,64 +307,40 @@ pub unsafe fn vec_dot_f16_gemm(x: &[f16], y: &[f16]) -> f32 {
     hsum_ps(acc)
 }
 
-/// As `scalar::dot::weighted_rows_f16`, eight outputs at a time (outputs beyond a multiple of
-/// eight go through the scalar kernel).
+/// As `scalar::dot::vec_dot_f16_gemm_prefix`.
 ///
 /// # Safety
 /// The CPU must support AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn weighted_rows_f16<'a>(
-    p: &[f16],
-    v_rows: &dyn Fn(usize) -> &'a [f16],
-    gemm: bool,
-    out: &mut [f32],
-) {
-    let dims = out.len() - out.len() % 8;
-    let n = p.len();
-    let mut d = 0;
-    while d < dims {
-        if gemm {
-            let mut acc = [_mm256_setzero_ps(); 8];
-            for (j, pj) in p.iter().enumerate() {
-                let v = load_f16x8(v_rows(j).as_ptr().add(d));
-                acc[j % 8] = _mm256_fmadd_ps(_mm256_set1_ps(h2f(*pj)), v, acc[j % 8]);
-            }
-            // Lane-wise `((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7))`, as `hsum8`.
-            let r: [__m256; 4] = std::array::from_fn(|l| _mm256_add_ps(acc[4 + l], acc[l]));
-            let s = _mm256_add_ps(_mm256_add_ps(r[0], r[2]), _mm256_add_ps(r[1], r[3]));
-            _mm256_storeu_ps(out.as_mut_ptr().add(d), s);
-        } else {
-            let np = n - n % STEP;
-            let mut acc = [_mm256_setzero_ps(); STEP];
-            for (j, pj) in p[..np].iter().enumerate() {
-                let v = load_f16x8(v_rows(j).as_ptr().add(d));
-                acc[j % STEP] = _mm256_fmadd_ps(_mm256_set1_ps(h2f(*pj)), v, acc[j % STEP]);
-            }
-            // `reduce_4x8` lane-wise: accumulator `jj` of lane `l` is acc[8 * jj + l].
-            let x: [__m256; 8] = std::array::from_fn(|l| {
-                _mm256_add_ps(
-                    _mm256_add_ps(acc[l], acc[16 + l]),
-                    _mm256_add_ps(acc[8 + l], acc[24 + l]),
-                )
-            });
-            let t: [__m256; 4] = std::array::from_fn(|i| _mm256_add_ps(x[i], x[i + 4]));
-            let s = _mm256_add_ps(_mm256_add_ps(t[0], t[1]), _mm256_add_ps(t[2], t[3]));
-            let mut lanes = [0.0f32; 8];
-            _mm256_storeu_ps(lanes.as_mut_ptr(), s);
-            for (k, o) in out[d..d + 8].iter_mut().enumerate() {
-                let mut sum = lanes[k] as f64;
-                for (j, pj) in p.iter().enumerate().skip(np) {
-                    sum += (h2f(*pj) * v_rows(j)[d + k].to_f32()) as f64;
-                }
-                *o = sum as f32;
-            }
-        }
-        d += 8;
+pub unsafe fn vec_dot_f16_gemm_prefix(x: &[f16], y: &[f16], n: usize) -> f32 {
+    let len = y.len() - y.len() % 8;
+    let n = n.min(len).min(x.len());
+    let mut acc = _mm256_setzero_ps();
+    let mut i = 0;
+    while i + 8 <= n {
+        acc = _mm256_fmadd_ps(
+            load_f16x8(x.as_ptr().add(i)),
+            load_f16x8(y.as_ptr().add(i)),
+            acc,
+        );
+        i += 8;
     }
-    if dims < out.len() {
-        let shifted = |j: usize| &v_rows(j)[dims..];
-        scalar::dot::weighted_rows_f16(p, &shifted, gemm, &mut out[dims..]);
+    if i < n {
+        let mut part = [f16::ZERO; 8];
+        part[..n - i].copy_from_slice(&x[i..n]);
+        acc = _mm256_fmadd_ps(
+            load_f16x8(part.as_ptr()),
+            load_f16x8(y.as_ptr().add(i)),
+            acc,
+        );
+        i += 8;
     }
+    if i < len {
+        // Every further product is +0 (a zero value times a probability): `acc + 0`, which
+        // only turns a -0 lane into +0, and doing it once is doing it for every group.
+        acc = _mm256_add_ps(acc, _mm256_setzero_ps());
+    }
+    hsum_ps(acc)
 }
 
 /// As `scalar::activation::softmax`.

@@ -13,7 +13,7 @@ use super::{CausalLm, SeqState};
 use crate::gguf::GgufFile;
 use crate::{Error, Result};
 use half::f16;
-use ryzanstein_kernels::attention::{self, HeadRows};
+use ryzanstein_kernels::attention::{self, HeadRows, ValueCols, PAD};
 use ryzanstein_kernels::matmul::{matmul_quantized_with, quantize_acts, QuantizedActs};
 use ryzanstein_kernels::ops::{self, Rope, RopeStyle};
 use ryzanstein_kernels::packed::matmul_packed_with;
@@ -315,12 +315,14 @@ impl Llama {
     }
 
     /// Causal attention of `t` new positions (queries `q`, `t x q_dim`) over the cache of one
-    /// layer, which already holds the new keys and values; writes `t x q_dim` into `out`.
+    /// layer, which already holds the new keys and values (`v_cache` transposed, rows of
+    /// `v_cap` positions); writes `t x q_dim` into `out`.
     fn attention(
         &self,
         q: &[f32],
         k_cache: &[f16],
         v_cache: &[f16],
+        v_cap: usize,
         start: usize,
         out: &mut [f32],
     ) -> Result<()> {
@@ -343,11 +345,16 @@ impl Llama {
                 dim: hd,
             };
             let qh = &q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd];
+            let cols = ValueCols {
+                data: &v_cache[kvh * hd * v_cap..(kvh + 1) * hd * v_cap],
+                stride: v_cap,
+                dim: hd,
+            };
             if let Err(e) = attention::attend(
                 kt,
                 qh,
                 rows(k_cache),
-                rows(v_cache),
+                cols,
                 start + t + 1,
                 scale,
                 batched,
@@ -391,6 +398,7 @@ impl Llama {
             self.tok_embd
                 .dequantize_row(&self.store, tok as usize, row)?;
         }
+        state.reserve_values(kv_dim, start + t);
         let rope_cache: Vec<Vec<(f32, f32)>> =
             (start..start + t).map(|p| cfg.rope.cache(p)).collect();
 
@@ -429,10 +437,17 @@ impl Llama {
             let kc = &mut state.k[li];
             kc.truncate(start * kv_dim);
             kc.extend(k.iter().map(|x| f16::from_f32(*x)));
-            let vc = &mut state.v[li];
-            vc.truncate(start * kv_dim);
-            vc.extend(v.iter().map(|x| f16::from_f32(*x)));
-            self.attention(&q, &state.k[li], &state.v[li], start, &mut attn)?;
+            // Values transposed; zeros after the last position up to the padding.
+            let cap = state.v_cap;
+            let end = start + t;
+            let pad_end = (end.div_ceil(PAD) * PAD).min(cap);
+            for (e, row) in state.v[li].chunks_exact_mut(cap).enumerate() {
+                for (i, slot) in row[start..end].iter_mut().enumerate() {
+                    *slot = f16::from_f32(v[i * kv_dim + e]);
+                }
+                row[end..pad_end].fill(f16::ZERO);
+            }
+            self.attention(&q, &state.k[li], &state.v[li], cap, start, &mut attn)?;
 
             let acts = self.quantize_for(&layer.wo, &attn)?;
             self.matmul(&layer.wo, &acts, &mut proj)?;
@@ -479,12 +494,7 @@ impl CausalLm for Llama {
         &self.cfg.architecture
     }
     fn new_state(&self, max_len: usize) -> SeqState {
-        SeqState {
-            k: vec![Vec::new(); self.cfg.n_layer],
-            v: vec![Vec::new(); self.cfg.n_layer],
-            len: 0,
-            max_len: max_len.min(self.cfg.context_length),
-        }
+        SeqState::new(self.cfg.n_layer, max_len.min(self.cfg.context_length))
     }
     fn forward(&self, state: &mut SeqState, tokens: &[u32]) -> Result<Vec<f32>> {
         self.forward_inner(state, tokens)

@@ -17,15 +17,55 @@ pub trait CausalLm: Send + Sync {
 }
 
 /// Per-sequence state: the key/value cache of every layer, stored as f16 like llama.cpp's default.
+/// Keys are position-major; values are transposed (one row of positions per value dimension,
+/// as llama.cpp stores them without flash attention), so that each attention output is one
+/// contiguous dot product.
 pub struct SeqState {
     /// `k[layer]` holds `len * kv_dim` values, position-major.
     pub(crate) k: Vec<Vec<half::f16>>,
+    /// `v[layer]` holds `kv_dim` rows of `v_cap` positions; positions from `len` up to the
+    /// next multiple of 32 are zero.
     pub(crate) v: Vec<Vec<half::f16>>,
+    /// Positions per row of `v` (a multiple of 32).
+    pub(crate) v_cap: usize,
     pub(crate) len: usize,
     pub(crate) max_len: usize,
 }
 
 impl SeqState {
+    /// An empty state for `layers` layers (the caches grow on demand).
+    pub(crate) fn new(layers: usize, max_len: usize) -> SeqState {
+        SeqState {
+            k: vec![Vec::new(); layers],
+            v: vec![Vec::new(); layers],
+            v_cap: 0,
+            len: 0,
+            max_len,
+        }
+    }
+    /// Make room in the value cache for `positions` positions of `kv_dim` values (the rows grow
+    /// by doubling, up to this state's capacity, keeping what they hold).
+    pub(crate) fn reserve_values(&mut self, kv_dim: usize, positions: usize) {
+        const PAD: usize = ryzanstein_kernels::attention::PAD;
+        let need = positions.div_ceil(PAD) * PAD;
+        if need <= self.v_cap {
+            return;
+        }
+        let limit = self.max_len.div_ceil(PAD) * PAD;
+        let cap = need.max((2 * self.v_cap).min(limit)).max(256.min(limit));
+        let old = self.v_cap;
+        for v in &mut self.v {
+            let mut grown = vec![half::f16::ZERO; kv_dim * cap];
+            if old > 0 {
+                for (new_row, old_row) in grown.chunks_exact_mut(cap).zip(v.chunks_exact(old)) {
+                    new_row[..old].copy_from_slice(old_row);
+                }
+            }
+            *v = grown;
+        }
+        self.v_cap = cap;
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }
