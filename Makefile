@@ -41,7 +41,7 @@ demo: build model ## Start the server, ask "What is the capital of France?", pri
 	RYZANSTEIN_BIN=$(BIN) scripts/demo.sh
 
 # RYZANSTEIN_E2E=1: the tests that need the control plane fail, rather than skip, without it.
-test: setup model k8s crds-check chart-lint ## Run every test (release build: the model tests run real inference; the e2e tests a real control plane)
+test: setup model k8s kube-tools crds-check chart-lint ## Run every test (release build: the model tests run real inference; the e2e tests a real control plane)
 	RYZANSTEIN_E2E=1 $(CARGO) test --workspace --release --no-fail-fast
 
 bench: setup-bench model build ## Compare speed and memory with llama.cpp; writes docs/BENCHMARKS.md
