@@ -6,10 +6,11 @@ use std::path::PathBuf;
 pub mod control_plane;
 pub mod gate;
 pub mod pki;
+pub mod wait;
 pub mod workspace;
 
 pub use control_plane::{Binaries, ControlPlane, Endpoints, Options};
-pub use gate::binaries_or_skip;
+pub use gate::{binaries_or_skip, control_plane_or_skip};
 
 /// What can go wrong while building, starting or stopping the control plane.
 #[derive(Debug, thiserror::Error)]

@@ -5,35 +5,16 @@
 //! Needs the binaries from `make k8s`. Without them the test skips, unless RYZANSTEIN_E2E=1, when
 //! a missing build is a failure.
 
-use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, ServiceAccount};
 use kube::api::{Api, ListParams, PostParams};
 use kube::{Resource, ResourceExt};
-use ryzanstein_e2e::{binaries_or_skip, Binaries, ControlPlane, Options};
+use ryzanstein_e2e::wait::eventually;
+use ryzanstein_e2e::{control_plane_or_skip, Binaries};
 
 const NAMESPACE: &str = "e2e-control-plane";
-
-/// Poll `check` until it returns `Some`, or panic with `what` after `timeout`.
-async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 fn deployment(name: &str, replicas: i32) -> Deployment {
     serde_json::from_value(serde_json::json!({
@@ -54,15 +35,9 @@ fn deployment(name: &str, replicas: i32) -> Deployment {
 
 #[tokio::test]
 async fn deployment_gets_replicaset_and_unschedulable_pods() {
-    let Some(binaries) = binaries_or_skip() else {
+    let Some(cp) = control_plane_or_skip().await else {
         return;
     };
-    let cp = ControlPlane::start(Options {
-        binaries: Some(binaries),
-        ..Options::default()
-    })
-    .await
-    .expect("control plane starts");
     eprintln!(
         "control plane ready in {:.1}s at {}",
         cp.ready_in().as_secs_f64(),

@@ -15,8 +15,8 @@ use std::path::Path;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DynamicObject, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
+use ryzanstein_e2e::control_plane_or_skip;
 use ryzanstein_e2e::workspace::{install_crds, repo_root};
-use ryzanstein_e2e::{binaries_or_skip, ControlPlane, Options};
 use serde_json::{json, Value};
 
 fn read_yaml(path: &Path) -> Value {
@@ -77,15 +77,9 @@ fn says(message: &str, want: &str) -> bool {
 
 #[tokio::test]
 async fn crds_install_and_the_api_server_refuses_invalid_objects_with_the_cel_messages() {
-    let Some(binaries) = binaries_or_skip() else {
+    let Some(cp) = control_plane_or_skip().await else {
         return;
     };
-    let cp = ControlPlane::start(Options {
-        binaries: Some(binaries),
-        ..Options::default()
-    })
-    .await
-    .unwrap_or_else(|e| panic!("control plane: {e}"));
     let client = cp.client().await.unwrap();
     install_crds(&client).await.unwrap();
     let namespaces = Api::<Namespace>::all(client.clone());

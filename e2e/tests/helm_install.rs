@@ -17,7 +17,7 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use ryzanstein_e2e::workspace::repo_root;
-use ryzanstein_e2e::{binaries_or_skip, ControlPlane, Options};
+use ryzanstein_e2e::{control_plane_or_skip, ControlPlane};
 use serde_json::json;
 
 const NAMESPACE: &str = "ryzanstein-system";
@@ -62,6 +62,20 @@ fn helm(helm: &PathBuf, cp: &ControlPlane, args: &[&str]) -> String {
     text
 }
 
+/// Names of the release's objects (by its instance label) that `api` lists.
+async fn labelled<K>(api: &Api<K>) -> Vec<String>
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+{
+    api.list(&ListParams::default().labels(LABEL))
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|o| o.meta().name.clone().unwrap_or_default())
+        .collect()
+}
+
 /// Whether `user` may `verb` `resource` (`group`, optional `subresource`) in `namespace`.
 async fn allowed(
     client: &kube::Client,
@@ -96,18 +110,12 @@ async fn allowed(
 
 #[tokio::test]
 async fn helm_install_grants_the_operator_what_it_needs_and_uninstall_leaves_nothing() {
-    let Some(binaries) = binaries_or_skip() else {
-        return;
-    };
     let Some(helm_bin) = helm_or_skip() else {
         return;
     };
-    let cp = ControlPlane::start(Options {
-        binaries: Some(binaries),
-        ..Options::default()
-    })
-    .await
-    .unwrap_or_else(|e| panic!("control plane: {e}"));
+    let Some(cp) = control_plane_or_skip().await else {
+        return;
+    };
     let client = cp.client().await.unwrap();
     let chart = repo_root().join("charts/ryzanstein");
     helm(
@@ -297,52 +305,35 @@ async fn helm_install_grants_the_operator_what_it_needs_and_uninstall_leaves_not
             "--wait",
         ],
     );
-    let gone = |what: &str, n: usize| assert_eq!(n, 0, "{what} left after helm uninstall");
-    gone(
-        "Deployments",
-        deployments
-            .list(&ListParams::default().labels(LABEL))
-            .await
-            .unwrap()
-            .items
-            .len(),
-    );
-    gone(
-        "ConfigMaps",
-        Api::<ConfigMap>::namespaced(client.clone(), NAMESPACE)
-            .list(&ListParams::default().labels(LABEL))
-            .await
-            .unwrap()
-            .items
-            .len(),
-    );
-    gone(
-        "ServiceAccounts",
-        Api::<ServiceAccount>::namespaced(client.clone(), NAMESPACE)
-            .list(&ListParams::default().labels(LABEL))
-            .await
-            .unwrap()
-            .items
-            .len(),
-    );
-    gone(
-        "ClusterRoles",
-        Api::<ClusterRole>::all(client.clone())
-            .list(&ListParams::default().labels(LABEL))
-            .await
-            .unwrap()
-            .items
-            .len(),
-    );
-    gone(
-        "ClusterRoleBindings",
-        Api::<ClusterRoleBinding>::all(client.clone())
-            .list(&ListParams::default().labels(LABEL))
-            .await
-            .unwrap()
-            .items
-            .len(),
-    );
+    let left = [
+        ("Deployments", labelled(&deployments).await),
+        (
+            "ConfigMaps",
+            labelled(&Api::<ConfigMap>::namespaced(client.clone(), NAMESPACE)).await,
+        ),
+        (
+            "ServiceAccounts",
+            labelled(&Api::<ServiceAccount>::namespaced(
+                client.clone(),
+                NAMESPACE,
+            ))
+            .await,
+        ),
+        (
+            "ClusterRoles",
+            labelled(&Api::<ClusterRole>::all(client.clone())).await,
+        ),
+        (
+            "ClusterRoleBindings",
+            labelled(&Api::<ClusterRoleBinding>::all(client.clone())).await,
+        ),
+    ];
+    for (kind, names) in left {
+        assert!(
+            names.is_empty(),
+            "{kind} left after helm uninstall: {names:?}"
+        );
+    }
     for name in [
         "inferencepools.ryzanstein.dev",
         "modeldeployments.ryzanstein.dev",

@@ -11,15 +11,16 @@
 //! is the node agent's part.)
 
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
+use ryzanstein_e2e::wait::eventually;
 use ryzanstein_e2e::workspace::{binary, install_crds};
-use ryzanstein_e2e::{binaries_or_skip, ControlPlane, Options};
+use ryzanstein_e2e::{control_plane_or_skip, ControlPlane};
 use serde_json::{json, Value};
 
 /// The operator process; killed when dropped.
@@ -101,25 +102,6 @@ fn small(pool: &str, replicas: i32) -> Value {
     })
 }
 
-/// Polls `check` every 200 ms until it returns `Some`, or panics naming `what` after `timeout`.
-async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 async fn status(client: &kube::Client, namespace: &str, name: &str) -> Option<Value> {
     let api: Api<DynamicObject> =
         Api::namespaced_with(client.clone(), namespace, &resource("ModelDeployment"));
@@ -156,15 +138,9 @@ async fn wait_condition(
 
 #[tokio::test]
 async fn the_operator_reconciles_against_a_real_api_server() {
-    let Some(binaries) = binaries_or_skip() else {
+    let Some(cp) = control_plane_or_skip().await else {
         return;
     };
-    let cp = ControlPlane::start(Options {
-        binaries: Some(binaries),
-        ..Options::default()
-    })
-    .await
-    .unwrap_or_else(|e| panic!("control plane: {e}"));
     let client = cp.client().await.unwrap();
     install_crds(&client).await.unwrap();
     for ns in ["team-a", "team-b"] {
