@@ -62,6 +62,15 @@ fn helm(helm: &PathBuf, cp: &ControlPlane, args: &[&str]) -> String {
     text
 }
 
+/// (verb, API group, resource, subresource, namespace) of one access check.
+type Access = (
+    &'static str,
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    Option<&'static str>,
+);
+
 /// Names of the release's objects (by its instance label) that `api` lists.
 async fn labelled<K>(api: &Api<K>) -> Vec<String>
 where
@@ -192,7 +201,7 @@ async fn helm_install_grants_the_operator_what_it_needs_and_uninstall_leaves_not
     // What the operator does, as its ServiceAccount, judged by the real RBAC authorizer.
     let user = format!("system:serviceaccount:{NAMESPACE}:{sa}");
     let tenant = Some("team-a");
-    let needed: &[(&str, &str, &str, Option<&str>, Option<&str>)] = &[
+    let needed: &[Access] = &[
         ("watch", "ryzanstein.dev", "modeldeployments", None, None),
         ("patch", "ryzanstein.dev", "modeldeployments", None, tenant),
         (
@@ -263,7 +272,7 @@ async fn helm_install_grants_the_operator_what_it_needs_and_uninstall_leaves_not
         missing.is_empty(),
         "the chart's RBAC does not allow: {missing:?}"
     );
-    let forbidden: &[(&str, &str, &str, Option<&str>, Option<&str>)] = &[
+    let forbidden: &[Access] = &[
         ("get", "", "secrets", None, tenant),
         ("list", "", "secrets", None, None),
         ("create", "", "pods", Some("exec"), tenant),
