@@ -369,6 +369,41 @@ async fn the_operator_reconciles_against_a_real_api_server() {
     assert_eq!(tenants[0]["throttled"], true);
     assert_eq!(tenants[1]["replicas"], 4);
 
+    // The scale subresource (what HPA, KEDA and `kubectl scale` use) drives spec.replicas while
+    // autoscaling is off: its status names the pods' selector, and the Deployment follows.
+    let team_b_mds: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), "team-b", &resource("ModelDeployment"));
+    let scale = team_b_mds.get_scale("chat").await.unwrap();
+    assert_eq!(scale.spec.as_ref().unwrap().replicas, Some(4));
+    let selector = scale
+        .status
+        .as_ref()
+        .unwrap()
+        .selector
+        .clone()
+        .unwrap_or_default();
+    assert!(
+        selector.contains("app.kubernetes.io/instance=chat"),
+        "{selector}"
+    );
+    team_b_mds
+        .patch_scale(
+            "chat",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 2}})),
+        )
+        .await
+        .unwrap();
+    eventually(
+        "team-b/chat scaled to 2",
+        Duration::from_secs(30),
+        || async {
+            let d = team_b.get_opt("chat").await.ok()??;
+            (d.spec?.replicas == Some(2)).then_some(())
+        },
+    )
+    .await;
+
     // Deleting a deployment: the finalizer lets the operator clean up, the garbage collector
     // removes the children.
     let mds: Api<DynamicObject> =
