@@ -1,16 +1,19 @@
 //! Whole-system tests for Ryzanstein: a real Kubernetes control plane on this machine
-//! ([`control_plane`]), certificates for it ([`pki`]), and — later — the node agent and scenarios.
+//! ([`control_plane`]), certificates for it ([`pki`]), a node agent that registers nodes and runs
+//! their pods as local processes ([`node_agent`]), and — later — the scenarios.
 
 use std::path::PathBuf;
 
 pub mod control_plane;
 pub mod gate;
+pub mod node_agent;
 pub mod pki;
 pub mod wait;
 pub mod workspace;
 
 pub use control_plane::{Binaries, ControlPlane, Endpoints, Options};
 pub use gate::{binaries_or_skip, control_plane_or_skip};
+pub use node_agent::{AgentOptions, ImageTable, NodeAgent, NodeProfile};
 
 /// What can go wrong while building, starting or stopping the control plane.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +40,9 @@ pub enum Error {
     Kubeconfig(#[from] kube::config::KubeconfigError),
     #[error("Kubernetes client: {0}")]
     Kube(#[from] kube::Error),
+    /// The node agent's pod network could not be set up.
+    #[error("pod network: {0}")]
+    Network(String),
 }
 
 impl Error {

@@ -84,16 +84,7 @@ impl Pki {
         fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
 
         let ca_key = KeyPair::generate()?;
-        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "ryzanstein-e2e-ca");
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
+        let ca_params = ca_params()?;
         let ca_cert = ca_params.self_signed(&ca_key)?;
         let ca = write_pair(dir, "ca", &ca_cert.pem(), &ca_key)?;
         let issuer = Issuer::new(ca_params, ca_key);
@@ -166,9 +157,38 @@ impl Pki {
     /// A kubeconfig for `who` against the API server at `server`, referring to the PEM files by
     /// absolute path.
     pub fn kubeconfig(&self, who: ClientIdentity, server: &str) -> String {
-        let client = self.client(who);
-        let user = who.file_stem();
-        // JSON strings are YAML strings, and quote any path safely.
+        self.kubeconfig_for(who.file_stem(), self.client(who), server)
+    }
+
+    /// Issue a kubelet client certificate for node `node` into `dir` (`<node>.crt`,
+    /// `<node>.key`): `CN=system:node:<node>`, `O=system:nodes`, signed by the control plane's
+    /// CA, so the API server's Node authorizer and NodeRestriction admission treat its holder as
+    /// that node's kubelet.
+    pub fn issue_node_client(&self, dir: &Path, node: &str) -> Result<CertFiles> {
+        fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        let ca_key_pem = fs::read_to_string(&self.ca.key)
+            .map_err(|e| Error::io(format!("reading {}", self.ca.key.display()), e))?;
+        // The issuer is the CA's own parameters (same subject, same key identifier method) with
+        // its key, so certificates issued now chain to the CA certificate generated at start.
+        let issuer = Issuer::new(ca_params()?, KeyPair::from_pem(&ca_key_pem)?);
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, format!("system:node:{node}"));
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "system:nodes");
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.signed_by(&key, &issuer)?;
+        write_pair(dir, node, &cert.pem(), &key)
+    }
+
+    /// A kubeconfig for the holder of `client` (named `user`) against the API server at
+    /// `server`, referring to the PEM files by absolute path.
+    pub fn kubeconfig_for(&self, user: &str, client: &CertFiles, server: &str) -> String {
+        // JSON strings are YAML strings, and quote any path or name safely.
         let q = |p: &Path| serde_json::to_string(&p.to_string_lossy()).expect("string");
         format!(
             "apiVersion: v1\n\
@@ -189,11 +209,27 @@ impl Pki {
                  cluster: ryzanstein-e2e\n    \
                  user: {user}\n\
              current-context: ryzanstein-e2e\n",
+            user = serde_json::to_string(user).expect("string"),
             ca = q(&self.ca.cert),
             cert = q(&client.cert),
             key = q(&client.key),
         )
     }
+}
+
+/// The CA's parameters; [`Pki::issue_node_client`] rebuilds the issuer from them.
+fn ca_params() -> Result<CertificateParams> {
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "ryzanstein-e2e-ca");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    Ok(params)
 }
 
 fn serving_cert(

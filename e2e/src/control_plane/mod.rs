@@ -27,7 +27,8 @@ use serde::{Deserialize, Serialize};
 
 pub use binaries::Binaries;
 pub use detached::{read_state, status_detached, stop_detached, ComponentStatus, StateFile};
-use process::{free_ports, http_client, log_tail, spawn_supervised};
+pub(crate) use process::spawn_supervised;
+use process::{free_ports, http_client, log_tail};
 
 use crate::pki::{ClientIdentity, Pki};
 use crate::{ComponentFailure, Error, Result};

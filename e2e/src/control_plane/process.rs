@@ -56,7 +56,7 @@ type SpawnRequest = (Command, mpsc::Sender<std::io::Result<Child>>);
 ///
 /// The signal fires when the *thread* that forked the child exits, so every child is forked by
 /// one thread that lives as long as the process.
-pub(super) fn spawn_supervised(cmd: Command) -> std::io::Result<Child> {
+pub(crate) fn spawn_supervised(cmd: Command) -> std::io::Result<Child> {
     static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
     let spawner = SPAWNER.get_or_init(|| {
         let (tx, rx) = mpsc::channel::<SpawnRequest>();
