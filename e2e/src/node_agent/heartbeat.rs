@@ -46,15 +46,16 @@ pub async fn register(
         }
         Err(e) => return Err(e),
     }
-    patch_status(&nodes, profile, network).await
+    patch_status(&nodes, profile, network, Timestamp::now()).await
 }
 
 async fn patch_status(
     nodes: &Api<Node>,
     profile: &NodeProfile,
     network: &NodeNetwork,
+    since: Timestamp,
 ) -> kube::Result<Node> {
-    let status = node_status(profile, network, Timestamp::now());
+    let status = node_status(profile, network, Timestamp::now(), since);
     nodes
         .patch_status(
             &profile.name,
@@ -66,7 +67,15 @@ async fn patch_status(
 
 /// Renew the node's Lease and report its status until the task is aborted. Failures are
 /// logged and retried at the next tick.
-pub(crate) async fn run(node: std::sync::Arc<super::NodeContext>, node_uid: String) {
+pub(crate) async fn run(node: std::sync::Arc<super::NodeContext>, registered: Node) {
+    let node_uid = registered.metadata.uid.clone().unwrap_or_default();
+    // Conditions keep their transition time from registration.
+    let since = registered
+        .status
+        .and_then(|s| s.conditions)
+        .and_then(|cs| cs.into_iter().find(|c| c.type_ == "Ready"))
+        .and_then(|c| c.last_transition_time)
+        .map_or_else(Timestamp::now, |t| t.0);
     let options = &node.shared.options;
     let leases: Api<Lease> = Api::namespaced(node.client.clone(), NODE_LEASE_NAMESPACE);
     let nodes: Api<Node> = Api::all(node.client.clone());
@@ -82,7 +91,7 @@ pub(crate) async fn run(node: std::sync::Arc<super::NodeContext>, node_uid: Stri
                 }
             }
             _ = report.tick() => {
-                if let Err(e) = patch_status(&nodes, &node.profile, &node.network).await {
+                if let Err(e) = patch_status(&nodes, &node.profile, &node.network, since).await {
                     node.shared.log.line(format_args!("node {name}: reporting its status: {e}"));
                 }
             }

@@ -66,7 +66,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kube::runtime::events::{Recorder, Reporter};
-use kube::{Client, ResourceExt};
+use kube::Client;
 use tokio::task::JoinHandle;
 
 pub use container::BackoffPolicy;
@@ -279,9 +279,8 @@ impl NodeAgent {
             kubeconfig,
         });
         let hb = node_ctx.clone();
-        let uid = node.uid().unwrap_or_default();
         self.tasks
-            .push(tokio::spawn(async move { heartbeat::run(hb, uid).await }));
+            .push(tokio::spawn(async move { heartbeat::run(hb, node).await }));
         self.tasks.push(tokio::spawn(watch::run(node_ctx)));
         Ok(())
     }

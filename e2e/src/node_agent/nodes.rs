@@ -262,20 +262,30 @@ pub fn node_object(profile: &NodeProfile, network: &NodeNetwork) -> Node {
             taints: (!profile.taints.is_empty()).then(|| profile.taints.clone()),
             ..NodeSpec::default()
         }),
-        status: Some(node_status(profile, network, Timestamp::now())),
+        status: Some(node_status(
+            profile,
+            network,
+            Timestamp::now(),
+            Timestamp::now(),
+        )),
     }
 }
 
-/// The node's status at `now`, every condition's heartbeat and transition time set to `now`.
-/// (Kubelets keep transition times; the conditions here never change.)
-pub fn node_status(profile: &NodeProfile, network: &NodeNetwork, now: Timestamp) -> NodeStatus {
+/// The node's status: heartbeats at `now`, conditions unchanged (as they are here) since
+/// `since`.
+pub fn node_status(
+    profile: &NodeProfile,
+    network: &NodeNetwork,
+    now: Timestamp,
+    since: Timestamp,
+) -> NodeStatus {
     let condition = |type_: &str, status: &str, reason: &str, message: &str| NodeCondition {
         type_: type_.to_owned(),
         status: status.to_owned(),
         reason: Some(reason.to_owned()),
         message: Some(message.to_owned()),
         last_heartbeat_time: Some(Time(now)),
-        last_transition_time: Some(Time(now)),
+        last_transition_time: Some(Time(since)),
     };
     NodeStatus {
         capacity: Some(profile.capacity()),
