@@ -3,22 +3,22 @@
 //!
 //! What it does as a kubelet does:
 //! - registers each node (labels, taints, capacity, allocatable, addresses, node info, Ready=True)
-//!   and keeps it alive (a Lease in `kube-node-lease`, periodic status) — [`heartbeat`];
+//!   and keeps it alive (a Lease in `kube-node-lease`, periodic status) — `heartbeat`;
 //! - authenticates each node as itself with a client certificate `CN=system:node:<name>`,
 //!   `O=system:nodes` signed by the cluster CA, so the API server's Node authorizer and the
 //!   NodeRestriction admission plugin apply: a node reads only its own pods and the ConfigMaps,
 //!   Secrets and service-account tokens they reference, and writes only its own Node, Lease and
 //!   pods' status;
-//! - watches the pods bound to each node and runs each container as a process — [`watch`],
-//!   [`pod`]: environment with `$(VAR)` expansion and the downward API ([`env`]), volumes
+//! - watches the pods bound to each node and runs each container as a process — `watch`,
+//!   `pod`: environment with `$(VAR)` expansion and the downward API ([`env`](mod@env)), volumes
 //!   ([`volumes`]), service-account tokens from the TokenRequest API bound to the pod, one pod
 //!   IP per pod ([`network`]), startup/readiness/liveness probes ([`probe`]), restarts by the
 //!   restart policy with back-off, status through `pods/status` ([`status`]), events;
 //! - on deletion runs preStop, sends SIGTERM, waits out the grace period, sends SIGKILL, reports
 //!   the final status and deletes the pod object with grace 0 ([`container`]).
 //!
-//! Where it cannot do what a kubelet does, because there is no container runtime, no root and no
-//! kube-proxy on this machine (mocked because they cannot run here):
+//! Where it cannot do what a kubelet does, because no container runtime, container image or
+//! kube-proxy can run here (mocked because they cannot run here):
 //! - **Mount paths are rewritten** ([`rewrite`]): a container's processes share this machine's
 //!   filesystem, so every occurrence of a volume's `mountPath` in its command, args, env values
 //!   and workingDir is replaced by the pod's directory for that volume. This is the one place
@@ -30,11 +30,13 @@
 //!   `KUBERNETES_SERVICE_HOST`/`PORT` name the API server on loopback, and a container with the
 //!   service-account mount gets `KUBECONFIG` pointing at a kubeconfig with that mount's CA and
 //!   token file — the in-cluster config's fixed path cannot exist per pod ([`launch`]).
-//! - **No isolation**: no namespaces or cgroups. Requests and limits are not enforced (the
-//!   scheduler still places pods by the nodes' allocatable, so capacity matters). Pods share
+//! - **No isolation**: no namespaces or cgroups; processes run as the agent's user, whatever the
+//!   pod's `securityContext` says. Requests and limits are not enforced (the scheduler still
+//!   places pods by the nodes' allocatable, so capacity matters). Pods share
 //!   this machine's network namespace and bind their own address from a block of 198.18.0.0/15
 //!   that the agent routes to loopback ([`network`]: 127.x addresses would do for binding, but
-//!   the API server refuses them in EndpointSlices).
+//!   the API server refuses them in EndpointSlices). The route needs CAP_NET_ADMIN and
+//!   iproute2's `ip`.
 //! - Not supported: init and ephemeral containers, `exec` probes and hooks, `resourceFieldRef`,
 //!   persistent volumes, ConfigMap/Secret updates after start, Service environment variables
 //!   other than the API server's, logs/exec through the API server (read logs with
