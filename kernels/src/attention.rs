@@ -31,12 +31,7 @@ pub struct HeadRows<'a> {
     pub dim: usize,
 }
 
-impl<'a> HeadRows<'a> {
-    fn row(&self, j: usize) -> &'a [f16] {
-        let s = j * self.stride + self.offset;
-        &self.data[s..s + self.dim]
-    }
-
+impl HeadRows<'_> {
     fn rows(&self) -> usize {
         if self.data.len() < self.offset + self.dim {
             0
@@ -58,8 +53,28 @@ pub struct ValueCols<'a> {
 }
 
 thread_local! {
-    /// Per-thread scratch: the query and the probabilities in f32 and f16.
-    static SCRATCH: RefCell<(Vec<f16>, Vec<f32>, Vec<f16>)> = const { RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
+    /// Per-thread scratch: the query, the scores and the probabilities (f16 values, widened).
+    static SCRATCH: RefCell<(Vec<f32>, Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
+}
+
+/// Hint the CPU to bring `data` into L1 (no effect without SSE).
+#[inline]
+fn prefetch<T>(data: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let bytes = std::mem::size_of_val(data);
+        let p = data.as_ptr() as *const i8;
+        let mut off = 0;
+        while off < bytes {
+            // SAFETY: a prefetch never faults, and the address is inside `data`.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.add(off))
+            };
+            off += 64;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = data;
 }
 
 /// Attention of `q` over the first `n` positions; writes `values.dim` outputs. `batched`: the
@@ -97,33 +112,45 @@ pub fn attend(
             ),
         });
     }
-    SCRATCH.with_borrow_mut(|(q16, p, p16)| {
-        q16.clear();
-        q16.extend(q.iter().map(|v| f16::from_f32(*v)));
+    // The cache rows this head reads come from far away (the weights stream through every
+    // cache level between two tokens): ask for all of them at once, so that the misses
+    // overlap instead of queueing behind the dot products one row at a time.
+    for j in 0..n {
+        prefetch(&keys.data[keys.offset + j * keys.stride..][..keys.dim]);
+    }
+    for d in 0..values.dim {
+        prefetch(&values.data[d * values.stride..][..padded]);
+    }
+    SCRATCH.with_borrow_mut(|(qx, p, px)| {
+        // The query rounded to f16 (kept widened: the conversion back is exact).
+        qx.clear();
+        qx.extend(q.iter().map(|v| f16::from_f32(*v).to_f32()));
         // The GEMM order needs whole groups of 8 (llama.cpp falls back to dot products otherwise).
         let gemm = batched && keys.dim.is_multiple_of(8);
-        let dot = if gemm { kt.dot_f16_gemm } else { kt.dot_f16 };
         p.clear();
         p.resize(padded, f32::NEG_INFINITY);
-        for (j, s) in p[..n].iter_mut().enumerate() {
-            *s = dot(keys.row(j), q16) * scale;
+        let key_rows = &keys.data[keys.offset..];
+        (kt.dot_f16_rows)(key_rows, keys.stride, qx, gemm, keys.dim, &mut p[..n]);
+        for s in p[..n].iter_mut() {
+            *s *= scale;
         }
         (kt.softmax)(p);
-        p16.clear();
-        p16.extend(p.iter().map(|v| f16::from_f32(*v)));
-        for (d, o) in out.iter_mut().enumerate() {
-            let col = &values.data[d * values.stride..d * values.stride + padded];
-            *o = if gemm {
-                // Positions n.. of a batch's columns hold its later tokens: multiply zeros.
-                (kt.dot_f16_gemm_prefix)(col, p16, n)
-            } else if batched {
-                // The same in dot-product order (head sizes that are not a multiple of 8).
-                let mut padded_col = col[..n].to_vec();
-                padded_col.resize(padded, f16::ZERO);
-                dot(&padded_col, p16)
-            } else {
-                dot(col, p16)
-            };
+        // The probabilities rounded to f16, widened again.
+        px.clear();
+        px.extend(p.iter().map(|v| f16::from_f32(*v).to_f32()));
+        if batched && !gemm {
+            // Dot-product order for a batch (head sizes that are not a multiple of 8): the
+            // positions past `n` must read as zeros, so copy each column's first `n`.
+            let p16: Vec<f16> = px.iter().map(|v| f16::from_f32(*v)).collect();
+            for (d, o) in out.iter_mut().enumerate() {
+                let mut col = values.data[d * values.stride..][..n].to_vec();
+                col.resize(padded, f16::ZERO);
+                *o = (kt.dot_f16)(&col, &p16);
+            }
+        } else {
+            // A batch's columns hold its later tokens past `n`: `valid` reads them as zeros
+            // (gemm order); a single query's columns hold zeros there already.
+            (kt.dot_f16_rows)(values.data, values.stride, px, gemm, n, out);
         }
     });
     Ok(())

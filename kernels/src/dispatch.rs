@@ -91,6 +91,9 @@ pub fn isa() -> Isa {
 /// with `s` for Q8_1 and `c` for Q8_0), and `out` valid for writes at those offsets.
 pub type GemmX8<W, A> = unsafe fn(&[W], &ActRows<'_, A>, *mut f32, usize);
 
+/// `(rows, stride, x, gemm, valid, out)`; see [`Kernels::dot_f16_rows`].
+pub type DotRowsFn = fn(&[f16], usize, &[f32], bool, usize, &mut [f32]);
+
 /// The dot-product kernels of one instruction set.
 pub struct Kernels {
     pub isa: Isa,
@@ -113,6 +116,11 @@ pub struct Kernels {
     pub swiglu: fn(&mut [f32], &[f32]),
     /// In-place softmax of one row (ggml's arithmetic; see `scalar::activation::softmax`).
     pub softmax: fn(&mut [f32]),
+    /// `(rows, stride, x, gemm, valid, out)`: see `scalar::dot::dot_f16_rows` (attention).
+    pub dot_f16_rows: DotRowsFn,
+    /// Quantise activations (whole blocks) as `scalar::quantize::quantize_row_q8_0` / `_q8_1`.
+    pub quantize_q8_0: fn(&[f32], &mut [BlockQ8_0]),
+    pub quantize_q8_1: fn(&[f32], &mut [BlockQ8_1]),
     /// Eight packed Q4_1 rows times Q8_1 activation rows (`formats::BlockQ4_1x8`).
     pub gemm_q4_1x8: GemmX8<BlockQ4_1x8, BlockQ8_1>,
     /// Eight packed Q8_0 rows times Q8_0 activation rows (`formats::BlockQ8_0x8`).
@@ -151,6 +159,9 @@ static SCALAR: Kernels = Kernels {
     softmax: scalar::activation::softmax,
     dot_f16_gemm: scalar::dot::vec_dot_f16_gemm,
     dot_f16_gemm_prefix: scalar::dot::vec_dot_f16_gemm_prefix,
+    dot_f16_rows: scalar::dot::dot_f16_rows,
+    quantize_q8_0: scalar::quantize::quantize_row_q8_0,
+    quantize_q8_1: scalar::quantize::quantize_row_q8_1,
     gemm_q4_1x8: scalar_q4_1x8,
     gemm_q8_0x8: scalar_q8_0x8,
 };
@@ -180,6 +191,32 @@ mod simd {
         unsafe { avx2::swiglu(gate, up) }
     }
     guarded!(avx2_f16_gemm, avx2::vec_dot_f16_gemm, f16, f16);
+    pub(super) fn avx2_dot_f16_rows(
+        rows: &[f16],
+        stride: usize,
+        x: &[f32],
+        gemm: bool,
+        valid: usize,
+        out: &mut [f32],
+    ) {
+        // Every row must lie inside `rows` (the SIMD kernel reads through raw pointers).
+        if let Some(last) = out.len().checked_sub(1) {
+            assert!(
+                last * stride + x.len() <= rows.len(),
+                "dot_f16_rows: rows too short"
+            );
+        }
+        // SAFETY: checked above; the table is handed out after feature detection.
+        unsafe { avx2::dot_f16_rows(rows, stride, x, gemm, valid, out) }
+    }
+    pub(super) fn avx2_quantize_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
+        // SAFETY: only reachable through a table `kernels_for` returns after feature detection.
+        unsafe { avx2::quantize_row_q8_0(x, out) }
+    }
+    pub(super) fn avx2_quantize_q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
+        // SAFETY: as above.
+        unsafe { avx2::quantize_row_q8_1(x, out) }
+    }
     pub(super) fn avx2_f16_gemm_prefix(x: &[f16], y: &[f16], n: usize) -> f32 {
         // SAFETY: only reachable through a table `kernels_for` returns after feature detection.
         unsafe { avx2::vec_dot_f16_gemm_prefix(x, y, n) }
@@ -241,6 +278,9 @@ mod simd {
         softmax: avx2_softmax,
         dot_f16_gemm: avx2_f16_gemm,
         dot_f16_gemm_prefix: avx2_f16_gemm_prefix,
+        dot_f16_rows: avx2_dot_f16_rows,
+        quantize_q8_0: avx2_quantize_q8_0,
+        quantize_q8_1: avx2_quantize_q8_1,
         gemm_q4_1x8: packed::gemm_q4_1x8_q8_1_avx2,
         gemm_q8_0x8: packed::gemm_q8_0x8_q8_0_avx2,
     };
@@ -260,6 +300,9 @@ mod simd {
         softmax: avx2_softmax,
         dot_f16_gemm: avx2_f16_gemm,
         dot_f16_gemm_prefix: avx2_f16_gemm_prefix,
+        dot_f16_rows: avx2_dot_f16_rows,
+        quantize_q8_0: avx2_quantize_q8_0,
+        quantize_q8_1: avx2_quantize_q8_1,
         gemm_q4_1x8: packed::gemm_q4_1x8_q8_1_avx2,
         gemm_q8_0x8: packed::gemm_q8_0x8_q8_0_avx2,
     };

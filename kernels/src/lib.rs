@@ -23,5 +23,5 @@ pub use dispatch::{isa, Isa};
 pub use error::KernelError;
 pub use formats::DType;
 pub use matmul::{matmul, MatRef};
-pub use packed::PackedMat;
+pub use packed::{PackedMat, PackedRef};
 pub use pool::Pool;

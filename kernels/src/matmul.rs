@@ -160,6 +160,16 @@ impl QuantizedActs {
 
 /// Quantise `x` (`n x k`, row-major) to `dtype` (an activation format).
 pub fn quantize_acts(dtype: DType, x: &[f32], k: usize) -> Result<QuantizedActs, KernelError> {
+    quantize_acts_with(kernels(), dtype, x, k)
+}
+
+/// [`quantize_acts`] with the given kernel table.
+pub fn quantize_acts_with(
+    kt: &Kernels,
+    dtype: DType,
+    x: &[f32],
+    k: usize,
+) -> Result<QuantizedActs, KernelError> {
     let op = "quantize_acts";
     let row_bytes = dtype.row_bytes(k).ok_or(KernelError::RaggedBlocks {
         op,
@@ -183,8 +193,8 @@ pub fn quantize_acts(dtype: DType, x: &[f32], k: usize) -> Result<QuantizedActs,
             DType::F32 => bytemuck::cast_slice_mut::<u8, f32>(br).copy_from_slice(xr),
             DType::F16 => scalar::quantize::quantize_row_f16(xr, bytemuck::cast_slice_mut(br)),
             DType::BF16 => scalar::quantize::quantize_row_bf16(xr, bytemuck::cast_slice_mut(br)),
-            DType::Q8_0 => scalar::quantize::quantize_row_q8_0(xr, bytemuck::cast_slice_mut(br)),
-            DType::Q8_1 => scalar::quantize::quantize_row_q8_1(xr, bytemuck::cast_slice_mut(br)),
+            DType::Q8_0 => (kt.quantize_q8_0)(xr, bytemuck::cast_slice_mut(br)),
+            DType::Q8_1 => (kt.quantize_q8_1)(xr, bytemuck::cast_slice_mut(br)),
             DType::Q4_0 | DType::Q4_1 => return Err(KernelError::Unsupported { op, dtype }),
         }
     }

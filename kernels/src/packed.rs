@@ -1,6 +1,6 @@
 //! Weights repacked at load time for the eight-row kernels, and the matrix products over them.
 //!
-//! [`PackedMat::pack`] copies a Q4_1 or Q8_0 matrix whose row count is a multiple of eight into
+//! [`pack_into`] (or [`PackedMat::pack`]) copies a Q4_1 or Q8_0 matrix whose row count is a multiple of eight into
 //! row groups of eight, block by block ([`BlockQ4_1x8`], [`BlockQ8_0x8`]): group `g` is the
 //! `cols / 32` packed blocks of rows `8g..8g+8`, contiguous, so one pass over a group streams
 //! one contiguous range. The bytes per weight are the GGUF's; the original stays untouched
@@ -21,17 +21,67 @@ use crate::{scalar, DType, KernelError};
 /// L2: 64 rows of 1536 values are 110 KB).
 const TOKEN_TILE: usize = 64;
 
-/// A weight matrix in eight-row groups; see the module documentation.
-#[derive(Debug)]
-pub struct PackedMat {
+/// Bytes of the packed form of a `rows x cols` matrix of `dtype` (as many as the original),
+/// or `None` when [`PackedRef::supports`] says no.
+pub fn packed_len(dtype: DType, rows: usize, cols: usize) -> Option<usize> {
+    if PackedRef::supports(dtype, rows, cols) {
+        dtype.row_bytes(cols).map(|rb| rb * rows)
+    } else {
+        None
+    }
+}
+
+/// Write the packed form of `m` into `out` (`packed_len` bytes, 2-byte aligned).
+pub fn pack_into(m: MatRef<'_>, out: &mut [u8]) -> Result<(), KernelError> {
+    let op = "pack";
+    let Some(len) = packed_len(m.dtype, m.rows, m.cols) else {
+        return Err(KernelError::Unsupported { op, dtype: m.dtype });
+    };
+    if out.len() != len || !(out.as_ptr() as usize).is_multiple_of(2) {
+        return Err(KernelError::Shape {
+            op,
+            what: format!("{len} bytes at an even address needed, got {}", out.len()),
+        });
+    }
+    let nb = m.cols / QK;
+    match m.dtype {
+        DType::Q4_1 => {
+            let out: &mut [BlockQ4_1x8] = bytemuck::cast_slice_mut(out);
+            for (g, group) in out.chunks_exact_mut(nb).enumerate() {
+                let rows: [&[BlockQ4_1]; 8] =
+                    std::array::from_fn(|r| bytemuck::cast_slice(m.row(g * PACK_ROWS + r)));
+                for (b, o) in group.iter_mut().enumerate() {
+                    *o = BlockQ4_1x8::pack(rows.map(|r| &r[b]));
+                }
+            }
+        }
+        DType::Q8_0 => {
+            let out: &mut [BlockQ8_0x8] = bytemuck::cast_slice_mut(out);
+            for (g, group) in out.chunks_exact_mut(nb).enumerate() {
+                let rows: [&[BlockQ8_0]; 8] =
+                    std::array::from_fn(|r| bytemuck::cast_slice(m.row(g * PACK_ROWS + r)));
+                for (b, o) in group.iter_mut().enumerate() {
+                    *o = BlockQ8_0x8::pack(rows.map(|r| &r[b]));
+                }
+            }
+        }
+        _ => unreachable!("checked by packed_len"),
+    }
+    Ok(())
+}
+
+/// A packed weight matrix, borrowed (from a [`PackedMat`] or a caller's arena).
+#[derive(Debug, Clone, Copy)]
+pub struct PackedRef<'a> {
     dtype: DType,
     rows: usize,
     cols: usize,
-    data: AlignedBytes,
+    data: &'a [u8],
 }
 
-impl PackedMat {
-    /// Whether [`pack`](PackedMat::pack) takes a `rows x cols` matrix of `dtype`.
+impl<'a> PackedRef<'a> {
+    /// Whether a `rows x cols` matrix of `dtype` has a packed form (Q4_1 and Q8_0, rows a
+    /// multiple of eight).
     pub fn supports(dtype: DType, rows: usize, cols: usize) -> bool {
         matches!(dtype, DType::Q4_1 | DType::Q8_0)
             && rows > 0
@@ -40,40 +90,29 @@ impl PackedMat {
             && cols.is_multiple_of(QK)
     }
 
-    /// The packed copy of `m`, or `None` when its type or shape has no eight-row kernel.
-    pub fn pack(m: MatRef<'_>) -> Option<PackedMat> {
-        if !Self::supports(m.dtype, m.rows, m.cols) {
-            return None;
+    /// `data` as the packed form (written by [`pack_into`]) of a `rows x cols` matrix.
+    pub fn new(
+        dtype: DType,
+        rows: usize,
+        cols: usize,
+        data: &'a [u8],
+    ) -> Result<Self, KernelError> {
+        if packed_len(dtype, rows, cols) != Some(data.len())
+            || !(data.as_ptr() as usize).is_multiple_of(2)
+        {
+            return Err(KernelError::Shape {
+                op: "PackedRef::new",
+                what: format!(
+                    "{rows}x{cols} {dtype:?} packed needs {:?} bytes at an even address, got {}",
+                    packed_len(dtype, rows, cols),
+                    data.len()
+                ),
+            });
         }
-        let mut data = AlignedBytes::zeroed(m.data.len());
-        let nb = m.cols / QK;
-        match m.dtype {
-            DType::Q4_1 => {
-                let out: &mut [BlockQ4_1x8] = bytemuck::cast_slice_mut(data.as_bytes_mut());
-                for (g, group) in out.chunks_exact_mut(nb).enumerate() {
-                    let rows: [&[BlockQ4_1]; 8] =
-                        std::array::from_fn(|r| bytemuck::cast_slice(m.row(g * PACK_ROWS + r)));
-                    for (b, o) in group.iter_mut().enumerate() {
-                        *o = BlockQ4_1x8::pack(rows.map(|r| &r[b]));
-                    }
-                }
-            }
-            DType::Q8_0 => {
-                let out: &mut [BlockQ8_0x8] = bytemuck::cast_slice_mut(data.as_bytes_mut());
-                for (g, group) in out.chunks_exact_mut(nb).enumerate() {
-                    let rows: [&[BlockQ8_0]; 8] =
-                        std::array::from_fn(|r| bytemuck::cast_slice(m.row(g * PACK_ROWS + r)));
-                    for (b, o) in group.iter_mut().enumerate() {
-                        *o = BlockQ8_0x8::pack(rows.map(|r| &r[b]));
-                    }
-                }
-            }
-            _ => unreachable!("checked by supports"),
-        }
-        Some(PackedMat {
-            dtype: m.dtype,
-            rows: m.rows,
-            cols: m.cols,
+        Ok(PackedRef {
+            dtype,
+            rows,
+            cols,
             data,
         })
     }
@@ -87,21 +126,17 @@ impl PackedMat {
     pub fn cols(&self) -> usize {
         self.cols
     }
-    /// Bytes of weights (as many as the original matrix).
-    pub fn bytes(&self) -> usize {
-        self.data.as_bytes().len()
-    }
 
     fn blocks_per_row(&self) -> usize {
         self.cols / QK
     }
 
-    fn groups_q4_1(&self) -> &[BlockQ4_1x8] {
-        bytemuck::cast_slice(self.data.as_bytes())
+    fn groups_q4_1(&self) -> &'a [BlockQ4_1x8] {
+        bytemuck::cast_slice(self.data)
     }
 
-    fn groups_q8_0(&self) -> &[BlockQ8_0x8] {
-        bytemuck::cast_slice(self.data.as_bytes())
+    fn groups_q8_0(&self) -> &'a [BlockQ8_0x8] {
+        bytemuck::cast_slice(self.data)
     }
 
     /// Row `r` as f32 values (an embedding lookup), as `MatRef::dequantize_row` of the original.
@@ -137,12 +172,46 @@ impl PackedMat {
     }
 }
 
+/// A packed weight matrix that owns its bytes.
+#[derive(Debug)]
+pub struct PackedMat {
+    dtype: DType,
+    rows: usize,
+    cols: usize,
+    data: AlignedBytes,
+}
+
+impl PackedMat {
+    /// The packed copy of `m`, or `None` when its type or shape has no eight-row kernel.
+    pub fn pack(m: MatRef<'_>) -> Option<PackedMat> {
+        let len = packed_len(m.dtype, m.rows, m.cols)?;
+        let mut data = AlignedBytes::zeroed(len);
+        pack_into(m, data.as_bytes_mut()).ok()?;
+        Some(PackedMat {
+            dtype: m.dtype,
+            rows: m.rows,
+            cols: m.cols,
+            data,
+        })
+    }
+
+    /// The borrowed view the matmul takes.
+    pub fn as_ref(&self) -> PackedRef<'_> {
+        PackedRef {
+            dtype: self.dtype,
+            rows: self.rows,
+            cols: self.cols,
+            data: self.data.as_bytes(),
+        }
+    }
+}
+
 /// `out` (`acts.n x w.rows`) = activations times `w` transposed, with the given kernel table;
 /// row groups split over `pool`'s threads.
 pub fn matmul_packed_with(
     kt: &Kernels,
     pool: &Pool,
-    w: &PackedMat,
+    w: PackedRef<'_>,
     acts: &QuantizedActs,
     out: &mut [f32],
 ) -> Result<(), KernelError> {
@@ -161,30 +230,27 @@ pub fn matmul_packed_with(
         let mut t0 = 0;
         while t0 < n {
             let t1 = (t0 + TOKEN_TILE).min(n);
-            for g in gs.clone() {
-                // SAFETY: `out` holds `n * m` values (checked); group `g` writes columns
-                // `8g..8g+8` of rows `t0..t1` only, and each group is in one chunk. The kernel
-                // table was handed out for this CPU; the activations were built for this
-                // format by `quantize_acts` (consistent, with `s` / `c`), and `nb` blocks per
-                // row match the weights (`check_shapes`).
-                unsafe {
-                    let o = dst.get().add(t0 * m + g * PACK_ROWS);
-                    match w.dtype {
-                        DType::Q4_1 => (kt.gemm_q4_1x8)(
-                            &w.groups_q4_1()[g * nb..(g + 1) * nb],
-                            &acts.act_rows(t0..t1),
-                            o,
-                            m,
-                        ),
-                        DType::Q8_0 => (kt.gemm_q8_0x8)(
-                            &w.groups_q8_0()[g * nb..(g + 1) * nb],
-                            &acts.act_rows(t0..t1),
-                            o,
-                            m,
-                        ),
-                        _ => unreachable!("only packable types are packed"),
+            // SAFETY (both arms): `out` holds `n * m` values (checked); group `g` writes columns
+            // `8g..8g+8` of rows `t0..t1` only, and each group is in one chunk. The kernel table
+            // was handed out for this CPU; the activations were built for this format by
+            // `quantize_acts` (consistent, with `s` / `c`), and their `nb` blocks per row match
+            // the weights (`check_shapes`).
+            match w.dtype {
+                DType::Q4_1 => {
+                    let (a, ws) = (acts.act_rows(t0..t1), w.groups_q4_1());
+                    for g in gs.clone() {
+                        let o = dst.get().wrapping_add(t0 * m + g * PACK_ROWS);
+                        unsafe { (kt.gemm_q4_1x8)(&ws[g * nb..(g + 1) * nb], &a, o, m) };
                     }
                 }
+                DType::Q8_0 => {
+                    let (a, ws) = (acts.act_rows(t0..t1), w.groups_q8_0());
+                    for g in gs.clone() {
+                        let o = dst.get().wrapping_add(t0 * m + g * PACK_ROWS);
+                        unsafe { (kt.gemm_q8_0x8)(&ws[g * nb..(g + 1) * nb], &a, o, m) };
+                    }
+                }
+                _ => unreachable!("only packable types are packed"),
             }
             t0 = t1;
         }

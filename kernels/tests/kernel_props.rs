@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use ryzanstein_kernels::dispatch::{kernels_for, Isa};
 use ryzanstein_kernels::formats::*;
 use ryzanstein_kernels::matmul::{matmul_quantized_with, quantize_acts};
-use ryzanstein_kernels::packed::matmul_packed_with;
+use ryzanstein_kernels::packed::{matmul_packed_with, PackedRef};
 use ryzanstein_kernels::scalar::quantize::*;
 use ryzanstein_kernels::{DType, MatRef, PackedMat, Pool};
 
@@ -78,7 +78,7 @@ fn check_matmul_matches_scalar(dtype: DType, rows: usize, blocks: usize, n: usiz
     let packed = PackedMat::pack(wm);
     assert_eq!(
         packed.is_some(),
-        PackedMat::supports(dtype, rows, k),
+        PackedRef::supports(dtype, rows, k),
         "{dtype:?} {rows}x{k}"
     );
     for isa in Isa::available() {
@@ -89,7 +89,7 @@ fn check_matmul_matches_scalar(dtype: DType, rows: usize, blocks: usize, n: usiz
             assert_bits_eq(&got, &want, &format!("{dtype:?} {isa:?} k={k}"));
             if let Some(p) = &packed {
                 let mut got = vec![0.0; n * rows];
-                matmul_packed_with(kt, pool, p, &acts, &mut got).unwrap();
+                matmul_packed_with(kt, pool, p.as_ref(), &acts, &mut got).unwrap();
                 assert_bits_eq(&got, &want, &format!("packed {dtype:?} {isa:?} k={k}"));
             }
         }
@@ -98,7 +98,7 @@ fn check_matmul_matches_scalar(dtype: DType, rows: usize, blocks: usize, n: usiz
         for r in [0, rows / 2, rows - 1] {
             let (mut a, mut b) = (vec![0.0; k], vec![0.0; k]);
             wm.dequantize_row(r, &mut a).unwrap();
-            p.dequantize_row(r, &mut b).unwrap();
+            p.as_ref().dequantize_row(r, &mut b).unwrap();
             assert_bits_eq(&b, &a, &format!("packed {dtype:?} row {r}"));
         }
     }
@@ -109,6 +109,33 @@ proptest! {
     #[test]
     fn simd_matches_scalar(rows in 1usize..40, blocks in 1usize..13, n in 1usize..10, seed in any::<u64>(), t in 0usize..6) {
         check_matmul_matches_scalar(WEIGHT_TYPES[t], rows, blocks, n, seed);
+    }
+
+    /// Activation quantisation: every ISA writes the scalar bytes (ties included: with
+    /// amax 127 the values below are exact halves).
+    #[test]
+    fn quantize_matches_scalar(blocks in 1usize..20, seed in any::<u64>(), ties in any::<bool>()) {
+        let mut x = vec_f32(blocks * 32, seed);
+        if ties {
+            for (i, v) in x.iter_mut().enumerate() {
+                *v = if i % 32 == 0 { 127.0 } else { ((i * 7 % 254) as f32 - 127.0) + 0.5 };
+            }
+        }
+        let mut want0 = vec![BlockQ8_0 { d: f16::ZERO, qs: [0; 32] }; blocks];
+        let mut want1 = vec![BlockQ8_1 { d: f16::ZERO, s: f16::ZERO, qs: [0; 32] }; blocks];
+        quantize_row_q8_0(&x, &mut want0);
+        quantize_row_q8_1(&x, &mut want1);
+        for isa in Isa::available() {
+            let kt = kernels_for(isa).unwrap();
+            let mut got0 = want0.clone();
+            let mut got1 = want1.clone();
+            got0.iter_mut().for_each(|b| b.qs = [9; 32]);
+            got1.iter_mut().for_each(|b| b.qs = [9; 32]);
+            (kt.quantize_q8_0)(&x, &mut got0);
+            (kt.quantize_q8_1)(&x, &mut got1);
+            prop_assert_eq!(bytemuck::cast_slice::<_, u8>(&got0), bytemuck::cast_slice::<_, u8>(&want0), "{:?} q8_0", isa);
+            prop_assert_eq!(bytemuck::cast_slice::<_, u8>(&got1), bytemuck::cast_slice::<_, u8>(&want1), "{:?} q8_1", isa);
+        }
     }
 
     /// Packed eight-row groups (row counts that are multiples of eight) against the one-row
@@ -136,6 +163,17 @@ proptest! {
                 let wg = (kernels_for(Isa::Scalar).unwrap().dot_f16_gemm)(&xh, &yh);
                 let gg = (kernels_for(isa).unwrap().dot_f16_gemm)(&xh, &yh);
                 prop_assert_eq!(gg.to_bits(), wg.to_bits(), "{:?} f16 gemm order {} vs {}", isa, gg, wg);
+                // Several rows at once (attention), in both orders.
+                let stride = len + 5;
+                let rows: Vec<f16> = vec_f32(stride * 7, seed ^ 0x1234).iter().map(|v| f16::from_f32(*v)).collect();
+                let xw: Vec<f32> = yh.iter().map(|v| v.to_f32()).collect();
+                for (gemm, valid) in [(false, len), (true, len), (true, len / 2 + 3), (true, 1)] {
+                    let mut want = vec![0.0f32; 7];
+                    let mut got = vec![0.0f32; 7];
+                    (kernels_for(Isa::Scalar).unwrap().dot_f16_rows)(&rows, stride, &xw, gemm, valid, &mut want);
+                    (kernels_for(isa).unwrap().dot_f16_rows)(&rows, stride, &xw, gemm, valid, &mut got);
+                    prop_assert_eq!(&got, &want, "{:?} rows gemm={} valid={}", isa, gemm, valid);
+                }
                 for n in [0, len / 3, len / 2 + 1, len] {
                     let wp = (kernels_for(Isa::Scalar).unwrap().dot_f16_gemm_prefix)(&xh, &yh, n);
                     let gp = (kernels_for(isa).unwrap().dot_f16_gemm_prefix)(&xh, &yh, n);

@@ -152,6 +152,29 @@ pub fn vec_dot_f16_gemm_prefix(x: &[f16], y: &[f16], n: usize) -> f32 {
     hsum8(&acc)
 }
 
+/// `out[j]` = the f16 dot product of row `j` (`rows[j * stride..]`, `x.len()` values) with `x`,
+/// in [`vec_dot_f16_gemm`]'s order (`gemm`, with each row's values from `valid` on taken as
+/// +0, see [`vec_dot_f16_gemm_prefix`]) or [`vec_dot_f16`]'s (`valid` ignored: every value
+/// counts). `x` holds f16 values widened to f32 (exactly), as attention has them.
+pub fn dot_f16_rows(
+    rows: &[f16],
+    stride: usize,
+    x: &[f32],
+    gemm: bool,
+    valid: usize,
+    out: &mut [f32],
+) {
+    let x16: Vec<f16> = x.iter().map(|v| f16::from_f32(*v)).collect();
+    for (j, o) in out.iter_mut().enumerate() {
+        let row = &rows[j * stride..j * stride + x.len()];
+        *o = if gemm {
+            vec_dot_f16_gemm_prefix(row, &x16, valid)
+        } else {
+            vec_dot_f16(row, &x16)
+        };
+    }
+}
+
 /// Four activation rows against one weight row; each output exactly as the one-row kernel.
 pub fn vec_dot4_q4_0_q8_0(x: &[BlockQ4_0], y: [&[BlockQ8_0]; 4]) -> [f32; 4] {
     y.map(|y| vec_dot_q4_0_q8_0(x, y))

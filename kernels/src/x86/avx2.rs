@@ -343,6 +343,223 @@ pub unsafe fn vec_dot_f16_gemm_prefix(x: &[f16], y: &[f16], n: usize) -> f32 {
     hsum_ps(acc)
 }
 
+/// As `scalar::dot::dot_f16_rows`: rows two (or four) at a time for independent accumulator
+/// chains, and the final horizontal sums of eight rows at once ([`reduce8`]).
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C; every row must have `x.len()` values in `rows`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_f16_rows(
+    rows: &[f16],
+    stride: usize,
+    x: &[f32],
+    gemm: bool,
+    valid: usize,
+    out: &mut [f32],
+) {
+    let n = out.len();
+    let p = rows.as_ptr();
+    let mut lanes = [_mm256_setzero_ps(); 8];
+    let mut j = 0;
+    while j < n {
+        let m = (n - j).min(8);
+        // `lanes[r]`: row `j + r`'s accumulator, reduced to 8 lanes.
+        let mut r = 0;
+        if gemm {
+            while r + 4 <= m {
+                let a = rows_gemm::<4>(p.add((j + r) * stride), stride, x, valid);
+                lanes[r..r + 4].copy_from_slice(&a);
+                r += 4;
+            }
+            while r < m {
+                lanes[r] = rows_gemm::<1>(p.add((j + r) * stride), stride, x, valid)[0];
+                r += 1;
+            }
+        } else {
+            while r + 2 <= m {
+                let a = rows_steps::<2>(p.add((j + r) * stride), stride, x);
+                lanes[r..r + 2].copy_from_slice(&a);
+                r += 2;
+            }
+            if r < m {
+                lanes[r] = rows_steps::<1>(p.add((j + r) * stride), stride, x)[0];
+            }
+        }
+        let mut sums = [0.0f32; 8];
+        _mm256_storeu_ps(sums.as_mut_ptr(), reduce8(&lanes, gemm));
+        out[j..j + m].copy_from_slice(&sums[..m]);
+        if !gemm {
+            // `vec_dot_f16` adds a tail of fewer than 32 values in f64.
+            let np = x.len() - x.len() % STEP;
+            if np < x.len() {
+                for (r, o) in out[j..j + m].iter_mut().enumerate() {
+                    let row = p.add((j + r) * stride);
+                    let mut sum = *o as f64;
+                    for (k, xk) in x.iter().enumerate().skip(np) {
+                        sum += ((*row.add(k)).to_f32() * xk) as f64;
+                    }
+                    *o = sum as f32;
+                }
+            }
+        }
+        j += m;
+    }
+}
+
+/// The horizontal sums of eight rows' 8-lane accumulators, lane `r` for row `r`: with
+/// `h = lanes 0..4 + lanes 4..8`, `(h0 + h2) + (h1 + h3)` (`gemm`: `hsum8`'s order) or
+/// `(h0 + h1) + (h2 + h3)` (`reduce_4x8`'s last steps), computed for all eight rows at once by
+/// a 4x4 transpose in each 128-bit half.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn reduce8(x: &[__m256; 8], gemm: bool) -> __m256 {
+    // r_k = [h of row k | h of row k + 4]
+    let r: [__m256; 4] = std::array::from_fn(|k| {
+        let lo = _mm256_permute2f128_ps::<0x20>(x[k], x[k + 4]);
+        let hi = _mm256_permute2f128_ps::<0x31>(x[k], x[k + 4]);
+        _mm256_add_ps(lo, hi)
+    });
+    let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+    let t1 = _mm256_unpacklo_ps(r[2], r[3]);
+    let t2 = _mm256_unpackhi_ps(r[0], r[1]);
+    let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    // c_i = element i of h, rows 0..4 | rows 4..8
+    let c0 = _mm256_shuffle_ps::<0x44>(t0, t1);
+    let c1 = _mm256_shuffle_ps::<0xEE>(t0, t1);
+    let c2 = _mm256_shuffle_ps::<0x44>(t2, t3);
+    let c3 = _mm256_shuffle_ps::<0xEE>(t2, t3);
+    if gemm {
+        _mm256_add_ps(_mm256_add_ps(c0, c2), _mm256_add_ps(c1, c3))
+    } else {
+        _mm256_add_ps(_mm256_add_ps(c0, c1), _mm256_add_ps(c2, c3))
+    }
+}
+
+/// `R` rows in `vec_dot_f16`'s order up to the last whole step of 32: four 8-lane
+/// accumulators, combined lane-wise as `reduce_4x8` begins, `(a0 + a2) + (a1 + a3)`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn rows_steps<const R: usize>(p: *const f16, stride: usize, x: &[f32]) -> [__m256; R] {
+    let len = x.len();
+    let np = len - len % STEP;
+    let mut acc = [[_mm256_setzero_ps(); 4]; R];
+    let mut i = 0;
+    while i < np {
+        for a in 0..4 {
+            let xv = _mm256_loadu_ps(x.as_ptr().add(i + 8 * a));
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let v = load_f16x8(p.add(r * stride + i + 8 * a));
+                acc[a] = _mm256_fmadd_ps(v, xv, acc[a]);
+            }
+        }
+        i += STEP;
+    }
+    acc.map(|a| _mm256_add_ps(_mm256_add_ps(a[0], a[2]), _mm256_add_ps(a[1], a[3])))
+}
+
+/// `R` rows in `vec_dot_f16_gemm_prefix`'s order, before the horizontal sum.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn rows_gemm<const R: usize>(
+    p: *const f16,
+    stride: usize,
+    x: &[f32],
+    valid: usize,
+) -> [__m256; R] {
+    let len = x.len() - x.len() % 8;
+    let valid = valid.min(len);
+    let mut acc = [_mm256_setzero_ps(); R];
+    let mut i = 0;
+    while i + 8 <= valid {
+        let xv = _mm256_loadu_ps(x.as_ptr().add(i));
+        for (r, a) in acc.iter_mut().enumerate() {
+            *a = _mm256_fmadd_ps(load_f16x8(p.add(r * stride + i)), xv, *a);
+        }
+        i += 8;
+    }
+    if i < valid {
+        let xv = _mm256_loadu_ps(x.as_ptr().add(i));
+        for (r, a) in acc.iter_mut().enumerate() {
+            let mut part = [f16::ZERO; 8];
+            std::ptr::copy_nonoverlapping(p.add(r * stride + i), part.as_mut_ptr(), valid - i);
+            *a = _mm256_fmadd_ps(load_f16x8(part.as_ptr()), xv, *a);
+        }
+        i += 8;
+    }
+    if i < len {
+        // Every further product is +0: see `vec_dot_f16_gemm_prefix`.
+        for a in acc.iter_mut() {
+            *a = _mm256_add_ps(*a, _mm256_setzero_ps());
+        }
+    }
+    acc
+}
+
+/// `(d, 32 rounded values)` of one block, as `scalar::quantize` computes them: `amax / 127`,
+/// values times `127 / amax` rounded half to even (exact integers in -127..=127).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q8_block(x: &[f32]) -> (f32, __m256i) {
+    let p = x.as_ptr();
+    let v: [__m256; 4] = std::array::from_fn(|i| _mm256_loadu_ps(p.add(8 * i)));
+    let sign = _mm256_set1_ps(-0.0);
+    let abs = v.map(|v| _mm256_andnot_ps(sign, v));
+    let m = _mm256_max_ps(_mm256_max_ps(abs[0], abs[1]), _mm256_max_ps(abs[2], abs[3]));
+    let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
+    let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    let m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    let max = _mm_cvtss_f32(m);
+    let d = max / 127.0;
+    let id = _mm256_set1_ps(if max != 0.0 { 127.0 / max } else { 0.0 });
+    let q = v.map(|v| {
+        _mm256_cvtps_epi32(_mm256_round_ps::<
+            { _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC },
+        >(_mm256_mul_ps(v, id)))
+    });
+    // Pack to bytes in order: packs interleave 128-bit lanes, the permute undoes it.
+    let q16a = _mm256_packs_epi32(q[0], q[1]);
+    let q16b = _mm256_packs_epi32(q[2], q[3]);
+    let q8 = _mm256_packs_epi16(q16a, q16b);
+    let q8 = _mm256_permutevar8x32_epi32(q8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    (d, q8)
+}
+
+/// As `scalar::quantize::quantize_row_q8_0`.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn quantize_row_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
+    for (xb, ob) in x.chunks_exact(32).zip(out.iter_mut()) {
+        let (d, q) = q8_block(xb);
+        ob.d = f16::from_f32(d);
+        _mm256_storeu_si256(ob.qs.as_mut_ptr() as *mut __m256i, q);
+    }
+}
+
+/// As `scalar::quantize::quantize_row_q8_1`.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn quantize_row_q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
+    for (xb, ob) in x.chunks_exact(32).zip(out.iter_mut()) {
+        let (d, q) = q8_block(xb);
+        ob.d = f16::from_f32(d);
+        _mm256_storeu_si256(ob.qs.as_mut_ptr() as *mut __m256i, q);
+        // Sum of the values: bytes to i16 pairs to i32 lanes (exact).
+        let s16 = _mm256_maddubs_epi16(_mm256_set1_epi8(1), q);
+        let s32 = _mm256_madd_epi16(s16, _mm256_set1_epi16(1));
+        let s = _mm_add_epi32(
+            _mm256_castsi256_si128(s32),
+            _mm256_extracti128_si256::<1>(s32),
+        );
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
+        ob.s = f16::from_f32(d * _mm_cvtsi128_si32(s) as f32);
+    }
+}
+
 /// As `scalar::activation::softmax`.
 ///
 /// # Safety

@@ -241,22 +241,22 @@ impl Llama {
             store: Store::gguf(g.clone()),
             cfg,
         };
-        model.pack_weights();
+        model.pack_weights()?;
         Ok(model)
     }
 
-    /// Repack every matrix that has an eight-row kernel (see `ryzanstein_kernels::packed`).
-    fn pack_weights(&mut self) {
-        let store = &self.store;
+    /// Repack every matrix that has an eight-row kernel (see `ryzanstein_kernels::packed`),
+    /// in the order a forward pass reads them.
+    fn pack_weights(&mut self) -> Result<()> {
+        let mut ws: Vec<&mut Weight> = Vec::new();
         for layer in &mut self.layers {
-            for w in layer.weights_mut() {
-                w.pack(store);
-            }
+            ws.extend(layer.weights_mut());
         }
         if let Some(w) = &mut self.output {
-            w.pack(store);
+            ws.push(w);
         }
-        self.tok_embd.pack(store);
+        ws.push(&mut self.tok_embd);
+        self.store.pack(&mut ws)
     }
 
     /// Assemble a model from already-built parts (Hugging Face checkpoints, tests).
@@ -297,13 +297,13 @@ impl Llama {
             output,
             pool: pool(threads)?,
         };
-        model.pack_weights();
+        model.pack_weights()?;
         Ok(model)
     }
 
     fn matmul(&self, w: &Weight, acts: &QuantizedActs, out: &mut [f32]) -> Result<()> {
         let kt = ryzanstein_kernels::dispatch::kernels();
-        match w.packed() {
+        match w.packed(&self.store) {
             Some(p) => matmul_packed_with(kt, &self.pool, p, acts, out)?,
             None => matmul_quantized_with(kt, &self.pool, w.mat(&self.store), acts, out)?,
         }

@@ -1,23 +1,112 @@
 //! Where a model's weight bytes live: zero-copy ranges of a memory-mapped GGUF file, or owned
-//! buffers (converted or realigned tensors, Hugging Face checkpoints), and the copy repacked at
-//! load time for the eight-row kernels where the type and shape have them.
+//! buffers (converted or realigned tensors, Hugging Face checkpoints), and the copies repacked
+//! at load time for the eight-row kernels where the type and shape have them.
+//!
+//! The packed copies of a model share one arena ([`Store::pack`]), in the order the forward
+//! pass reads them, so a decode step streams one contiguous range; the arena is an anonymous
+//! mapping that asks for transparent huge pages (fewer TLB misses over ~100 MB per token).
 
 use crate::gguf::GgufFile;
 use crate::{Error, Result};
 use ryzanstein_kernels::formats::AlignedBytes;
-use ryzanstein_kernels::{DType, MatRef, PackedMat};
+use ryzanstein_kernels::packed::{pack_into, packed_len};
+use ryzanstein_kernels::{DType, MatRef, PackedRef};
 
 /// The backing store every [`Weight`] of a model points into.
 pub(crate) struct Store {
     gguf: Option<GgufFile>,
+    arena: Arena,
 }
+
+/// The packed weights' bytes.
+enum Arena {
+    None,
+    Map(memmap2::Mmap),
+    Heap(AlignedBytes),
+}
+
+impl Arena {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Arena::None => &[],
+            Arena::Map(m) => m,
+            Arena::Heap(b) => b.as_bytes(),
+        }
+    }
+}
+
+/// Packed matrices start at multiples of this many bytes in the arena (a cache line).
+const ARENA_ALIGN: usize = 64;
 
 impl Store {
     pub fn gguf(file: GgufFile) -> Store {
-        Store { gguf: Some(file) }
+        Store {
+            gguf: Some(file),
+            arena: Arena::None,
+        }
     }
     pub fn owned() -> Store {
-        Store { gguf: None }
+        Store {
+            gguf: None,
+            arena: Arena::None,
+        }
+    }
+
+    /// Repack `weights` (in this order) into one arena where the eight-row kernels exist for
+    /// their type and shape; see [`Weight::pack`] for what happens to the originals.
+    pub fn pack(&mut self, weights: &mut [&mut Weight]) -> Result<()> {
+        let mut total = 0usize;
+        let mut ranges = Vec::with_capacity(weights.len());
+        for w in weights.iter() {
+            let range = match packed_len(w.dtype, w.rows, w.cols) {
+                Some(len) if w.packed.is_none() => {
+                    let start = total.next_multiple_of(ARENA_ALIGN);
+                    total = start + len;
+                    Some(start..start + len)
+                }
+                _ => None,
+            };
+            ranges.push(range);
+        }
+        if total == 0 {
+            return Ok(());
+        }
+        let mut map = memmap2::MmapMut::map_anon(total).ok();
+        if let Some(m) = &map {
+            // Best effort: without transparent huge pages the arena still works.
+            let _ = m.advise(memmap2::Advice::HugePage);
+        }
+        let mut heap = if map.is_none() {
+            Some(AlignedBytes::zeroed(total))
+        } else {
+            None
+        };
+        let buf: &mut [u8] = match (&mut map, &mut heap) {
+            (Some(m), _) => &mut m[..],
+            (None, Some(h)) => h.as_bytes_mut(),
+            (None, None) => unreachable!("one of the two is allocated"),
+        };
+        for (w, range) in weights.iter_mut().zip(&ranges) {
+            if let Some(r) = range {
+                pack_into(w.mat(self), &mut buf[r.clone()]).map_err(Error::Kernel)?;
+                // Let the original go at once, so the peak resident set holds one of each.
+                w.release_original(self);
+            }
+        }
+        self.arena = match (map, heap) {
+            (Some(m), _) => Arena::Map(
+                m.make_read_only()
+                    .map_err(|e| Error::Model(format!("packed weights: {e}")))?,
+            ),
+            (None, Some(h)) => Arena::Heap(h),
+            (None, None) => unreachable!("one of the two is allocated"),
+        };
+        for (w, range) in weights.iter_mut().zip(ranges) {
+            if range.is_some() {
+                w.packed = range;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -36,8 +125,9 @@ pub(crate) struct Weight {
     pub rows: usize,
     pub cols: usize,
     bytes: Bytes,
-    /// The repacked copy the matmuls use, once [`Weight::pack`] made one.
-    packed: Option<PackedMat>,
+    /// Where the repacked copy the matmuls use lies in the store's arena, once
+    /// [`Store::pack`] made one.
+    packed: Option<std::ops::Range<usize>>,
 }
 
 impl Weight {
@@ -78,37 +168,31 @@ impl Weight {
         })
     }
 
-    /// Repack for the eight-row kernels where they exist for this type and shape. Owned
-    /// originals are dropped (the packed copy holds the same values); mapped ones stay mapped
-    /// and untouched, their pages released from the resident set. Returns whether a packed
-    /// copy was made.
-    pub fn pack(&mut self, store: &Store) -> bool {
-        if self.packed.is_some() || !PackedMat::supports(self.dtype, self.rows, self.cols) {
-            return self.packed.is_some();
-        }
-        self.packed = PackedMat::pack(self.mat(store));
-        if self.packed.is_some() {
-            match &self.bytes {
-                Bytes::Owned(_) => self.bytes = Bytes::Owned(AlignedBytes::zeroed(0)),
-                // The kernels read the packed copy only: let the mapped pages go.
-                Bytes::Mapped { start, len } => {
-                    if let Some(file) = &store.gguf {
-                        file.release(*start, *len);
-                    }
+    /// After packing: owned originals are dropped (the packed copy holds the same values);
+    /// mapped ones stay mapped and untouched, their pages released from the resident set.
+    fn release_original(&mut self, store: &Store) {
+        match &self.bytes {
+            Bytes::Owned(_) => self.bytes = Bytes::Owned(AlignedBytes::zeroed(0)),
+            Bytes::Mapped { start, len } => {
+                if let Some(file) = &store.gguf {
+                    file.release(*start, *len);
                 }
             }
         }
-        self.packed.is_some()
     }
 
-    /// The repacked copy, if [`Weight::pack`] made one.
-    pub fn packed(&self) -> Option<&PackedMat> {
-        self.packed.as_ref()
+    /// The repacked copy, if [`Store::pack`] made one.
+    pub fn packed<'a>(&self, store: &'a Store) -> Option<PackedRef<'a>> {
+        let r = self.packed.clone()?;
+        Some(
+            PackedRef::new(self.dtype, self.rows, self.cols, &store.arena.bytes()[r])
+                .expect("packed ranges are laid out for their matrix"),
+        )
     }
 
     /// Row `r` as f32 values (an embedding lookup).
     pub fn dequantize_row(&self, store: &Store, r: usize, out: &mut [f32]) -> Result<()> {
-        match &self.packed {
+        match self.packed(store) {
             Some(p) => p.dequantize_row(r, out)?,
             None => self.mat(store).dequantize_row(r, out)?,
         }
