@@ -33,6 +33,13 @@ pub struct SamplingParams {
     pub penalty_last_n: usize,
     /// Seed of the draw; `None` picks a random one.
     pub seed: Option<u64>,
+    /// Added to the logits of these token ids before anything else (OpenAI's `logit_bias`):
+    /// -100 effectively bans a token, 100 effectively forces it.
+    pub logit_bias: Vec<(u32, f32)>,
+    /// Report the chosen token's log-probability and this many top alternatives (see
+    /// [`token_logprobs`]); `None` reports nothing. Not a sampling transform: the reported
+    /// numbers come from the model's raw logits.
+    pub logprobs: Option<usize>,
 }
 
 impl Default for SamplingParams {
@@ -47,6 +54,8 @@ impl Default for SamplingParams {
             frequency_penalty: 0.0,
             penalty_last_n: 64,
             seed: None,
+            logit_bias: Vec::new(),
+            logprobs: None,
         }
     }
 }
@@ -97,11 +106,12 @@ impl Sampler {
         &self.params
     }
 
-    /// Pick the next token from `logits` (modified in place by the penalties). `history` is
-    /// every token of the sequence so far (prompt and generated); the penalties look at its
-    /// last `penalty_last_n` tokens.
+    /// Pick the next token from `logits` (modified in place by the logit bias and the
+    /// penalties). `history` is every token of the sequence so far (prompt and generated); the
+    /// penalties look at its last `penalty_last_n` tokens.
     pub fn sample(&mut self, logits: &mut [f32], history: &[u32]) -> u32 {
         assert!(!logits.is_empty(), "sample() needs at least one logit");
+        apply_logit_bias(logits, &self.params.logit_bias);
         if self.params.has_penalties() {
             apply_penalties(logits, history, &self.params);
         }
@@ -186,6 +196,84 @@ pub fn argmax(logits: &[f32]) -> u32 {
         }
     }
     best as u32
+}
+
+/// Adds each `(id, bias)` to the logit of `id`; ids outside `logits` are ignored (requests are
+/// checked against the vocabulary before they get here).
+pub fn apply_logit_bias(logits: &mut [f32], bias: &[(u32, f32)]) {
+    for &(id, b) in bias {
+        if let Some(l) = logits.get_mut(id as usize) {
+            *l += b;
+        }
+    }
+}
+
+/// The log-probability of one generated token under the model's distribution, and the most
+/// likely alternatives.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogprobs {
+    /// The token that was generated.
+    pub id: u32,
+    /// Its log-probability.
+    pub logprob: f32,
+    /// The `n` most likely tokens and their log-probabilities, most likely first (lowest id
+    /// first on ties).
+    pub top: Vec<(u32, f32)>,
+}
+
+/// `ln(sum(exp(logits)))`, computed in f64 after subtracting the largest logit, so it neither
+/// overflows for large logits nor loses small terms. NaN logits are left out; `-inf` when every
+/// logit is `-inf` or NaN.
+pub fn log_sum_exp(logits: &[f32]) -> f64 {
+    let max = logits
+        .iter()
+        .filter(|l| !l.is_nan())
+        .fold(f32::NEG_INFINITY, |m, &l| m.max(l)) as f64;
+    if max == f64::NEG_INFINITY {
+        return f64::NEG_INFINITY;
+    }
+    if max == f64::INFINITY {
+        return f64::INFINITY;
+    }
+    let sum: f64 = logits
+        .iter()
+        .filter(|l| !l.is_nan())
+        .map(|&l| (l as f64 - max).exp())
+        .sum();
+    max + sum.ln()
+}
+
+/// Log-softmax of `logits` at `chosen`, and the `top_n` most likely tokens with theirs: what the
+/// API reports as `logprobs` (the raw model distribution, before logit bias, penalties,
+/// temperature or truncation).
+pub fn token_logprobs(logits: &[f32], chosen: u32, top_n: usize) -> TokenLogprobs {
+    let lse = log_sum_exp(logits);
+    let lp = |l: f32| (l as f64 - lse) as f32;
+    let logprob = logits
+        .get(chosen as usize)
+        .map_or(f32::NEG_INFINITY, |&l| lp(l));
+    let top_n = top_n.min(logits.len());
+    let mut top: Vec<(u32, f32)> = Vec::with_capacity(top_n + 1);
+    if top_n > 0 {
+        let mut cands: Vec<(u32, f32)> = logits
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| !l.is_nan())
+            .map(|(i, &l)| (i as u32, l))
+            .collect();
+        let by_logit = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+        if top_n < cands.len() {
+            cands.select_nth_unstable_by(top_n - 1, by_logit);
+            cands.truncate(top_n);
+        }
+        cands.sort_unstable_by(by_logit);
+        top.extend(cands.into_iter().map(|(i, l)| (i, lp(l))));
+    }
+    TokenLogprobs {
+        id: chosen,
+        logprob,
+        top,
+    }
 }
 
 /// llama.cpp's penalties over the last `penalty_last_n` tokens of `history`: for a token seen
@@ -337,7 +425,69 @@ mod tests {
         assert_eq!(Sampler::new(p).sample(&mut l, &[0]), 1);
     }
 
+    #[test]
+    fn logit_bias_forces_and_bans_under_greedy() {
+        let logits = vec![1.0, 5.0, -3.0, 4.0];
+        let with = |bias: Vec<(u32, f32)>| {
+            let p = SamplingParams {
+                logit_bias: bias,
+                ..SamplingParams::greedy()
+            };
+            Sampler::new(p).sample(&mut logits.clone(), &[])
+        };
+        assert_eq!(with(vec![]), 1);
+        assert_eq!(with(vec![(2, 100.0)]), 2);
+        assert_eq!(with(vec![(1, -100.0)]), 3);
+        // Out-of-vocabulary ids are ignored rather than panicking.
+        assert_eq!(with(vec![(99, 100.0)]), 1);
+    }
+
+    #[test]
+    fn logprobs_match_a_naive_log_softmax() {
+        let logits = [0.5f32, -1.0, 2.0, 2.0, 0.0];
+        let sum: f64 = logits.iter().map(|&l| (l as f64).exp()).sum();
+        let naive: Vec<f64> = logits.iter().map(|&l| l as f64 - sum.ln()).collect();
+        let t = token_logprobs(&logits, 4, 3);
+        assert_eq!(t.id, 4);
+        assert!((t.logprob as f64 - naive[4]).abs() < 1e-6);
+        // Ties keep the lower id first.
+        let ids: Vec<u32> = t.top.iter().map(|x| x.0).collect();
+        assert_eq!(ids, vec![2, 3, 0]);
+        for (id, lp) in &t.top {
+            assert!((*lp as f64 - naive[*id as usize]).abs() < 1e-6);
+        }
+        assert!(token_logprobs(&logits, 0, 0).top.is_empty());
+        assert_eq!(token_logprobs(&logits, 0, 50).top.len(), logits.len());
+    }
+
+    #[test]
+    fn logprobs_are_stable_for_huge_logits() {
+        // A naive exp() overflows f32 (and f64) here; the max-subtracted sum does not.
+        let logits = [1.0e4f32, 1.0e4 - 1.0, -1.0e4, 3.0e38];
+        let t = token_logprobs(&logits, 3, 2);
+        assert!(t.logprob.abs() < 1e-6, "{t:?}");
+        assert!(t.top[1].1.is_finite() && t.top[1].1 < -1e30);
+        let t = token_logprobs(&logits[..3], 1, 1);
+        let expected = -(1.0f64 + (-1.0f64).exp()).ln() - 1.0;
+        assert!((t.logprob as f64 - expected).abs() < 1e-6, "{t:?}");
+        assert!(log_sum_exp(&[f32::NEG_INFINITY, f32::NAN]) == f64::NEG_INFINITY);
+    }
+
     proptest! {
+        #[test]
+        fn logprobs_sum_to_one_in_probability_space(
+            logits in prop::collection::vec(-50.0f32..50.0, 1..500),
+        ) {
+            let lse = log_sum_exp(&logits);
+            let total: f64 = logits.iter().map(|&l| (l as f64 - lse).exp()).sum();
+            prop_assert!((total - 1.0).abs() < 1e-9, "{}", total);
+            let all = token_logprobs(&logits, 0, logits.len());
+            let total32: f64 = all.top.iter().map(|x| (x.1 as f64).exp()).sum();
+            prop_assert!((total32 - 1.0).abs() < 1e-4, "{}", total32);
+            prop_assert!(all.top.windows(2).all(|w| w[0].1 >= w[1].1));
+            prop_assert!(all.top.iter().all(|x| x.1 <= 0.0));
+        }
+
         #[test]
         fn same_seed_same_tokens(
             logits in prop::collection::vec(-10.0f32..10.0, 2..200),

@@ -230,9 +230,9 @@ fn bad_requests_get_openai_errors_naming_the_field() {
         ),
         (
             "/v1/chat/completions",
-            json!({"messages": msgs, "logprobs": true}),
+            json!({"messages": msgs, "logprobs": true, "top_logprobs": 21}),
             400,
-            Some("logprobs"),
+            Some("top_logprobs"),
         ),
         (
             "/v1/chat/completions",

@@ -88,7 +88,8 @@ impl ApiError {
             ApiError::RouteNotFound { method, path } => (
                 format!(
                     "no route {method} {path}; this server answers POST /v1/chat/completions, \
-                     POST /v1/completions, GET /v1/models, GET /healthz and GET /readyz"
+                     POST /v1/completions, GET /v1/models, POST /tokenize, POST /detokenize, \
+                     GET /healthz and GET /readyz"
                 ),
                 "invalid_request_error",
                 None,

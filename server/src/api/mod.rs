@@ -2,6 +2,7 @@
 //!
 //! - `POST /v1/chat/completions`, `POST /v1/completions`: JSON or SSE (`stream: true`).
 //! - `GET /v1/models`: the served model.
+//! - `POST /tokenize`, `POST /detokenize`: the model's tokenizer (see [`tokenize`]).
 //! - `GET /healthz`: 200 while the process is up. `GET /readyz`: 200 once the model is loaded,
 //!   503 before that and once shutdown has begun.
 //! - `GET /metrics`: Prometheus metrics (see [`metrics`]).
@@ -10,9 +11,11 @@
 //! watched while loading.
 
 pub mod errors;
+pub mod logprobs;
 pub mod metrics;
 pub mod routes;
 pub mod sse;
+pub mod tokenize;
 pub mod types;
 pub mod validation;
 
@@ -136,6 +139,8 @@ pub fn router(state: Arc<AppState>, cfg: &ServerConfig) -> Router {
         .route("/v1/chat/completions", post(routes::chat_completions))
         .route("/v1/completions", post(routes::completions))
         .route("/v1/models", get(routes::models))
+        .route("/tokenize", post(tokenize::tokenize))
+        .route("/detokenize", post(tokenize::detokenize))
         .layer(middleware);
 
     Router::new()

@@ -12,13 +12,17 @@ use axum::Json;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::errors::ApiError;
+use super::logprobs::Renderer;
 use super::types::{
     AssistantMessage, ChatChoice, ChatChunk, ChatChunkChoice, ChatCompletion, Completion,
     CompletionChoice, Delta, Header, ModelCard, ModelList, Usage,
 };
-use super::validation::{parse_body, validate, Endpoint, PromptInput, ValidRequest};
+use super::validation::{
+    check_logit_bias_vocab, parse_body, validate, Endpoint, PromptInput, ValidRequest,
+};
 use super::{sse, AppState};
-use crate::engine::{GenEvent, GenRequest};
+use crate::engine::{EngineHandle, GenEvent, GenRequest};
+use crate::sampler::TokenLogprobs;
 
 pub async fn chat_completions(
     State(state): State<Arc<AppState>>,
@@ -103,6 +107,7 @@ async fn complete(
         _ => ApiError::invalid_body(format!("cannot read the request body: {}", e.body_text())),
     })?;
     let req = validate(parse_body(&headers, &body)?, endpoint, &state.served_name)?;
+    check_logit_bias_vocab(&req.sampling.logit_bias, engine.vocab_size())?;
 
     // Tokenizing (and rendering the template) is CPU work: keep it off the async workers.
     let input = req.input.clone();
@@ -149,10 +154,11 @@ async fn complete(
         model: req.model.clone(),
         system_fingerprint: system_fingerprint(),
     };
+    let renderer = renderer(&engine);
     if req.stream {
-        Ok(stream_response(header, &req, events))
+        Ok(stream_response(header, &req, events, renderer))
     } else {
-        whole_response(header, endpoint, events).await
+        whole_response(header, endpoint, events, renderer).await
     }
 }
 
@@ -161,11 +167,22 @@ async fn whole_response(
     header: Header,
     endpoint: Endpoint,
     mut events: UnboundedReceiver<GenEvent>,
+    renderer: Renderer<impl Fn(u32) -> Vec<u8>>,
 ) -> Result<Response, ApiError> {
     let mut text = String::new();
+    let mut logprobs: Option<Vec<TokenLogprobs>> = None;
     while let Some(ev) = events.recv().await {
         match ev {
-            GenEvent::Token { text: t, .. } => text.push_str(&t),
+            GenEvent::Token {
+                text: t,
+                logprobs: lp,
+                ..
+            } => {
+                text.push_str(&t);
+                if let Some(lp) = lp {
+                    logprobs.get_or_insert_with(Vec::new).push(lp);
+                }
+            }
             GenEvent::Error(message) => return Err(ApiError::Internal { message }),
             GenEvent::Done {
                 finish_reason,
@@ -183,7 +200,7 @@ async fn whole_response(
                                 role: "assistant",
                                 content: text,
                             },
-                            logprobs: None,
+                            logprobs: logprobs.map(|lp| renderer.chat(&lp)),
                             finish_reason,
                         }],
                         usage,
@@ -194,7 +211,7 @@ async fn whole_response(
                         choices: vec![CompletionChoice {
                             index: 0,
                             text,
-                            logprobs: None,
+                            logprobs: logprobs.map(|lp| renderer.completion(&lp, 0).0),
                             finish_reason: Some(finish_reason),
                         }],
                         usage: Some(usage),
@@ -212,65 +229,46 @@ async fn whole_response(
 
 /// Streams the completion as SSE chunks. The event receiver lives inside the stream, so a
 /// client that disconnects drops it and the engine stops at its next token.
+///
+/// With logprobs, each chunk carries the logprobs of the tokens whose text it releases; tokens
+/// whose text is held back (a possible stop string, part of a character) are reported with the
+/// next chunk that has text, or with the finishing chunk.
 fn stream_response(
     header: Header,
     req: &ValidRequest,
     mut events: UnboundedReceiver<GenEvent>,
+    renderer: Renderer<impl Fn(u32) -> Vec<u8> + Send + 'static>,
 ) -> Response {
     let endpoint = req.endpoint;
     let include_usage = req.include_usage;
-    let chat_chunk = move |header: &Header, delta: Delta, finish: Option<&'static str>| {
-        sse::frame(&ChatChunk {
-            header: header.clone(),
-            choices: vec![ChatChunkChoice {
-                index: 0,
-                delta,
-                logprobs: None,
-                finish_reason: finish,
-            }],
-            usage: None,
-        })
-    };
-    let text_chunk = move |header: &Header, text: String, finish: Option<&'static str>| {
-        sse::frame(&Completion {
-            header: header.clone(),
-            choices: vec![CompletionChoice {
-                index: 0,
-                text,
-                logprobs: None,
-                finish_reason: finish,
-            }],
-            usage: None,
-        })
-    };
     let frames = async_stream::stream! {
+        let mut chunker = Chunker { header, endpoint, renderer, offset: 0 };
         if endpoint == Endpoint::Chat {
             let opening = Delta { role: Some("assistant"), content: Some(String::new()) };
-            yield chat_chunk(&header, opening, None);
+            yield chunker.chat(opening, &mut None, None);
         }
+        let mut pending: Option<Vec<TokenLogprobs>> = None;
         while let Some(ev) = events.recv().await {
             match ev {
-                GenEvent::Token { text, .. } if text.is_empty() => {}
-                GenEvent::Token { text, .. } => match endpoint {
-                    Endpoint::Chat => {
-                        yield chat_chunk(&header, Delta { role: None, content: Some(text) }, None)
+                GenEvent::Token { text, logprobs, .. } => {
+                    if let Some(lp) = logprobs {
+                        pending.get_or_insert_with(Vec::new).push(lp);
                     }
-                    Endpoint::Completions => yield text_chunk(&header, text, None),
-                },
+                    if !text.is_empty() {
+                        yield chunker.text(text, &mut pending, None);
+                    }
+                }
                 GenEvent::Done { finish_reason, usage, .. } => {
-                    let finish = Some(finish_reason.as_str());
-                    match endpoint {
-                        Endpoint::Chat => yield chat_chunk(&header, Delta::default(), finish),
-                        Endpoint::Completions => yield text_chunk(&header, String::new(), finish),
-                    }
+                    yield chunker.text(String::new(), &mut pending, Some(finish_reason.as_str()));
                     if include_usage {
                         let usage = Some(Usage::new(usage.prompt_tokens, usage.completion_tokens));
+                        let header = chunker.header.clone();
                         match endpoint {
                             Endpoint::Chat => yield sse::frame(&ChatChunk {
-                                header: header.clone(), choices: vec![], usage,
+                                header, choices: vec![], usage,
                             }),
                             Endpoint::Completions => yield sse::frame(&Completion {
-                                header: header.clone(), choices: vec![], usage,
+                                header, choices: vec![], usage,
                             }),
                         }
                     }
@@ -285,6 +283,84 @@ fn stream_response(
         yield Bytes::from_static(sse::DONE);
     };
     sse::response(frames)
+}
+
+/// Builds the SSE chunks of one streamed response.
+struct Chunker<F: Fn(u32) -> Vec<u8>> {
+    header: Header,
+    endpoint: Endpoint,
+    renderer: Renderer<F>,
+    /// Characters of completion text before the next token (the legacy `text_offset`).
+    offset: usize,
+}
+
+impl<F: Fn(u32) -> Vec<u8>> Chunker<F> {
+    /// A chunk with `text` and the logprobs in `pending` (taken).
+    fn text(
+        &mut self,
+        text: String,
+        pending: &mut Option<Vec<TokenLogprobs>>,
+        finish: Option<&'static str>,
+    ) -> Bytes {
+        match self.endpoint {
+            Endpoint::Chat => {
+                let delta = match finish {
+                    Some(_) => Delta::default(),
+                    None => Delta {
+                        role: None,
+                        content: Some(text),
+                    },
+                };
+                self.chat(delta, pending, finish)
+            }
+            Endpoint::Completions => {
+                let logprobs = pending.take().map(|lp| {
+                    let (out, next) = self.renderer.completion(&lp, self.offset);
+                    self.offset = next;
+                    out
+                });
+                sse::frame(&Completion {
+                    header: self.header.clone(),
+                    choices: vec![CompletionChoice {
+                        index: 0,
+                        text,
+                        logprobs,
+                        finish_reason: finish,
+                    }],
+                    usage: None,
+                })
+            }
+        }
+    }
+
+    fn chat(
+        &mut self,
+        delta: Delta,
+        pending: &mut Option<Vec<TokenLogprobs>>,
+        finish: Option<&'static str>,
+    ) -> Bytes {
+        sse::frame(&ChatChunk {
+            header: self.header.clone(),
+            choices: vec![ChatChunkChoice {
+                index: 0,
+                delta,
+                logprobs: pending.take().map(|lp| self.renderer.chat(&lp)),
+                finish_reason: finish,
+            }],
+            usage: None,
+        })
+    }
+}
+
+/// Renders token ids with the engine's tokenizer (special tokens written out).
+fn renderer(engine: &EngineHandle) -> Renderer<impl Fn(u32) -> Vec<u8> + Send + 'static> {
+    let tokenizer = engine.tokenizer().clone();
+    Renderer::new(move |id| {
+        tokenizer
+            .piece_bytes(id, false)
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default()
+    })
 }
 
 fn unix_now() -> u64 {

@@ -30,9 +30,11 @@ pub struct RawRequest {
     pub stream: Option<bool>,
     pub stream_options: Option<StreamOptions>,
     pub ignore_eos: Option<bool>,
-    /// A bool for chat, an integer for completions; anything asking for them is refused.
+    /// A bool for chat, an integer (0..=5 alternatives) for completions.
     pub logprobs: Option<serde_json::Value>,
     pub top_logprobs: Option<i64>,
+    /// Token id (as a string) to a bias in -100..=100 added to its logit.
+    pub logit_bias: Option<std::collections::BTreeMap<String, f64>>,
     pub echo: Option<bool>,
     pub user: Option<String>,
 }
@@ -123,7 +125,7 @@ pub struct ChatCompletion {
 pub struct ChatChoice {
     pub index: u32,
     pub message: AssistantMessage,
-    pub logprobs: Option<()>,
+    pub logprobs: Option<ChatLogprobs>,
     pub finish_reason: &'static str,
 }
 
@@ -146,7 +148,7 @@ pub struct ChatChunk {
 pub struct ChatChunkChoice {
     pub index: u32,
     pub delta: Delta,
-    pub logprobs: Option<()>,
+    pub logprobs: Option<ChatLogprobs>,
     pub finish_reason: Option<&'static str>,
 }
 
@@ -172,8 +174,50 @@ pub struct Completion {
 pub struct CompletionChoice {
     pub index: u32,
     pub text: String,
-    pub logprobs: Option<()>,
+    pub logprobs: Option<CompletionLogprobs>,
     pub finish_reason: Option<&'static str>,
+}
+
+/// Chat logprobs: `{"content": [...]}`, one entry per generated token.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ChatLogprobs {
+    pub content: Vec<ChatTokenLogprob>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChatTokenLogprob {
+    pub token: String,
+    pub logprob: f32,
+    /// The token's UTF-8 bytes (a token may hold part of a character).
+    pub bytes: Vec<u8>,
+    pub top_logprobs: Vec<TopLogprob>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TopLogprob {
+    pub token: String,
+    pub logprob: f32,
+    pub bytes: Vec<u8>,
+}
+
+/// The legacy completions logprobs: parallel arrays, one entry per generated token.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct CompletionLogprobs {
+    pub tokens: Vec<String>,
+    pub token_logprobs: Vec<f32>,
+    pub top_logprobs: Vec<OrderedLogprobs>,
+    /// Character offset of each token in the completion's text.
+    pub text_offset: Vec<usize>,
+}
+
+/// A `{token: logprob}` object that keeps its entries' order (most likely first).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OrderedLogprobs(pub Vec<(String, f32)>);
+
+impl Serialize for OrderedLogprobs {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(k, v)| (k, v)))
+    }
 }
 
 #[derive(Debug, Serialize)]

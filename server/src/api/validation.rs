@@ -47,6 +47,14 @@ pub struct ValidRequest {
 
 /// Checks the Content-Type and parses the body, naming the field whose JSON type is wrong.
 pub fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<RawRequest, ApiError> {
+    parse_json(headers, body)
+}
+
+/// [`parse_body`] for any request type (`/tokenize`, `/detokenize`).
+pub fn parse_json<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<T, ApiError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
@@ -87,7 +95,7 @@ pub fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<RawRequest, ApiErr
         ));
     }
     let mut de = serde_json::Deserializer::from_slice(body);
-    let parsed: Result<RawRequest, _> = serde_path_to_error::deserialize(&mut de);
+    let parsed: Result<T, _> = serde_path_to_error::deserialize(&mut de);
     let raw = parsed.map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
@@ -138,7 +146,9 @@ pub fn validate(
         _ => served_name.to_owned(),
     };
 
-    let sampling = validate_sampling(&raw)?;
+    let mut sampling = validate_sampling(&raw)?;
+    sampling.logprobs = validate_logprobs(&raw, endpoint)?;
+    sampling.logit_bias = validate_logit_bias(raw.logit_bias.as_ref())?;
     let input = match endpoint {
         Endpoint::Chat => PromptInput::Chat(validate_messages(raw.messages)?),
         Endpoint::Completions => validate_prompt(raw.prompt)?,
@@ -151,23 +161,6 @@ pub fn validate(
                 format!("n is {n}, but only n = 1 (one choice per request) is supported"),
             ));
         }
-    }
-    let wants_logprobs = match &raw.logprobs {
-        None | Some(serde_json::Value::Null) | Some(serde_json::Value::Bool(false)) => false,
-        Some(serde_json::Value::Number(n)) => n.as_f64() != Some(0.0),
-        Some(_) => true,
-    };
-    if wants_logprobs {
-        return Err(ApiError::invalid(
-            "logprobs",
-            "logprobs are not supported yet; leave logprobs out or set it to false",
-        ));
-    }
-    if raw.top_logprobs.is_some_and(|n| n > 0) {
-        return Err(ApiError::invalid(
-            "top_logprobs",
-            "top_logprobs is not supported yet; leave it out",
-        ));
     }
     if raw.echo == Some(true) {
         return Err(ApiError::invalid(
@@ -220,6 +213,114 @@ pub fn validate(
                 .unwrap_or(false),
         ignore_eos: raw.ignore_eos.unwrap_or(false),
     })
+}
+
+/// Most alternatives per token: `top_logprobs` (chat) and `logprobs` (completions).
+pub const MAX_TOP_LOGPROBS_CHAT: i64 = 20;
+pub const MAX_LOGPROBS_COMPLETIONS: i64 = 5;
+
+/// How many alternatives to report per token, `None` for no logprobs at all. Chat takes
+/// `logprobs: bool` and `top_logprobs: 0..=20`; completions take `logprobs: 0..=5`.
+fn validate_logprobs(raw: &RawRequest, endpoint: Endpoint) -> Result<Option<usize>, ApiError> {
+    use serde_json::Value;
+    match endpoint {
+        Endpoint::Chat => {
+            let wanted = match &raw.logprobs {
+                None | Some(Value::Null) => false,
+                Some(Value::Bool(b)) => *b,
+                Some(other) => {
+                    return Err(ApiError::invalid(
+                        "logprobs",
+                        format!(
+                            "logprobs is {other} on /v1/chat/completions; it must be true or                              false (set top_logprobs for alternatives)"
+                        ),
+                    ))
+                }
+            };
+            let top = match raw.top_logprobs {
+                None => 0,
+                Some(n) if (0..=MAX_TOP_LOGPROBS_CHAT).contains(&n) => n as usize,
+                Some(n) => {
+                    return Err(ApiError::invalid(
+                        "top_logprobs",
+                        format!(
+                            "top_logprobs is {n}; it must be between 0 and                              {MAX_TOP_LOGPROBS_CHAT}"
+                        ),
+                    ))
+                }
+            };
+            if top > 0 && !wanted {
+                return Err(ApiError::invalid(
+                    "top_logprobs",
+                    "top_logprobs needs logprobs: true",
+                ));
+            }
+            Ok(wanted.then_some(top))
+        }
+        Endpoint::Completions => match &raw.logprobs {
+            None | Some(Value::Null) | Some(Value::Bool(false)) => Ok(None),
+            Some(Value::Number(n)) => match n.as_i64() {
+                Some(k) if (0..=MAX_LOGPROBS_COMPLETIONS).contains(&k) => Ok(Some(k as usize)),
+                _ => Err(ApiError::invalid(
+                    "logprobs",
+                    format!(
+                        "logprobs is {n}; on /v1/completions it must be an integer between 0                          and {MAX_LOGPROBS_COMPLETIONS} (the alternatives per token)"
+                    ),
+                )),
+            },
+            Some(other) => Err(ApiError::invalid(
+                "logprobs",
+                format!(
+                    "logprobs is {other}; on /v1/completions it must be an integer between 0                      and {MAX_LOGPROBS_COMPLETIONS} (the alternatives per token)"
+                ),
+            )),
+        },
+    }
+}
+
+/// `logit_bias` keys to token ids, values checked to lie in -100..=100. The ids are checked
+/// against the vocabulary with [`check_logit_bias_vocab`] once the model is known.
+fn validate_logit_bias(
+    bias: Option<&std::collections::BTreeMap<String, f64>>,
+) -> Result<Vec<(u32, f32)>, ApiError> {
+    let Some(bias) = bias else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::with_capacity(bias.len());
+    for (key, &value) in bias {
+        let Ok(id) = key.trim().parse::<u32>() else {
+            return Err(ApiError::invalid(
+                "logit_bias",
+                format!(
+                    "logit_bias has the key {key:?}, which is not a token id; keys are token ids                      written as strings, such as \"1234\""
+                ),
+            ));
+        };
+        if !(-100.0..=100.0).contains(&value) {
+            return Err(ApiError::invalid(
+                "logit_bias",
+                format!("logit_bias[{key:?}] is {value}; biases must be between -100 and 100"),
+            ));
+        }
+        out.push((id, value as f32));
+    }
+    out.sort_by_key(|&(id, _)| id);
+    out.dedup_by_key(|&mut (id, _)| id);
+    Ok(out)
+}
+
+/// Refuses `logit_bias` entries for token ids the model does not have.
+pub fn check_logit_bias_vocab(bias: &[(u32, f32)], vocab_size: usize) -> Result<(), ApiError> {
+    match bias.iter().find(|&&(id, _)| id as usize >= vocab_size) {
+        Some(&(id, _)) => Err(ApiError::invalid(
+            "logit_bias",
+            format!(
+                "logit_bias names token id {id}, but the model's vocabulary has {vocab_size}                  tokens (ids 0 to {})",
+                vocab_size.saturating_sub(1)
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 fn validate_sampling(raw: &RawRequest) -> Result<SamplingParams, ApiError> {
@@ -493,7 +594,20 @@ mod tests {
                 "max_completion_tokens",
             ),
             (json!({"n": 2}), "n"),
-            (json!({"logprobs": true}), "logprobs"),
+            (json!({"logprobs": 3}), "logprobs"),
+            (
+                json!({"logprobs": true, "top_logprobs": 21}),
+                "top_logprobs",
+            ),
+            (
+                json!({"logprobs": true, "top_logprobs": -1}),
+                "top_logprobs",
+            ),
+            (json!({"top_logprobs": 2}), "top_logprobs"),
+            (json!({"logit_bias": {"abc": 1}}), "logit_bias"),
+            (json!({"logit_bias": {"12": 101}}), "logit_bias"),
+            (json!({"logit_bias": {"12": -100.5}}), "logit_bias"),
+            (json!({"logit_bias": {"12": "x"}}), "logit_bias.12"),
             (json!({"min_p": 2}), "min_p"),
             (json!({"top_k": -5}), "top_k"),
             (json!({"presence_penalty": 3}), "presence_penalty"),
@@ -560,6 +674,56 @@ mod tests {
             param_of(check(json!({}), Endpoint::Completions)).as_deref(),
             Some("prompt")
         );
+    }
+
+    #[test]
+    fn logprobs_per_endpoint() {
+        use serde_json::json;
+        assert_eq!(chat(json!({})).unwrap().sampling.logprobs, None);
+        assert_eq!(
+            chat(json!({"logprobs": false})).unwrap().sampling.logprobs,
+            None
+        );
+        assert_eq!(
+            chat(json!({"logprobs": true})).unwrap().sampling.logprobs,
+            Some(0)
+        );
+        assert_eq!(
+            chat(json!({"logprobs": true, "top_logprobs": 20}))
+                .unwrap()
+                .sampling
+                .logprobs,
+            Some(20)
+        );
+        let comp = |lp: serde_json::Value| {
+            check(
+                json!({"prompt": "x", "logprobs": lp}),
+                Endpoint::Completions,
+            )
+        };
+        assert_eq!(comp(json!(null)).unwrap().sampling.logprobs, None);
+        assert_eq!(comp(json!(0)).unwrap().sampling.logprobs, Some(0));
+        assert_eq!(comp(json!(5)).unwrap().sampling.logprobs, Some(5));
+        for bad in [json!(6), json!(-1), json!(true), json!(1.5)] {
+            assert_eq!(
+                param_of(comp(bad.clone())).as_deref(),
+                Some("logprobs"),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn logit_bias_parses_and_checks_the_vocabulary() {
+        let v = chat(serde_json::json!({"logit_bias": {"30": -100, "7": 100, " 9": 0.5}})).unwrap();
+        assert_eq!(
+            v.sampling.logit_bias,
+            vec![(7, 100.0), (9, 0.5), (30, -100.0)]
+        );
+        assert!(check_logit_bias_vocab(&v.sampling.logit_bias, 31).is_ok());
+        let e = check_logit_bias_vocab(&v.sampling.logit_bias, 30).unwrap_err();
+        assert_eq!(e.body().error.param.as_deref(), Some("logit_bias"));
+        assert!(e.body().error.message.contains("30"), "{e:?}");
     }
 
     #[test]

@@ -21,7 +21,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use crate::chat_template::{ChatMessage, ChatTemplate};
 use crate::models::CausalLm;
-use crate::sampler::SamplingParams;
+use crate::sampler::{SamplingParams, TokenLogprobs};
 use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
 
@@ -105,8 +105,13 @@ pub struct Timings {
 pub enum GenEvent {
     /// One generated token and the text it released (possibly empty: text that might begin a
     /// stop string, or an unfinished UTF-8 character, waits for later tokens; the last token's
-    /// event carries everything still held back).
-    Token { id: u32, text: String },
+    /// event carries everything still held back). `logprobs` is there when the request's
+    /// [`SamplingParams::logprobs`] asks for it.
+    Token {
+        id: u32,
+        text: String,
+        logprobs: Option<TokenLogprobs>,
+    },
     /// The last event of a successful request.
     Done {
         finish_reason: FinishReason,

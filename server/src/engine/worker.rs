@@ -11,7 +11,7 @@ use super::stats::{EngineStats, Outcome};
 use super::stop::{StopMatcher, StopOutcome};
 use super::{FinishReason, GenEvent, GenRequest, Job, Timings, Usage};
 use crate::models::{CausalLm, SeqState};
-use crate::sampler::Sampler;
+use crate::sampler::{token_logprobs, Sampler};
 use crate::tokenizer::{IncrementalDecoder, Tokenizer};
 use crate::{Error, Result};
 
@@ -123,7 +123,10 @@ fn generate(
     let mut prompt_ms = 0.0;
 
     let finish = loop {
+        // Logprobs report the model's own distribution: the logits before sampling changes them.
+        let raw = req.sampling.logprobs.map(|n| (logits.clone(), n));
         let id = sampler.sample(&mut logits, &history);
+        let logprobs = raw.map(|(raw, n)| token_logprobs(&raw, id, n));
         history.push(id);
         let generated = history.len() - prompt.len();
         if t_first.is_none() {
@@ -159,7 +162,7 @@ fn generate(
                 }
             }
         }
-        if events.send(GenEvent::Token { id, text }).is_err() {
+        if events.send(GenEvent::Token { id, text, logprobs }).is_err() {
             tracing::debug!(generated, "client went away; generation stopped");
             return Ok(Report {
                 outcome: Outcome::Cancelled,
