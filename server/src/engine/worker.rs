@@ -66,7 +66,12 @@ pub(super) fn run(
         }));
         let failure = match outcome {
             Ok(Ok(r)) => {
+                // Counted before the client hears `Done`, so a client that reads /metrics
+                // after its response sees its request.
                 stats.finished(r.outcome, job.req.prompt_ids.len(), r.cached, r.generated);
+                if let Some(done) = r.done {
+                    let _ = job.events.send(done);
+                }
                 None
             }
             Ok(Err(e)) => Some(e.to_string()),
@@ -96,9 +101,12 @@ struct Report {
     /// Prompt tokens reused from the cache.
     cached: usize,
     generated: usize,
+    /// The final event, sent once the request is counted.
+    done: Option<GenEvent>,
 }
 
-/// Runs one request. Returns early without a `Done` when the receiver is dropped.
+/// Runs one request; its `Done` event is in the report (the caller counts, then sends it).
+/// Returns early without a `Done` when the receiver is dropped.
 fn generate(
     model: &dyn CausalLm,
     tokenizer: &Arc<Tokenizer>,
@@ -168,6 +176,7 @@ fn generate(
                 outcome: Outcome::Cancelled,
                 cached: reused,
                 generated: history.len() - prompt.len(),
+                done: None,
             });
         }
         if stopped || eog {
@@ -193,15 +202,15 @@ fn generate(
         prompt_ms,
         gen_ms: t_first.map_or(0.0, |t| ms(t_end - t)),
     };
-    let _ = events.send(GenEvent::Done {
-        finish_reason: finish,
-        usage,
-        timings,
-    });
     Ok(Report {
         outcome: Outcome::Finished(finish),
         cached: reused,
         generated: usage.completion_tokens,
+        done: Some(GenEvent::Done {
+            finish_reason: finish,
+            usage,
+            timings,
+        }),
     })
 }
 
