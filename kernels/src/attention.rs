@@ -53,8 +53,8 @@ pub struct ValueCols<'a> {
 }
 
 thread_local! {
-    /// Per-thread scratch: the query, the scores and the probabilities (f16 values, widened).
-    static SCRATCH: RefCell<(Vec<f32>, Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
+    /// Per-thread scratch: the query and the scores / probabilities (f16 values, widened).
+    static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
 /// Hint the CPU to bring `data` into L1 (no effect without SSE).
@@ -112,45 +112,47 @@ pub fn attend(
             ),
         });
     }
-    // The cache rows this head reads come from far away (the weights stream through every
-    // cache level between two tokens): ask for all of them at once, so that the misses
-    // overlap instead of queueing behind the dot products one row at a time.
-    for j in 0..n {
-        prefetch(&keys.data[keys.offset + j * keys.stride..][..keys.dim]);
+    if !batched {
+        // A decode step's cache rows come from far away (the weights stream through every
+        // cache level between two tokens): ask for all of them at once, so that the misses
+        // overlap instead of queueing behind the dot products one row at a time.
+        for j in 0..n {
+            prefetch(&keys.data[keys.offset + j * keys.stride..][..keys.dim]);
+        }
+        for d in 0..values.dim {
+            prefetch(&values.data[d * values.stride..][..padded]);
+        }
     }
-    for d in 0..values.dim {
-        prefetch(&values.data[d * values.stride..][..padded]);
-    }
-    SCRATCH.with_borrow_mut(|(qx, p, px)| {
+    let dot_rows = kt.dot_f16_rows;
+    SCRATCH.with_borrow_mut(|(qx, p)| {
         // The query rounded to f16 (kept widened: the conversion back is exact).
         qx.clear();
-        qx.extend(q.iter().map(|v| f16::from_f32(*v).to_f32()));
+        qx.extend_from_slice(q);
+        (kt.round_f16)(qx);
         // The GEMM order needs whole groups of 8 (llama.cpp falls back to dot products otherwise).
         let gemm = batched && keys.dim.is_multiple_of(8);
         p.clear();
         p.resize(padded, f32::NEG_INFINITY);
         let key_rows = &keys.data[keys.offset..];
-        (kt.dot_f16_rows)(key_rows, keys.stride, qx, gemm, keys.dim, &mut p[..n]);
+        dot_rows(key_rows, keys.stride, qx, gemm, keys.dim, &mut p[..n]);
         for s in p[..n].iter_mut() {
             *s *= scale;
         }
         (kt.softmax)(p);
-        // The probabilities rounded to f16, widened again.
-        px.clear();
-        px.extend(p.iter().map(|v| f16::from_f32(*v).to_f32()));
+        // The probabilities rounded to f16 (widened again).
+        (kt.round_f16)(p);
         if batched && !gemm {
             // Dot-product order for a batch (head sizes that are not a multiple of 8): the
             // positions past `n` must read as zeros, so copy each column's first `n`.
-            let p16: Vec<f16> = px.iter().map(|v| f16::from_f32(*v)).collect();
             for (d, o) in out.iter_mut().enumerate() {
                 let mut col = values.data[d * values.stride..][..n].to_vec();
                 col.resize(padded, f16::ZERO);
-                *o = (kt.dot_f16)(&col, &p16);
+                dot_rows(&col, padded, p, false, padded, std::slice::from_mut(o));
             }
         } else {
             // A batch's columns hold its later tokens past `n`: `valid` reads them as zeros
             // (gemm order); a single query's columns hold zeros there already.
-            (kt.dot_f16_rows)(values.data, values.stride, px, gemm, n, out);
+            dot_rows(values.data, values.stride, p, gemm, n, out);
         }
     });
     Ok(())

@@ -110,14 +110,15 @@ pub struct Kernels {
     pub dot_f32: fn(&[f32], &[f32]) -> f32,
     /// f16 dot product in the 8-lane order of a matrix product (length a multiple of 8).
     pub dot_f16_gemm: fn(&[f16], &[f16]) -> f32,
-    /// `dot_f16_gemm(x', y)` where `x'` is `x` with its values from `n` on taken as +0.
-    pub dot_f16_gemm_prefix: fn(&[f16], &[f16], usize) -> f32,
     /// `gate = silu(gate) * up` element-wise.
     pub swiglu: fn(&mut [f32], &[f32]),
     /// In-place softmax of one row (ggml's arithmetic; see `scalar::activation::softmax`).
     pub softmax: fn(&mut [f32]),
     /// `(rows, stride, x, gemm, valid, out)`: see `scalar::dot::dot_f16_rows` (attention).
     pub dot_f16_rows: DotRowsFn,
+    /// f32 to f16 (round to nearest even), and f32 rounded to f16 precision in place.
+    pub f32_to_f16: fn(&[f32], &mut [f16]),
+    pub round_f16: fn(&mut [f32]),
     /// Quantise activations (whole blocks) as `scalar::quantize::quantize_row_q8_0` / `_q8_1`.
     pub quantize_q8_0: fn(&[f32], &mut [BlockQ8_0]),
     pub quantize_q8_1: fn(&[f32], &mut [BlockQ8_1]),
@@ -158,8 +159,9 @@ static SCALAR: Kernels = Kernels {
     swiglu: scalar::activation::swiglu,
     softmax: scalar::activation::softmax,
     dot_f16_gemm: scalar::dot::vec_dot_f16_gemm,
-    dot_f16_gemm_prefix: scalar::dot::vec_dot_f16_gemm_prefix,
     dot_f16_rows: scalar::dot::dot_f16_rows,
+    f32_to_f16: scalar::quantize::quantize_row_f16,
+    round_f16: scalar::quantize::round_f16,
     quantize_q8_0: scalar::quantize::quantize_row_q8_0,
     quantize_q8_1: scalar::quantize::quantize_row_q8_1,
     gemm_q4_1x8: scalar_q4_1x8,
@@ -203,11 +205,19 @@ mod simd {
         if let Some(last) = out.len().checked_sub(1) {
             assert!(
                 last * stride + x.len() <= rows.len(),
-                "dot_f16_rows: rows too short"
+                "dot_rows: rows too short"
             );
         }
         // SAFETY: checked above; the table is handed out after feature detection.
         unsafe { avx2::dot_f16_rows(rows, stride, x, gemm, valid, out) }
+    }
+    pub(super) fn avx2_f32_to_f16(x: &[f32], out: &mut [f16]) {
+        // SAFETY: only reachable through a table `kernels_for` returns after feature detection.
+        unsafe { avx2::quantize_row_f16(x, out) }
+    }
+    pub(super) fn avx2_round_f16(x: &mut [f32]) {
+        // SAFETY: as above.
+        unsafe { avx2::round_f16(x) }
     }
     pub(super) fn avx2_quantize_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
         // SAFETY: only reachable through a table `kernels_for` returns after feature detection.
@@ -216,10 +226,6 @@ mod simd {
     pub(super) fn avx2_quantize_q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
         // SAFETY: as above.
         unsafe { avx2::quantize_row_q8_1(x, out) }
-    }
-    pub(super) fn avx2_f16_gemm_prefix(x: &[f16], y: &[f16], n: usize) -> f32 {
-        // SAFETY: only reachable through a table `kernels_for` returns after feature detection.
-        unsafe { avx2::vec_dot_f16_gemm_prefix(x, y, n) }
     }
     macro_rules! guarded4 {
         ($name:ident, $path:path, $x:ty, $y:ty) => {
@@ -277,8 +283,9 @@ mod simd {
         swiglu: avx2_swiglu,
         softmax: avx2_softmax,
         dot_f16_gemm: avx2_f16_gemm,
-        dot_f16_gemm_prefix: avx2_f16_gemm_prefix,
         dot_f16_rows: avx2_dot_f16_rows,
+        f32_to_f16: avx2_f32_to_f16,
+        round_f16: avx2_round_f16,
         quantize_q8_0: avx2_quantize_q8_0,
         quantize_q8_1: avx2_quantize_q8_1,
         gemm_q4_1x8: packed::gemm_q4_1x8_q8_1_avx2,
@@ -299,8 +306,9 @@ mod simd {
         swiglu: avx2_swiglu,
         softmax: avx2_softmax,
         dot_f16_gemm: avx2_f16_gemm,
-        dot_f16_gemm_prefix: avx2_f16_gemm_prefix,
         dot_f16_rows: avx2_dot_f16_rows,
+        f32_to_f16: avx2_f32_to_f16,
+        round_f16: avx2_round_f16,
         quantize_q8_0: avx2_quantize_q8_0,
         quantize_q8_1: avx2_quantize_q8_1,
         gemm_q4_1x8: packed::gemm_q4_1x8_q8_1_avx2,

@@ -200,6 +200,12 @@ impl AlignedBytes {
             len,
         }
     }
+    /// Make it `len` bytes long, keeping the allocation when it is large enough (new bytes,
+    /// if any, are zero; kept bytes keep their values).
+    pub fn resize(&mut self, len: usize) {
+        self.words.resize(len.div_ceil(8), 0);
+        self.len = len;
+    }
     pub fn as_bytes(&self) -> &[u8] {
         &bytemuck::cast_slice(&self.words)[..self.len]
     }

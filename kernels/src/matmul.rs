@@ -170,6 +170,36 @@ pub fn quantize_acts_with(
     x: &[f32],
     k: usize,
 ) -> Result<QuantizedActs, KernelError> {
+    let mut acts = QuantizedActs::empty();
+    quantize_acts_into(kt, &mut acts, dtype, x, k)?;
+    Ok(acts)
+}
+
+impl QuantizedActs {
+    /// No rows yet: a buffer for [`quantize_acts_into`] to fill and refill.
+    pub fn empty() -> QuantizedActs {
+        QuantizedActs {
+            dtype: DType::F32,
+            k: 0,
+            n: 0,
+            row_bytes: 0,
+            buf: AlignedBytes::default(),
+            d: Vec::new(),
+            s: Vec::new(),
+            c: Vec::new(),
+        }
+    }
+}
+
+/// [`quantize_acts`] into `acts`, reusing its buffers (no allocation once they are large
+/// enough).
+pub fn quantize_acts_into(
+    kt: &Kernels,
+    acts: &mut QuantizedActs,
+    dtype: DType,
+    x: &[f32],
+    k: usize,
+) -> Result<(), KernelError> {
     let op = "quantize_acts";
     let row_bytes = dtype.row_bytes(k).ok_or(KernelError::RaggedBlocks {
         op,
@@ -183,55 +213,52 @@ pub fn quantize_acts_with(
             what: format!("{} values are not rows of {k}", x.len()),
         });
     }
+    if matches!(dtype, DType::Q4_0 | DType::Q4_1) {
+        return Err(KernelError::Unsupported { op, dtype });
+    }
     let n = x.len() / k;
-    let mut buf = AlignedBytes::zeroed(row_bytes * n);
+    acts.buf.resize(row_bytes * n);
     for (xr, br) in x
         .chunks_exact(k)
-        .zip(buf.as_bytes_mut().chunks_exact_mut(row_bytes))
+        .zip(acts.buf.as_bytes_mut().chunks_exact_mut(row_bytes))
     {
         match dtype {
             DType::F32 => bytemuck::cast_slice_mut::<u8, f32>(br).copy_from_slice(xr),
-            DType::F16 => scalar::quantize::quantize_row_f16(xr, bytemuck::cast_slice_mut(br)),
+            DType::F16 => (kt.f32_to_f16)(xr, bytemuck::cast_slice_mut(br)),
             DType::BF16 => scalar::quantize::quantize_row_bf16(xr, bytemuck::cast_slice_mut(br)),
             DType::Q8_0 => (kt.quantize_q8_0)(xr, bytemuck::cast_slice_mut(br)),
             DType::Q8_1 => (kt.quantize_q8_1)(xr, bytemuck::cast_slice_mut(br)),
-            DType::Q4_0 | DType::Q4_1 => return Err(KernelError::Unsupported { op, dtype }),
+            DType::Q4_0 | DType::Q4_1 => unreachable!("refused above"),
         }
     }
-    let (mut d, mut s, mut c) = (Vec::new(), Vec::new(), Vec::new());
+    acts.d.clear();
+    acts.s.clear();
+    acts.c.clear();
     match dtype {
         DType::Q8_0 => {
-            let blocks: &[BlockQ8_0] = bytemuck::cast_slice(buf.as_bytes());
-            d = blocks.iter().map(|b| b.d.to_f32()).collect();
-            c = blocks
-                .iter()
-                .map(|b| {
-                    std::array::from_fn(|j| {
-                        -128 * b.qs[4 * j..4 * j + 4]
-                            .iter()
-                            .map(|&q| q as i32)
-                            .sum::<i32>()
-                    })
+            let blocks: &[BlockQ8_0] = bytemuck::cast_slice(acts.buf.as_bytes());
+            acts.d.extend(blocks.iter().map(|b| b.d.to_f32()));
+            acts.c.extend(blocks.iter().map(|b| {
+                std::array::from_fn(|j| {
+                    -128 * b.qs[4 * j..4 * j + 4]
+                        .iter()
+                        .map(|&q| q as i32)
+                        .sum::<i32>()
                 })
-                .collect();
+            }));
         }
         DType::Q8_1 => {
-            let blocks: &[BlockQ8_1] = bytemuck::cast_slice(buf.as_bytes());
-            d = blocks.iter().map(|b| b.d.to_f32()).collect();
-            s = blocks.iter().map(|b| b.s.to_f32()).collect();
+            let blocks: &[BlockQ8_1] = bytemuck::cast_slice(acts.buf.as_bytes());
+            acts.d.extend(blocks.iter().map(|b| b.d.to_f32()));
+            acts.s.extend(blocks.iter().map(|b| b.s.to_f32()));
         }
         _ => {}
     }
-    Ok(QuantizedActs {
-        dtype,
-        k,
-        n,
-        row_bytes,
-        buf,
-        d,
-        s,
-        c,
-    })
+    acts.dtype = dtype;
+    acts.k = k;
+    acts.n = n;
+    acts.row_bytes = row_bytes;
+    Ok(())
 }
 
 /// One weight row times one activation row.

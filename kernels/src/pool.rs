@@ -19,7 +19,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// How long an idle worker spins before it sleeps.
-const SPIN: Duration = Duration::from_millis(2);
+const SPIN: Duration = Duration::from_micros(300);
+
+/// How long the caller spins for the workers still inside a region before it sleeps until
+/// the last one leaves (a worker the OS has descheduled on a busy machine: sleeping gives it
+/// the core back sooner than spinning against it).
+const WAIT_SPIN: Duration = Duration::from_micros(30);
 
 /// The state word: `generation << GEN_SHIFT | CLOSED? | workers inside the region`.
 const ACTIVE_MASK: usize = (1 << 16) - 1;
@@ -41,6 +46,9 @@ struct Shared {
     sleepers: AtomicUsize,
     lock: Mutex<()>,
     wake: Condvar,
+    /// The caller sleeps (or is about to) on `left` until the region is empty.
+    caller_waiting: AtomicBool,
+    left: Condvar,
 }
 
 // SAFETY: `job` is written only by the thread running a region (which holds `Pool::region`)
@@ -81,6 +89,8 @@ impl Pool {
             sleepers: AtomicUsize::new(0),
             lock: Mutex::new(()),
             wake: Condvar::new(),
+            caller_waiting: AtomicBool::new(false),
+            left: Condvar::new(),
         });
         let mut pool = Pool {
             threads,
@@ -131,13 +141,20 @@ impl Pool {
         }
         let mine = catch_unwind(AssertUnwindSafe(f));
         s.state.fetch_or(CLOSED, Ordering::AcqRel);
-        let mut spins = 0u32;
-        while s.state.load(Ordering::Acquire) & ACTIVE_MASK != 0 {
-            spins = spins.wrapping_add(1);
-            if spins.is_multiple_of(1 << 12) {
-                // A worker inside was descheduled (a busy machine): let it run.
-                std::thread::yield_now();
-            } else {
+        if s.state.load(Ordering::Acquire) & ACTIVE_MASK != 0 {
+            let start = Instant::now();
+            let mut spins = 0u32;
+            while s.state.load(Ordering::Acquire) & ACTIVE_MASK != 0 {
+                spins = spins.wrapping_add(1);
+                if spins.is_multiple_of(64) && start.elapsed() > WAIT_SPIN {
+                    let mut guard = s.lock.lock().unwrap_or_else(|e| e.into_inner());
+                    s.caller_waiting.store(true, Ordering::SeqCst);
+                    while s.state.load(Ordering::SeqCst) & ACTIVE_MASK != 0 {
+                        guard = s.left.wait(guard).unwrap_or_else(|e| e.into_inner());
+                    }
+                    s.caller_waiting.store(false, Ordering::SeqCst);
+                    break;
+                }
                 std::hint::spin_loop();
             }
         }
@@ -266,7 +283,12 @@ fn worker(s: &Shared) {
                 s.panicked.store(true, Ordering::Relaxed);
             }
         }
-        s.state.fetch_sub(1, Ordering::Release);
+        let before = s.state.fetch_sub(1, Ordering::SeqCst);
+        if before & ACTIVE_MASK == 1 && s.caller_waiting.load(Ordering::SeqCst) {
+            // The last one out wakes the caller.
+            let _g = s.lock.lock().unwrap_or_else(|e| e.into_inner());
+            s.left.notify_all();
+        }
     }
 }
 

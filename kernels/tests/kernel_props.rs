@@ -167,24 +167,47 @@ proptest! {
                 let stride = len + 5;
                 let rows: Vec<f16> = vec_f32(stride * 7, seed ^ 0x1234).iter().map(|v| f16::from_f32(*v)).collect();
                 let xw: Vec<f32> = yh.iter().map(|v| v.to_f32()).collect();
-                for (gemm, valid) in [(false, len), (true, len), (true, len / 2 + 3), (true, 1)] {
+                let scalar = kernels_for(Isa::Scalar).unwrap();
+                for (gemm, valid) in [(false, len), (true, len), (true, len / 2 + 3), (true, 1), (true, 0)] {
                     let mut want = vec![0.0f32; 7];
                     let mut got = vec![0.0f32; 7];
-                    (kernels_for(Isa::Scalar).unwrap().dot_f16_rows)(&rows, stride, &xw, gemm, valid, &mut want);
+                    (scalar.dot_f16_rows)(&rows, stride, &xw, gemm, valid, &mut want);
                     (kernels_for(isa).unwrap().dot_f16_rows)(&rows, stride, &xw, gemm, valid, &mut got);
-                    prop_assert_eq!(&got, &want, "{:?} rows gemm={} valid={}", isa, gemm, valid);
-                }
-                for n in [0, len / 3, len / 2 + 1, len] {
-                    let wp = (kernels_for(Isa::Scalar).unwrap().dot_f16_gemm_prefix)(&xh, &yh, n);
-                    let gp = (kernels_for(isa).unwrap().dot_f16_gemm_prefix)(&xh, &yh, n);
-                    prop_assert_eq!(gp.to_bits(), wp.to_bits(), "{:?} f16 gemm prefix {}", isa, n);
-                    // Equal to the full product of the zero-padded prefix.
-                    let mut z = xh[..n].to_vec();
-                    z.resize(len, f16::ZERO);
-                    let full = (kernels_for(Isa::Scalar).unwrap().dot_f16_gemm)(&z, &yh);
-                    prop_assert_eq!(wp.to_bits(), full.to_bits(), "prefix {} vs padded", n);
+                    prop_assert_eq!(bytemuck::cast_slice::<_, u32>(&got), bytemuck::cast_slice::<_, u32>(&want), "{:?} rows gemm={} valid={}", isa, gemm, valid);
+                    // The same as the one-row products (of the zero-padded prefix, for gemm).
+                    for (j, w) in want.iter().enumerate() {
+                        let mut row = rows[j * stride..j * stride + len].to_vec();
+                        let one = if gemm {
+                            row[valid.min(len)..].fill(f16::ZERO);
+                            (scalar.dot_f16_gemm)(&row, &yh)
+                        } else {
+                            (scalar.dot_f16)(&row, &yh)
+                        };
+                        prop_assert_eq!(one.to_bits(), w.to_bits(), "row {} gemm={} valid={}", j, gemm, valid);
+                    }
                 }
             }
+            // f16 rounding, with values past f16's range and below its normal range.
+            let mut wide = x.clone();
+            for (i, v) in wide.iter_mut().enumerate() {
+                match i % 5 {
+                    1 => *v *= 1e5,
+                    2 => *v *= 1e-6,
+                    _ => {}
+                }
+            }
+            let mut want_r = wide.clone();
+            (kernels_for(Isa::Scalar).unwrap().round_f16)(&mut want_r);
+            let mut got_r = wide.clone();
+            (kernels_for(isa).unwrap().round_f16)(&mut got_r);
+            prop_assert_eq!(bytemuck::cast_slice::<_, u32>(&got_r), bytemuck::cast_slice::<_, u32>(&want_r), "{:?} round_f16", isa);
+            let mut want_h = vec![f16::ZERO; len];
+            (kernels_for(Isa::Scalar).unwrap().f32_to_f16)(&wide, &mut want_h);
+            let mut got_h = vec![f16::ZERO; len];
+            (kernels_for(isa).unwrap().f32_to_f16)(&wide, &mut got_h);
+            let bits = |h: &[f16]| h.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+
+            prop_assert_eq!(bits(&got_h), bits(&want_h), "{:?} f32_to_f16", isa);
             let want_swiglu = { let mut g = x.clone(); (kernels_for(Isa::Scalar).unwrap().swiglu)(&mut g, &y); g };
             let got_swiglu = { let mut g = x.clone(); (kernels_for(isa).unwrap().swiglu)(&mut g, &y); g };
             prop_assert_eq!(&got_swiglu, &want_swiglu, "{:?} swiglu", isa);

@@ -138,24 +138,10 @@ pub fn vec_dot_f16_gemm(x: &[f16], y: &[f16]) -> f32 {
     hsum8(&acc)
 }
 
-/// [`vec_dot_f16_gemm`] of `x` with its values from `n` on taken as +0 (the zero padding of a
-/// value column past the attended positions), `y.len()` values (a multiple of 8).
-pub fn vec_dot_f16_gemm_prefix(x: &[f16], y: &[f16], n: usize) -> f32 {
-    let mut acc = [0.0f32; 8];
-    for (c, ys) in y.chunks_exact(8).enumerate() {
-        for l in 0..8 {
-            let i = c * 8 + l;
-            let xv = if i < n { x[i].to_f32() } else { 0.0 };
-            acc[l] = xv.mul_add(ys[l].to_f32(), acc[l]);
-        }
-    }
-    hsum8(&acc)
-}
-
 /// `out[j]` = the f16 dot product of row `j` (`rows[j * stride..]`, `x.len()` values) with `x`,
 /// in [`vec_dot_f16_gemm`]'s order (`gemm`, with each row's values from `valid` on taken as
-/// +0, see [`vec_dot_f16_gemm_prefix`]) or [`vec_dot_f16`]'s (`valid` ignored: every value
-/// counts). `x` holds f16 values widened to f32 (exactly), as attention has them.
+/// +0: the zero padding of a value column past the attended positions, which a batch's
+/// later tokens occupy) or [`vec_dot_f16`]'s (`valid` ignored: every value counts). `x` holds f16 values widened to f32 (exactly), as attention has them.
 pub fn dot_f16_rows(
     rows: &[f16],
     stride: usize,
@@ -164,13 +150,32 @@ pub fn dot_f16_rows(
     valid: usize,
     out: &mut [f32],
 ) {
-    let x16: Vec<f16> = x.iter().map(|v| f16::from_f32(*v)).collect();
+    dot_rows(rows, |v| v.to_f32(), stride, x, gemm, valid, out)
+}
+
+fn dot_rows<T: Copy>(
+    rows: &[T],
+    widen: impl Fn(T) -> f32,
+    stride: usize,
+    x: &[f32],
+    gemm: bool,
+    valid: usize,
+    out: &mut [f32],
+) {
     for (j, o) in out.iter_mut().enumerate() {
         let row = &rows[j * stride..j * stride + x.len()];
         *o = if gemm {
-            vec_dot_f16_gemm_prefix(row, &x16, valid)
+            let mut acc = [0.0f32; 8];
+            for (c, xs) in x.chunks_exact(8).enumerate() {
+                for l in 0..8 {
+                    let i = c * 8 + l;
+                    let v = if i < valid { widen(row[i]) } else { 0.0 };
+                    acc[l] = v.mul_add(xs[l], acc[l]);
+                }
+            }
+            hsum8(&acc)
         } else {
-            vec_dot_f16(row, &x16)
+            dot_steps(x.len(), |i| widen(row[i]), |i| x[i])
         };
     }
 }

@@ -54,6 +54,13 @@ pub fn quantize_row_f16(x: &[f32], out: &mut [f16]) {
     }
 }
 
+/// `x[i]` rounded to f16 precision (kept as f32: the widening is exact).
+pub fn round_f16(x: &mut [f32]) {
+    for v in x.iter_mut() {
+        *v = f16::from_f32(*v).to_f32();
+    }
+}
+
 pub fn quantize_row_bf16(x: &[f32], out: &mut [bf16]) {
     for (o, v) in out.iter_mut().zip(x) {
         *o = bf16::from_f32(*v);

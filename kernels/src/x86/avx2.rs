@@ -307,44 +307,8 @@ pub unsafe fn vec_dot_f16_gemm(x: &[f16], y: &[f16]) -> f32 {
     hsum_ps(acc)
 }
 
-/// As `scalar::dot::vec_dot_f16_gemm_prefix`.
-///
-/// # Safety
-/// The CPU must support AVX2, FMA and F16C.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn vec_dot_f16_gemm_prefix(x: &[f16], y: &[f16], n: usize) -> f32 {
-    let len = y.len() - y.len() % 8;
-    let n = n.min(len).min(x.len());
-    let mut acc = _mm256_setzero_ps();
-    let mut i = 0;
-    while i + 8 <= n {
-        acc = _mm256_fmadd_ps(
-            load_f16x8(x.as_ptr().add(i)),
-            load_f16x8(y.as_ptr().add(i)),
-            acc,
-        );
-        i += 8;
-    }
-    if i < n {
-        let mut part = [f16::ZERO; 8];
-        part[..n - i].copy_from_slice(&x[i..n]);
-        acc = _mm256_fmadd_ps(
-            load_f16x8(part.as_ptr()),
-            load_f16x8(y.as_ptr().add(i)),
-            acc,
-        );
-        i += 8;
-    }
-    if i < len {
-        // Every further product is +0 (a zero value times a probability): `acc + 0`, which
-        // only turns a -0 lane into +0, and doing it once is doing it for every group.
-        acc = _mm256_add_ps(acc, _mm256_setzero_ps());
-    }
-    hsum_ps(acc)
-}
-
-/// As `scalar::dot::dot_f16_rows`: rows two (or four) at a time for independent accumulator
-/// chains, and the final horizontal sums of eight rows at once ([`reduce8`]).
+/// As `scalar::dot::dot_f16_rows`: rows two (or four, or eight) at a time for independent
+/// accumulator chains, and the final horizontal sums of eight rows at once ([`reduce8`]).
 ///
 /// # Safety
 /// The CPU must support AVX2, FMA and F16C; every row must have `x.len()` values in `rows`.
@@ -366,6 +330,10 @@ pub unsafe fn dot_f16_rows(
         // `lanes[r]`: row `j + r`'s accumulator, reduced to 8 lanes.
         let mut r = 0;
         if gemm {
+            if m == 8 {
+                lanes = rows_gemm::<8>(p.add(j * stride), stride, x, valid);
+                r = 8;
+            }
             while r + 4 <= m {
                 let a = rows_gemm::<4>(p.add((j + r) * stride), stride, x, valid);
                 lanes[r..r + 4].copy_from_slice(&a);
@@ -457,7 +425,8 @@ unsafe fn rows_steps<const R: usize>(p: *const f16, stride: usize, x: &[f32]) ->
     acc.map(|a| _mm256_add_ps(_mm256_add_ps(a[0], a[2]), _mm256_add_ps(a[1], a[3])))
 }
 
-/// `R` rows in `vec_dot_f16_gemm_prefix`'s order, before the horizontal sum.
+/// `R` rows in `vec_dot_f16_gemm`'s order, values from `valid` on read as +0, before the
+/// horizontal sum.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn rows_gemm<const R: usize>(
@@ -487,7 +456,8 @@ unsafe fn rows_gemm<const R: usize>(
         i += 8;
     }
     if i < len {
-        // Every further product is +0: see `vec_dot_f16_gemm_prefix`.
+        // Every further product is +0 (a zero value times a probability): `acc + 0`, which only
+        // turns a -0 lane into +0, and doing it once is doing it for every group.
         for a in acc.iter_mut() {
             *a = _mm256_add_ps(*a, _mm256_setzero_ps());
         }
@@ -558,6 +528,40 @@ pub unsafe fn quantize_row_q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
         let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
         ob.s = f16::from_f32(d * _mm_cvtsi128_si32(s) as f32);
     }
+}
+
+/// As `scalar::quantize::quantize_row_f16` (F16C, round to nearest even, as `half` does).
+///
+/// # Safety
+/// The CPU must support AVX2 and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn quantize_row_f16(x: &[f32], out: &mut [f16]) {
+    let n = x.len().min(out.len());
+    let mut i = 0;
+    while i + 8 <= n {
+        let h =
+            _mm256_cvtps_ph::<{ _MM_FROUND_TO_NEAREST_INT }>(_mm256_loadu_ps(x.as_ptr().add(i)));
+        _mm_storeu_si128(out.as_mut_ptr().add(i) as *mut __m128i, h);
+        i += 8;
+    }
+    scalar::quantize::quantize_row_f16(&x[i..n], &mut out[i..n]);
+}
+
+/// As `scalar::quantize::round_f16`.
+///
+/// # Safety
+/// The CPU must support AVX2 and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn round_f16(x: &mut [f32]) {
+    let n = x.len();
+    let mut i = 0;
+    while i + 8 <= n {
+        let p = x.as_mut_ptr().add(i);
+        let h = _mm256_cvtps_ph::<{ _MM_FROUND_TO_NEAREST_INT }>(_mm256_loadu_ps(p));
+        _mm256_storeu_ps(p, _mm256_cvtph_ps(h));
+        i += 8;
+    }
+    scalar::quantize::round_f16(&mut x[i..]);
 }
 
 /// As `scalar::activation::softmax`.

@@ -14,7 +14,7 @@ use crate::gguf::GgufFile;
 use crate::{Error, Result};
 use half::f16;
 use ryzanstein_kernels::attention::{self, HeadRows, ValueCols, PAD};
-use ryzanstein_kernels::matmul::{matmul_quantized_with, quantize_acts, QuantizedActs};
+use ryzanstein_kernels::matmul::{matmul_quantized_with, quantize_acts_into, QuantizedActs};
 use ryzanstein_kernels::ops::{self, Rope, RopeStyle};
 use ryzanstein_kernels::packed::matmul_packed_with;
 use ryzanstein_kernels::Pool;
@@ -154,6 +154,32 @@ pub struct Llama {
     /// `None` when tied to `tok_embd`.
     output: Option<Weight>,
     pool: Pool,
+    /// Buffers of the forward pass, kept between calls (no allocation per call once a
+    /// sequence's longest batch has been seen).
+    scratch: Mutex<Scratch>,
+}
+
+/// The activations of one forward pass.
+#[derive(Default)]
+struct Scratch {
+    x: Vec<f32>,
+    h: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    attn: Vec<f32>,
+    proj: Vec<f32>,
+    gate: Vec<f32>,
+    up: Vec<f32>,
+    kv16: Vec<f16>,
+    acts: Option<QuantizedActs>,
+    acts2: Option<QuantizedActs>,
+}
+
+/// `v` holding `n` values (their contents are about to be overwritten).
+fn sized(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
+    v.resize(n, 0.0);
+    v
 }
 
 /// Architectures that share llama's tensor layout in GGUF.
@@ -240,6 +266,7 @@ impl Llama {
             pool: pool(threads)?,
             store: Store::gguf(g.clone()),
             cfg,
+            scratch: Mutex::default(),
         };
         model.pack_weights()?;
         Ok(model)
@@ -296,6 +323,7 @@ impl Llama {
             output_norm,
             output,
             pool: pool(threads)?,
+            scratch: Mutex::default(),
         };
         model.pack_weights()?;
         Ok(model)
@@ -310,8 +338,17 @@ impl Llama {
         Ok(())
     }
 
-    fn quantize_for(&self, w: &Weight, x: &[f32]) -> Result<QuantizedActs> {
-        Ok(quantize_acts(w.dtype.vec_dot_type(), x, w.cols)?)
+    /// Quantise `x` for `w` into `acts` (reusing its buffers).
+    fn quantize_for<'a>(
+        &self,
+        w: &Weight,
+        x: &[f32],
+        acts: &'a mut Option<QuantizedActs>,
+    ) -> Result<&'a QuantizedActs> {
+        let kt = ryzanstein_kernels::dispatch::kernels();
+        let a = acts.get_or_insert_with(QuantizedActs::empty);
+        quantize_acts_into(kt, a, w.dtype.vec_dot_type(), x, w.cols)?;
+        Ok(a)
     }
 
     /// Causal attention of `t` new positions (queries `q`, `t x q_dim`) over the cache of one
@@ -386,8 +423,11 @@ impl Llama {
                 state.max_len
             )));
         }
+        let kt = ryzanstein_kernels::dispatch::kernels();
+        let mut guard = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
+        let sc = &mut *guard;
         // Embedding lookup.
-        let mut x = vec![0.0f32; t * d];
+        let x = sized(&mut sc.x, t * d);
         for (row, &tok) in x.chunks_exact_mut(d).zip(tokens) {
             if tok as usize >= cfg.vocab_size {
                 return Err(Error::Model(format!(
@@ -402,26 +442,41 @@ impl Llama {
         let rope_cache: Vec<Vec<(f32, f32)>> =
             (start..start + t).map(|p| cfg.rope.cache(p)).collect();
 
-        let mut h = vec![0.0f32; t * d];
-        let mut q = vec![0.0f32; t * q_dim];
-        let mut k = vec![0.0f32; t * kv_dim];
-        let mut v = vec![0.0f32; t * kv_dim];
-        let mut attn = vec![0.0f32; t * q_dim];
-        let mut proj = vec![0.0f32; t * d];
-        let mut gate = vec![0.0f32; t * ff];
-        let mut up = vec![0.0f32; t * ff];
+        sized(&mut sc.h, t * d);
+        sized(&mut sc.q, t * q_dim);
+        sized(&mut sc.k, t * kv_dim);
+        sized(&mut sc.v, t * kv_dim);
+        sized(&mut sc.attn, t * q_dim);
+        sized(&mut sc.proj, t * d);
+        sized(&mut sc.gate, t * ff);
+        sized(&mut sc.up, t * ff);
+        sc.kv16.resize(t * kv_dim, f16::ZERO);
+        let Scratch {
+            x,
+            h,
+            q,
+            k,
+            v,
+            attn,
+            proj,
+            gate,
+            up,
+            kv16,
+            acts: acts_a,
+            acts2: acts_b,
+        } = sc;
 
         for (li, layer) in self.layers.iter().enumerate() {
-            ops::rms_norm(&x, &layer.attn_norm, cfg.rms_eps, &mut h)?;
-            let acts = self.quantize_for(&layer.wq, &h)?;
-            self.matmul(&layer.wq, &acts, &mut q)?;
+            ops::rms_norm(x, &layer.attn_norm, cfg.rms_eps, h)?;
+            let acts = self.quantize_for(&layer.wq, h, acts_a)?;
+            self.matmul(&layer.wq, acts, q)?;
             let acts_kv = if layer.wk.dtype.vec_dot_type() == acts.dtype {
                 acts
             } else {
-                self.quantize_for(&layer.wk, &h)?
+                self.quantize_for(&layer.wk, h, acts_b)?
             };
-            self.matmul(&layer.wk, &acts_kv, &mut k)?;
-            self.matmul(&layer.wv, &acts_kv, &mut v)?;
+            self.matmul(&layer.wk, acts_kv, k)?;
+            self.matmul(&layer.wv, acts_kv, v)?;
             for i in 0..t {
                 cfg.rope.apply(
                     &mut q[i * q_dim..(i + 1) * q_dim],
@@ -436,49 +491,51 @@ impl Llama {
             }
             let kc = &mut state.k[li];
             kc.truncate(start * kv_dim);
-            kc.extend(k.iter().map(|x| f16::from_f32(*x)));
+            (kt.f32_to_f16)(k, kv16);
+            kc.extend_from_slice(kv16);
             // Values transposed; zeros after the last position up to the padding.
+            (kt.f32_to_f16)(v, kv16);
             let cap = state.v_cap;
             let end = start + t;
             let pad_end = (end.div_ceil(PAD) * PAD).min(cap);
             for (e, row) in state.v[li].chunks_exact_mut(cap).enumerate() {
                 for (i, slot) in row[start..end].iter_mut().enumerate() {
-                    *slot = f16::from_f32(v[i * kv_dim + e]);
+                    *slot = kv16[i * kv_dim + e];
                 }
                 row[end..pad_end].fill(f16::ZERO);
             }
-            self.attention(&q, &state.k[li], &state.v[li], cap, start, &mut attn)?;
+            self.attention(q, &state.k[li], &state.v[li], cap, start, attn)?;
 
-            let acts = self.quantize_for(&layer.wo, &attn)?;
-            self.matmul(&layer.wo, &acts, &mut proj)?;
-            ops::add_assign(&mut x, &proj)?;
+            let acts = self.quantize_for(&layer.wo, attn, acts_a)?;
+            self.matmul(&layer.wo, acts, proj)?;
+            ops::add_assign(x, proj)?;
 
-            ops::rms_norm(&x, &layer.ffn_norm, cfg.rms_eps, &mut h)?;
-            let acts = self.quantize_for(&layer.w_gate, &h)?;
-            self.matmul(&layer.w_gate, &acts, &mut gate)?;
+            ops::rms_norm(x, &layer.ffn_norm, cfg.rms_eps, h)?;
+            let acts = self.quantize_for(&layer.w_gate, h, acts_a)?;
+            self.matmul(&layer.w_gate, acts, gate)?;
             let acts = if layer.w_up.dtype.vec_dot_type() == acts.dtype {
                 acts
             } else {
-                self.quantize_for(&layer.w_up, &h)?
+                self.quantize_for(&layer.w_up, h, acts_b)?
             };
-            self.matmul(&layer.w_up, &acts, &mut up)?;
+            self.matmul(&layer.w_up, acts, up)?;
             for (g, u) in gate.chunks_exact_mut(ff).zip(up.chunks_exact(ff)) {
                 ops::swiglu(g, u)?;
             }
-            let acts = self.quantize_for(&layer.w_down, &gate)?;
-            self.matmul(&layer.w_down, &acts, &mut proj)?;
-            ops::add_assign(&mut x, &proj)?;
+            let acts = self.quantize_for(&layer.w_down, gate, acts_a)?;
+            self.matmul(&layer.w_down, acts, proj)?;
+            ops::add_assign(x, proj)?;
         }
         state.len = start + t;
 
         // Logits of the last position only.
         let last = &x[(t - 1) * d..];
-        let mut normed = vec![0.0f32; d];
-        ops::rms_norm(last, &self.output_norm, cfg.rms_eps, &mut normed)?;
+        let normed = &mut h[..d];
+        ops::rms_norm(last, &self.output_norm, cfg.rms_eps, normed)?;
         let out_w = self.output.as_ref().unwrap_or(&self.tok_embd);
-        let acts = self.quantize_for(out_w, &normed)?;
+        let acts = self.quantize_for(out_w, normed, acts_a)?;
         let mut logits = vec![0.0f32; cfg.vocab_size];
-        self.matmul(out_w, &acts, &mut logits)?;
+        self.matmul(out_w, acts, &mut logits)?;
         Ok(logits)
     }
 }
