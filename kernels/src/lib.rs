@@ -1,8 +1,9 @@
 //! Ryzanstein compute kernels: pure compute, no I/O, no async.
 //!
-//! - [`formats`]: `#[repr(C)]` block formats (Q4_0, Q4_1, Q8_0, Q8_1) and [`DType`].
+//! - [`formats`]: `#[repr(C)]` block formats (Q4_0, Q4_1, Q8_0, Q8_1, and the eight-row
+//!   packed Q4_1 / Q8_0 blocks) and [`DType`].
 //! - [`scalar`]: the always-built scalar reference for every kernel (the oracle).
-//! - [`x86`]: AVX2 / AVX-512 paths, selected at run time by [`dispatch`].
+//! - [`x86`]: AVX2 / AVX-512 / AVX-512-VNNI paths, selected at run time by [`dispatch`].
 //! - [`matmul`]: shape-checked safe entry points (`matmul`, quantise activations).
 //! - [`packed`]: weights repacked at load time in eight-row groups, and their matmul.
 //! - [`pool`]: the persistent compute threads the matmuls and attention are split over.

@@ -150,18 +150,6 @@ pub fn dot_f16_rows(
     valid: usize,
     out: &mut [f32],
 ) {
-    dot_rows(rows, |v| v.to_f32(), stride, x, gemm, valid, out)
-}
-
-fn dot_rows<T: Copy>(
-    rows: &[T],
-    widen: impl Fn(T) -> f32,
-    stride: usize,
-    x: &[f32],
-    gemm: bool,
-    valid: usize,
-    out: &mut [f32],
-) {
     for (j, o) in out.iter_mut().enumerate() {
         let row = &rows[j * stride..j * stride + x.len()];
         *o = if gemm {
@@ -169,13 +157,13 @@ fn dot_rows<T: Copy>(
             for (c, xs) in x.chunks_exact(8).enumerate() {
                 for l in 0..8 {
                     let i = c * 8 + l;
-                    let v = if i < valid { widen(row[i]) } else { 0.0 };
+                    let v = if i < valid { row[i].to_f32() } else { 0.0 };
                     acc[l] = v.mul_add(xs[l], acc[l]);
                 }
             }
             hsum8(&acc)
         } else {
-            dot_steps(x.len(), |i| widen(row[i]), |i| x[i])
+            dot_steps(x.len(), |i| row[i].to_f32(), |i| x[i])
         };
     }
 }
