@@ -1,7 +1,7 @@
 //! x86-64 SIMD kernels. Each function mirrors one in `scalar` and is property-tested against
 //! it: `avx2` and `avx512` (one-row kernels, attention, activations), `packed` (the eight-row
-//! kernels over repacked weights, AVX2 and AVX-512-VNNI). They are `unsafe` because they require CPU features; `dispatch` only hands
-//! them out after detecting those features.
+//! kernels over repacked weights, AVX2 and AVX-512-VNNI). They are `unsafe` because they
+//! require CPU features; `dispatch` only hands them out after detecting those features.
 
 #[cfg(target_arch = "x86_64")]
 pub mod avx2;
