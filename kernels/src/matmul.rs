@@ -78,17 +78,7 @@ impl<'a> MatRef<'a> {
 
     /// Row `r` as f32 values (an embedding lookup, llama.cpp's `get_rows`).
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) -> Result<(), KernelError> {
-        if r >= self.rows || out.len() != self.cols {
-            return Err(KernelError::Shape {
-                op: "dequantize_row",
-                what: format!(
-                    "row {r} of {} into {} values (need {})",
-                    self.rows,
-                    out.len(),
-                    self.cols
-                ),
-            });
-        }
+        check_dequantize_row(r, self.rows, self.cols, out.len())?;
         let b = self.row(r);
         match self.dtype {
             DType::F32 => out.copy_from_slice(bytemuck::cast_slice(b)),
@@ -388,4 +378,21 @@ pub fn matmul_quantized(
 pub fn matmul(w: MatRef<'_>, x: &[f32], out: &mut [f32]) -> Result<(), KernelError> {
     let acts = quantize_acts(w.dtype.vec_dot_type(), x, w.cols)?;
     matmul_quantized(&Pool::serial(), w, &acts, out)
+}
+
+/// The shape check of `dequantize_row` (plain and packed matrices): row `r` of `rows` into an
+/// output of `out_len` values, which must be `cols`.
+pub(crate) fn check_dequantize_row(
+    r: usize,
+    rows: usize,
+    cols: usize,
+    out_len: usize,
+) -> Result<(), KernelError> {
+    if r >= rows || out_len != cols {
+        return Err(KernelError::Shape {
+            op: "dequantize_row",
+            what: format!("row {r} of {rows} into {out_len} values (need {cols})"),
+        });
+    }
+    Ok(())
 }

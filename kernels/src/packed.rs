@@ -141,17 +141,7 @@ impl<'a> PackedRef<'a> {
 
     /// Row `r` as f32 values (an embedding lookup), as `MatRef::dequantize_row` of the original.
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) -> Result<(), KernelError> {
-        if r >= self.rows || out.len() != self.cols {
-            return Err(KernelError::Shape {
-                op: "dequantize_row",
-                what: format!(
-                    "row {r} of {} into {} values (need {})",
-                    self.rows,
-                    out.len(),
-                    self.cols
-                ),
-            });
-        }
+        crate::matmul::check_dequantize_row(r, self.rows, self.cols, out.len())?;
         let nb = self.blocks_per_row();
         let (g, i) = (r / PACK_ROWS, r % PACK_ROWS);
         let range = g * nb..(g + 1) * nb;

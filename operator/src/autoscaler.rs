@@ -31,7 +31,7 @@ use crate::autoscale::{decide, in_flight_from_metrics, recommend, Policy, Recomm
 use crate::config::AutoscalerConfig;
 use crate::crd::{Load, ModelDeployment};
 use crate::deployment_status::desired_replicas;
-use crate::metrics::{AutoscalerDecision, Metrics};
+use crate::metrics::{lock, AutoscalerDecision, Metrics};
 use crate::render::SERVER_PORT;
 use crate::shutdown::Shutdown;
 
@@ -91,8 +91,8 @@ impl Autoscaler {
     pub fn view(&self, md: &ModelDeployment) -> Option<ScaleView> {
         let policy = Policy::of(md.spec.autoscaling.as_ref())?;
         let states = lock(&self.states);
-        let s = states.get(&key(md))?;
-        (s.uid == uid(md)).then(|| ScaleView {
+        let s = states.get(&md.key())?;
+        (s.uid == md.uid()).then(|| ScaleView {
             desired: policy.clamp(s.desired),
             load: s.load.clone(),
             last_scale_time: s.last_scale_time.clone(),
@@ -102,8 +102,8 @@ impl Autoscaler {
 
     /// Records how many groups the quota and pool capacity allowed `md` (`None`: not capped).
     pub fn set_allowed(&self, md: &ModelDeployment, allowed: Option<i32>) {
-        if let Some(s) = lock(&self.states).get_mut(&key(md)) {
-            if s.uid == uid(md) {
+        if let Some(s) = lock(&self.states).get_mut(&md.key()) {
+            if s.uid == md.uid() {
                 s.allowed = allowed;
             }
         }
@@ -111,7 +111,7 @@ impl Autoscaler {
 
     /// Forgets the deployments that are gone or no longer autoscaled.
     pub fn retain(&self, autoscaled: &[Arc<ModelDeployment>]) {
-        let live: HashMap<Key, String> = autoscaled.iter().map(|md| (key(md), uid(md))).collect();
+        let live: HashMap<Key, String> = autoscaled.iter().map(|md| (md.key(), md.uid())).collect();
         lock(&self.states).retain(|k, s| live.get(k) == Some(&s.uid));
     }
 
@@ -130,14 +130,14 @@ impl Autoscaler {
             return false;
         };
         let mut states = lock(&self.states);
-        let k = key(md);
-        let fresh = states.get(&k).is_none_or(|s| s.uid != uid(md));
+        let k = md.key();
+        let fresh = states.get(&k).is_none_or(|s| s.uid != md.uid());
         if fresh {
             // Start from what the status says and hold it for a full scale-down delay.
             states.insert(
                 k.clone(),
                 State {
-                    uid: uid(md),
+                    uid: md.uid(),
                     desired: desired_replicas(md),
                     recs: Recommendations::default(),
                     hold_until: now + policy.down_window,
@@ -213,18 +213,6 @@ fn recorded_desired(md: &ModelDeployment) -> i32 {
         .as_ref()
         .and_then(|s| s.desired_replicas)
         .unwrap_or(i32::MIN)
-}
-
-fn key(md: &ModelDeployment) -> Key {
-    (md.namespace().unwrap_or_default(), md.name_any())
-}
-
-fn uid(md: &ModelDeployment) -> String {
-    md.metadata.uid.clone().unwrap_or_default()
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Whether `pod` is ready to serve: not being deleted, has an IP, condition `Ready=True`.

@@ -13,7 +13,6 @@
 
 use std::collections::HashMap;
 
-use kube::ResourceExt;
 use tokio::sync::{Mutex, MutexGuard};
 
 use crate::crd::ModelDeployment;
@@ -37,14 +36,6 @@ pub struct GrantsGuard<'a> {
     map: MutexGuard<'a, HashMap<(String, String), Grant>>,
 }
 
-fn key(md: &ModelDeployment) -> (String, String) {
-    (md.namespace().unwrap_or_default(), md.name_any())
-}
-
-fn uid(md: &ModelDeployment) -> String {
-    md.metadata.uid.clone().unwrap_or_default()
-}
-
 impl Grants {
     /// Waits for the other quota decisions to finish.
     pub async fn lock(&self) -> GrantsGuard<'_> {
@@ -55,7 +46,7 @@ impl Grants {
 
     /// Forgets a deleted deployment.
     pub async fn forget(&self, md: &ModelDeployment) {
-        self.inner.lock().await.remove(&key(md));
+        self.inner.lock().await.remove(&md.key());
     }
 }
 
@@ -63,17 +54,17 @@ impl GrantsGuard<'_> {
     /// What `md` (this very object) was last granted in `pool`.
     pub fn granted(&self, md: &ModelDeployment, pool: &str) -> Option<Footprint> {
         self.map
-            .get(&key(md))
-            .filter(|g| g.uid == uid(md) && g.pool == pool)
+            .get(&md.key())
+            .filter(|g| g.uid == md.uid() && g.pool == pool)
             .map(|g| g.footprint)
     }
 
     /// Records that `md` may use `footprint` in `pool`.
     pub fn record(&mut self, md: &ModelDeployment, pool: &str, footprint: Footprint) {
         self.map.insert(
-            key(md),
+            md.key(),
             Grant {
-                uid: uid(md),
+                uid: md.uid(),
                 pool: pool.to_owned(),
                 footprint,
             },

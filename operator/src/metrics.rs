@@ -326,7 +326,7 @@ fn reconcile_histogram() -> Histogram {
     ))
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding the lock leaves plain bookkeeping behind; keep using it.
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }

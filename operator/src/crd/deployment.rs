@@ -382,3 +382,18 @@ pub struct Load {
     /// When it was scraped.
     pub observed_at: Time,
 }
+
+impl ModelDeployment {
+    /// (namespace, name): which deployment this is across its versions and re-creations.
+    pub fn key(&self) -> (String, String) {
+        (
+            self.metadata.namespace.clone().unwrap_or_default(),
+            self.metadata.name.clone().unwrap_or_default(),
+        )
+    }
+
+    /// `metadata.uid` ("" before the API server assigned one): which object of that name.
+    pub fn uid(&self) -> String {
+        self.metadata.uid.clone().unwrap_or_default()
+    }
+}
