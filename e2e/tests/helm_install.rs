@@ -6,8 +6,6 @@
 //! write Nodes) is denied. (Running the operator pod itself needs the node agent; the scenario
 //! tests do that.) Needs `make k8s` and `make kube-tools` (helm); `make test` runs both first.
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -16,51 +14,15 @@ use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use ryzanstein_e2e::control_plane_or_skip;
+use ryzanstein_e2e::tools::KubeTools;
 use ryzanstein_e2e::workspace::repo_root;
-use ryzanstein_e2e::{control_plane_or_skip, ControlPlane};
 use serde_json::json;
 
 const NAMESPACE: &str = "ryzanstein-system";
 const LABEL: &str = "app.kubernetes.io/instance=ryzanstein";
 /// The chart's default Lease name for release `ryzanstein`.
 const LEASE: &str = "ryzanstein-operator";
-
-/// helm from `make kube-tools`, or `None` to skip (a failure with RYZANSTEIN_E2E=1).
-fn helm_or_skip() -> Option<PathBuf> {
-    let path = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_default()
-        .join(".cache/ryzanstein/bin/helm");
-    if path.is_file() {
-        return Some(path);
-    }
-    assert!(
-        std::env::var("RYZANSTEIN_E2E").as_deref() != Ok("1"),
-        "RYZANSTEIN_E2E=1 and there is no {}: run `make kube-tools`",
-        path.display()
-    );
-    eprintln!("SKIPPED: no {}; run `make kube-tools`", path.display());
-    None
-}
-
-fn helm(helm: &PathBuf, cp: &ControlPlane, args: &[&str]) -> String {
-    let out = Command::new(helm)
-        .args(args)
-        .arg("--kubeconfig")
-        .arg(cp.kubeconfig())
-        .env("HELM_CACHE_HOME", cp.state_dir().join("helm/cache"))
-        .env("HELM_CONFIG_HOME", cp.state_dir().join("helm/config"))
-        .env("HELM_DATA_HOME", cp.state_dir().join("helm/data"))
-        .output()
-        .expect("run helm");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "helm {args:?} failed:\n{text}");
-    text
-}
 
 /// (verb, API group, resource, subresource, namespace) of one access check.
 type Access = (
@@ -119,26 +81,22 @@ async fn allowed(
 
 #[tokio::test]
 async fn helm_install_grants_the_operator_what_it_needs_and_uninstall_leaves_nothing() {
-    let Some(helm_bin) = helm_or_skip() else {
+    let Some(cp) = control_plane_or_skip().await else {
         return;
     };
-    let Some(cp) = control_plane_or_skip().await else {
+    let Some(tools) = KubeTools::for_cluster_or_skip(&cp) else {
         return;
     };
     let client = cp.client().await.unwrap();
     let chart = repo_root().join("charts/ryzanstein");
-    helm(
-        &helm_bin,
-        &cp,
-        &[
-            "install",
-            "ryzanstein",
-            chart.to_str().unwrap(),
-            "--namespace",
-            NAMESPACE,
-            "--create-namespace",
-        ],
-    );
+    tools.helm(&[
+        "install",
+        "ryzanstein",
+        chart.to_str().unwrap(),
+        "--namespace",
+        NAMESPACE,
+        "--create-namespace",
+    ]);
 
     // The CRDs came with the chart and are served.
     let crds = Api::<CustomResourceDefinition>::all(client.clone());
@@ -226,11 +184,17 @@ async fn helm_install_grants_the_operator_what_it_needs_and_uninstall_leaves_not
             Some("status"),
             None,
         ),
+        // Server-side apply of an absent child is authorized as `create` too.
+        ("create", "apps", "deployments", None, tenant),
         ("patch", "apps", "deployments", None, tenant),
+        ("create", "apps", "statefulsets", None, tenant),
         ("delete", "apps", "statefulsets", None, tenant),
         ("watch", "apps", "statefulsets", None, None),
+        ("create", "", "services", None, tenant),
         ("patch", "", "services", None, tenant),
+        ("create", "", "configmaps", None, tenant),
         ("patch", "", "configmaps", None, tenant),
+        ("create", "policy", "poddisruptionbudgets", None, tenant),
         ("patch", "policy", "poddisruptionbudgets", None, tenant),
         ("list", "", "pods", None, tenant),
         ("list", "", "nodes", None, None),
@@ -303,17 +267,13 @@ async fn helm_install_grants_the_operator_what_it_needs_and_uninstall_leaves_not
 
     // Uninstall: everything the release created is gone; the CRDs stay (Helm never deletes
     // crds/), and deleting them leaves nothing of Ryzanstein.
-    helm(
-        &helm_bin,
-        &cp,
-        &[
-            "uninstall",
-            "ryzanstein",
-            "--namespace",
-            NAMESPACE,
-            "--wait",
-        ],
-    );
+    tools.helm(&[
+        "uninstall",
+        "ryzanstein",
+        "--namespace",
+        NAMESPACE,
+        "--wait",
+    ]);
     let left = [
         ("Deployments", labelled(&deployments).await),
         (

@@ -609,7 +609,7 @@ fn assert_sharded(shards: i32) {
     let config: Value = serde_json::from_str(config).unwrap();
     assert_eq!(
         config["sharding"],
-        json!({"shards": shards, "replicas": 2, "domain": "smollm2-shards.team-a.svc"})
+        json!({"shards": shards, "domain": "smollm2-shards.team-a.svc"})
     );
 }
 
@@ -1072,7 +1072,7 @@ fn config_map_carries_engine_options_and_the_tenants_limits() {
     assert_eq!(v["engine"]["kvCacheMemory"], "512Mi");
     assert_eq!(v["engine"]["speculative"]["mode"], "PromptLookup");
     assert_eq!(v["servedName"], "smollm2");
-    assert_eq!(v["sharding"], json!({"shards": 1, "replicas": 2}));
+    assert_eq!(v["sharding"], json!({"shards": 1}));
 
     // A tenant without request limits: the keys are absent (unlimited).
     let p = avx512();
@@ -1128,4 +1128,17 @@ fn tenant_resolution() {
     assert_eq!((t.name.as_str(), t.listed), ("(unlisted)", false));
     assert_eq!(t.quota, p.spec.default_quota);
     assert_eq!(resolve_tenant(&p, "research").unwrap().name, "research");
+}
+
+#[test]
+fn scaling_changes_no_pod_template_and_no_config() {
+    // A different template would make every scale roll every pod (Deployment) or restart them
+    // one by one (StatefulSets), and the ConfigMap's hash is in the template.
+    for shards in [1, 3] {
+        let md = simple_md(json!({"sharding": {"shards": shards}}));
+        let one = render_ok(&md, &avx512(), 1);
+        let many = render_ok(&md, &avx512(), 4);
+        assert_eq!(templates(&one), templates(&many), "{shards} shards");
+        assert_eq!(one.config_map, many.config_map, "{shards} shards");
+    }
 }

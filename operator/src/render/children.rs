@@ -167,7 +167,7 @@ pub fn children(
         (ANNOTATION_TENANT.to_owned(), tenant.name.clone()),
     ]);
 
-    let file = config_file(md, &names, pool, tenant, replicas);
+    let file = config_file(md, &names, pool, tenant);
     let config_map = config_map(&names, &owner, &annotations, &file);
     let config_hash = stable_hash(
         config_map

@@ -3,8 +3,9 @@
 //! pod's `RYZANSTEIN_CONFIG`).
 //!
 //! The tenant's `requestsPerMinute`, `tokensPerMinute` and `maxConcurrentRequests` are the
-//! tenant's own numbers for the whole pool (absent means unlimited); the file also says how many
-//! replica groups the deployment runs, so a server can take its share.
+//! tenant's own numbers for the whole pool (absent means unlimited). The file holds nothing that
+//! changes when the deployment scales: its hash is in the pod template, so a replica count in it
+//! would roll every pod on every scale (the end-to-end scenario caught exactly that).
 
 use std::collections::BTreeMap;
 
@@ -62,8 +63,6 @@ pub struct TenantLimits {
 pub struct ShardingLayout {
     /// Pipeline stages per replica group.
     pub shards: i32,
-    /// Replica groups the deployment runs.
-    pub replicas: i32,
     /// DNS domain of shard pods (`<statefulset>-<group>.<domain>`), with more than one shard.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub domain: Option<String>,
@@ -75,7 +74,6 @@ pub fn config_file(
     names: &Names,
     pool: &InferencePool,
     tenant: &TenantRef,
-    replicas: i32,
 ) -> ServerConfigFile {
     let quota = tenant.quota.clone().unwrap_or_default();
     let shards = super::shards(md);
@@ -92,7 +90,6 @@ pub fn config_file(
         },
         sharding: ShardingLayout {
             shards,
-            replicas,
             domain: (shards > 1).then(|| names.shard_domain()),
         },
     }
