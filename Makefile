@@ -13,7 +13,7 @@ export RYZANSTEIN_VENV := $(VENV)
 PYTHON := $(VENV)/bin/python
 BIN := $(CARGO_TARGET_DIR)/release/ryzanstein
 
-.PHONY: help setup setup-bench model build demo test bench references fmt lint crds crds-check kube-tools k8s chart-lint image
+.PHONY: help setup setup-bench model build demo test e2e bench references fmt lint crds crds-check kube-tools k8s chart-lint image
 
 help: ## List the targets (this text)
 	@echo "Ryzanstein — CPU-first LLM inference server (OpenAI-compatible API)"
@@ -41,8 +41,20 @@ demo: build model ## Start the server, ask "What is the capital of France?", pri
 	RYZANSTEIN_BIN=$(BIN) scripts/demo.sh
 
 # RYZANSTEIN_E2E=1: the tests that need the control plane fail, rather than skip, without it.
+# The scenario test writes its summary table to $(E2E_SUMMARY); both targets print it, also
+# when a test failed.
+E2E_SUMMARY := $(CARGO_TARGET_DIR)/release/e2e-summary.txt
+
 test: setup model k8s kube-tools crds-check chart-lint ## Run every test (release build: the model tests run real inference; the e2e tests a real control plane)
-	RYZANSTEIN_E2E=1 $(CARGO) test --workspace --release --no-fail-fast
+	rm -f $(E2E_SUMMARY)
+	rc=0; RYZANSTEIN_E2E=1 $(CARGO) test --workspace --release --no-fail-fast || rc=$$?; \
+		if [[ -f $(E2E_SUMMARY) ]]; then echo; cat $(E2E_SUMMARY); fi; exit $$rc
+
+e2e: setup model k8s kube-tools ## The end-to-end tests only: control plane, node agent, helm, the scenarios (prints their table)
+	$(CARGO) build --release -p ryzanstein-server --bin ryzanstein -p ryzanstein-operator --bin ryzanstein-operator
+	rm -f $(E2E_SUMMARY)
+	rc=0; RYZANSTEIN_E2E=1 $(CARGO) test --release -p ryzanstein-e2e --no-fail-fast || rc=$$?; \
+		if [[ -f $(E2E_SUMMARY) ]]; then echo; cat $(E2E_SUMMARY); fi; exit $$rc
 
 bench: setup-bench model build ## Compare speed and memory with llama.cpp; writes docs/BENCHMARKS.md
 	$(CARGO) build --release -p ryzanstein-kernels --example membw

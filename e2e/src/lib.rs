@@ -7,7 +7,11 @@ use std::path::PathBuf;
 pub mod control_plane;
 pub mod gate;
 pub mod node_agent;
+pub mod objects;
 pub mod pki;
+pub mod summary;
+pub mod tools;
+pub mod traffic;
 pub mod wait;
 pub mod workspace;
 

@@ -17,7 +17,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
-use kube::core::{ApiResource, GroupVersionKind};
+use ryzanstein_e2e::objects::{apply, condition, model_deployment as md, resource, wait_condition};
 use ryzanstein_e2e::wait::eventually;
 use ryzanstein_e2e::workspace::{binary, install_crds};
 use ryzanstein_e2e::{control_plane_or_skip, ControlPlane};
@@ -64,76 +64,12 @@ fn start_operator(cp: &ControlPlane) -> Operator {
     Operator(child)
 }
 
-fn resource(kind: &str) -> ApiResource {
-    ApiResource::from_gvk(&GroupVersionKind::gvk("ryzanstein.dev", "v1alpha1", kind))
-}
-
-async fn apply(client: &kube::Client, object: Value) {
-    let kind = object["kind"].as_str().unwrap().to_owned();
-    let name = object["metadata"]["name"].as_str().unwrap().to_owned();
-    let ar = resource(&kind);
-    let api: Api<DynamicObject> = match object["metadata"]["namespace"].as_str() {
-        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
-        None => Api::all_with(client.clone(), &ar),
-    };
-    let object: DynamicObject = serde_json::from_value(object).unwrap();
-    api.patch(
-        &name,
-        &PatchParams::apply("e2e-tenant"),
-        &Patch::Apply(&object),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("apply {kind} {name}: {e}"));
-}
-
-fn md(namespace: &str, name: &str, spec: Value) -> Value {
-    json!({
-        "apiVersion": "ryzanstein.dev/v1alpha1", "kind": "ModelDeployment",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": spec,
-    })
-}
-
 fn small(pool: &str, replicas: i32) -> Value {
     json!({
         "model": {"source": "bundled://smollm2-135m-instruct"},
         "poolRef": pool, "replicas": replicas,
         "resources": {"cpu": "1", "memory": "1Gi"},
     })
-}
-
-async fn status(client: &kube::Client, namespace: &str, name: &str) -> Option<Value> {
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), namespace, &resource("ModelDeployment"));
-    let obj = api.get_opt(name).await.ok()??;
-    obj.data.get("status").cloned()
-}
-
-fn condition<'a>(status: &'a Value, type_: &str) -> Option<&'a Value> {
-    status["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == type_)
-}
-
-/// Waits until `name`'s condition `type_` has `status` and `reason`; returns the status.
-async fn wait_condition(
-    client: &kube::Client,
-    namespace: &str,
-    name: &str,
-    type_: &str,
-    want: (&str, &str),
-) -> Value {
-    eventually(
-        &format!("{namespace}/{name} {type_}={} {}", want.0, want.1),
-        Duration::from_secs(30),
-        || async {
-            let s = status(client, namespace, name).await?;
-            let c = condition(&s, type_)?;
-            (c["status"] == want.0 && c["reason"] == want.1).then_some(s)
-        },
-    )
-    .await
 }
 
 #[tokio::test]

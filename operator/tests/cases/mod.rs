@@ -322,6 +322,14 @@ pub fn invalid_cases() -> Vec<(Value, Vec<(&'static str, &'static str)>)> {
             vec![("spec.resources.cpu", leak(quantity("two")))],
         ),
         (
+            // A negative quantity parses, so the rule that compares it with zero sees it too.
+            with(md(), "/spec/resources/cpu", json!("-2")),
+            vec![
+                ("spec.resources", "resources.cpu must be greater than zero"),
+                ("spec.resources.cpu", leak(quantity("-2"))),
+            ],
+        ),
+        (
             with(md(), "/spec/engine/kvCacheMemory", json!("4Gi")),
             vec![("spec", "engine.kvCacheMemory (4Gi) must be less than resources.memory (2Gi): the KV cache lives inside the server pod and the weights need room too")],
         ),
