@@ -241,7 +241,10 @@ async fn helm_install_grants_the_operator_what_it_needs_and_uninstall_leaves_not
         ("list", "", "secrets", None, None),
         ("create", "", "pods", Some("exec"), tenant),
         ("patch", "", "nodes", None, None),
-        ("create", "apps", "deployments", None, Some("kube-system")),
+        // Children are applied, never updated, and pods come from their controllers.
+        ("update", "apps", "deployments", None, tenant),
+        ("create", "", "pods", None, tenant),
+        ("create", "", "secrets", None, tenant),
         (
             "update",
             "coordination.k8s.io",
