@@ -9,7 +9,7 @@
 //! instruction set.
 
 use super::weights::{Store, Weight};
-use super::{CausalLm, SeqState};
+use super::{BatchItem, CausalLm, SeqState};
 use crate::gguf::GgufFile;
 use crate::{Error, Result};
 use half::f16;
@@ -409,26 +409,42 @@ impl Llama {
         }
     }
 
-    fn forward_inner(&self, state: &mut SeqState, tokens: &[u32]) -> Result<Vec<f32>> {
+    /// One forward pass over every item's new tokens: the weights are read once for all rows
+    /// (one GEMM per matrix), each item's keys and values go to its own state, and each item
+    /// attends over its own cache. Returns the last position's logits of the items that ask
+    /// for them. A row's result does not depend on the other rows in the batch.
+    fn forward_batch_inner(&self, items: &mut [BatchItem<'_>]) -> Result<Vec<Option<Vec<f32>>>> {
         let cfg = &self.cfg;
         let (d, q_dim, kv_dim, ff) = (cfg.n_embd, cfg.q_dim(), cfg.kv_dim(), cfg.n_ff);
-        let (t, start) = (tokens.len(), state.len);
-        if t == 0 {
-            return Err(Error::Model("forward called with no tokens".into()));
+        // Row ranges of the items in the batch.
+        let mut spans = Vec::with_capacity(items.len());
+        let mut total = 0;
+        for item in items.iter() {
+            let (t, start) = (item.tokens.len(), item.state.len);
+            if t == 0 {
+                return Err(Error::Model("forward called with no tokens".into()));
+            }
+            if start + t > item.state.max_len {
+                return Err(Error::Model(format!(
+                    "sequence of {} positions exceeds this state's capacity of {}",
+                    start + t,
+                    item.state.max_len
+                )));
+            }
+            spans.push(total..total + t);
+            total += t;
         }
-        if start + t > state.max_len {
-            return Err(Error::Model(format!(
-                "sequence of {} positions exceeds this state's capacity of {}",
-                start + t,
-                state.max_len
-            )));
+        if total == 0 {
+            return Err(Error::Model("forward called with no sequences".into()));
         }
+        let t = total;
         let kt = ryzanstein_kernels::dispatch::kernels();
         let mut guard = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
         let sc = &mut *guard;
         // Embedding lookup.
         let x = sized(&mut sc.x, t * d);
-        for (row, &tok) in x.chunks_exact_mut(d).zip(tokens) {
+        let all_tokens = items.iter().flat_map(|i| i.tokens.iter());
+        for (row, &tok) in x.chunks_exact_mut(d).zip(all_tokens) {
             if tok as usize >= cfg.vocab_size {
                 return Err(Error::Model(format!(
                     "token id {tok} is outside the vocabulary of {}",
@@ -438,9 +454,12 @@ impl Llama {
             self.tok_embd
                 .dequantize_row(&self.store, tok as usize, row)?;
         }
-        state.reserve_values(kv_dim, start + t);
-        let rope_cache: Vec<Vec<(f32, f32)>> =
-            (start..start + t).map(|p| cfg.rope.cache(p)).collect();
+        let mut rope_cache: Vec<Vec<(f32, f32)>> = Vec::with_capacity(t);
+        for item in items.iter_mut() {
+            let start = item.state.len;
+            item.state.reserve_values(kv_dim, start + item.tokens.len());
+            rope_cache.extend((start..start + item.tokens.len()).map(|p| cfg.rope.cache(p)));
+        }
 
         sized(&mut sc.h, t * d);
         sized(&mut sc.q, t * q_dim);
@@ -477,34 +496,46 @@ impl Llama {
             };
             self.matmul(&layer.wk, acts_kv, k)?;
             self.matmul(&layer.wv, acts_kv, v)?;
-            for i in 0..t {
-                cfg.rope.apply(
-                    &mut q[i * q_dim..(i + 1) * q_dim],
-                    cfg.head_dim,
-                    &rope_cache[i],
-                )?;
-                cfg.rope.apply(
-                    &mut k[i * kv_dim..(i + 1) * kv_dim],
-                    cfg.head_dim,
-                    &rope_cache[i],
-                )?;
+            for (i, rope) in rope_cache.iter().enumerate() {
+                cfg.rope
+                    .apply(&mut q[i * q_dim..(i + 1) * q_dim], cfg.head_dim, rope)?;
+                cfg.rope
+                    .apply(&mut k[i * kv_dim..(i + 1) * kv_dim], cfg.head_dim, rope)?;
             }
-            let kc = &mut state.k[li];
-            kc.truncate(start * kv_dim);
             (kt.f32_to_f16)(k, kv16);
-            kc.extend_from_slice(kv16);
+            for (item, span) in items.iter_mut().zip(&spans) {
+                let state = &mut *item.state;
+                let start = state.len;
+                let kc = &mut state.k[li];
+                kc.truncate(start * kv_dim);
+                kc.extend_from_slice(&kv16[span.start * kv_dim..span.end * kv_dim]);
+            }
             // Values transposed; zeros after the last position up to the padding.
             (kt.f32_to_f16)(v, kv16);
-            let cap = state.v_cap;
-            let end = start + t;
-            let pad_end = (end.div_ceil(PAD) * PAD).min(cap);
-            for (e, row) in state.v[li].chunks_exact_mut(cap).enumerate() {
-                for (i, slot) in row[start..end].iter_mut().enumerate() {
-                    *slot = kv16[i * kv_dim + e];
+            for (item, span) in items.iter_mut().zip(&spans) {
+                let state = &mut *item.state;
+                let cap = state.v_cap;
+                let (start, end) = (state.len, state.len + span.len());
+                let pad_end = (end.div_ceil(PAD) * PAD).min(cap);
+                let rows = &kv16[span.start * kv_dim..span.end * kv_dim];
+                for (e, row) in state.v[li].chunks_exact_mut(cap).enumerate() {
+                    for (i, slot) in row[start..end].iter_mut().enumerate() {
+                        *slot = rows[i * kv_dim + e];
+                    }
+                    row[end..pad_end].fill(f16::ZERO);
                 }
-                row[end..pad_end].fill(f16::ZERO);
             }
-            self.attention(q, &state.k[li], &state.v[li], cap, start, attn)?;
+            for (item, span) in items.iter().zip(&spans) {
+                let state = &*item.state;
+                self.attention(
+                    &q[span.start * q_dim..span.end * q_dim],
+                    &state.k[li],
+                    &state.v[li],
+                    state.v_cap,
+                    state.len,
+                    &mut attn[span.start * q_dim..span.end * q_dim],
+                )?;
+            }
 
             let acts = self.quantize_for(&layer.wo, attn, acts_a)?;
             self.matmul(&layer.wo, acts, proj)?;
@@ -526,17 +557,35 @@ impl Llama {
             self.matmul(&layer.w_down, acts, proj)?;
             ops::add_assign(x, proj)?;
         }
-        state.len = start + t;
+        for (item, span) in items.iter_mut().zip(&spans) {
+            item.state.len += span.len();
+        }
 
-        // Logits of the last position only.
-        let last = &x[(t - 1) * d..];
-        let normed = &mut h[..d];
-        ops::rms_norm(last, &self.output_norm, cfg.rms_eps, normed)?;
+        // Logits of each wanted item's last position, in one pass over the output matrix.
+        let wanted: Vec<usize> = (0..items.len()).filter(|&i| items[i].logits).collect();
+        let mut out: Vec<Option<Vec<f32>>> = vec![None; items.len()];
+        if wanted.is_empty() {
+            return Ok(out);
+        }
+        let normed = &mut h[..wanted.len() * d];
+        for (row, &i) in normed.chunks_exact_mut(d).zip(&wanted) {
+            let last = spans[i].end - 1;
+            ops::rms_norm(
+                &x[last * d..(last + 1) * d],
+                &self.output_norm,
+                cfg.rms_eps,
+                row,
+            )?;
+        }
         let out_w = self.output.as_ref().unwrap_or(&self.tok_embd);
         let acts = self.quantize_for(out_w, normed, acts_a)?;
-        let mut logits = vec![0.0f32; cfg.vocab_size];
+        let vocab = cfg.vocab_size;
+        let mut logits = vec![0.0f32; wanted.len() * vocab];
         self.matmul(out_w, acts, &mut logits)?;
-        Ok(logits)
+        for (row, &i) in logits.chunks_exact(vocab).zip(&wanted) {
+            out[i] = Some(row.to_vec());
+        }
+        Ok(out)
     }
 }
 
@@ -553,7 +602,7 @@ impl CausalLm for Llama {
     fn new_state(&self, max_len: usize) -> SeqState {
         SeqState::new(self.cfg.n_layer, max_len.min(self.cfg.context_length))
     }
-    fn forward(&self, state: &mut SeqState, tokens: &[u32]) -> Result<Vec<f32>> {
-        self.forward_inner(state, tokens)
+    fn forward_batch(&self, items: &mut [BatchItem<'_>]) -> Result<Vec<Option<Vec<f32>>>> {
+        self.forward_batch_inner(items)
     }
 }

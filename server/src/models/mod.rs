@@ -12,8 +12,33 @@ pub trait CausalLm: Send + Sync {
     fn architecture(&self) -> &str;
     /// A fresh, empty per-sequence state (KV cache) that can hold up to `max_len` positions.
     fn new_state(&self, max_len: usize) -> SeqState;
+    /// Append each item's tokens at positions `state.len()..` of its state, in one pass, and
+    /// return the logits of each item's last position where [`BatchItem::logits`] asks for
+    /// them. An item's results are the same whatever else is in the batch.
+    fn forward_batch(&self, items: &mut [BatchItem<'_>]) -> Result<Vec<Option<Vec<f32>>>>;
+
     /// Append `tokens` at positions `state.len()..`, and return the logits of the last one.
-    fn forward(&self, state: &mut SeqState, tokens: &[u32]) -> Result<Vec<f32>>;
+    fn forward(&self, state: &mut SeqState, tokens: &[u32]) -> Result<Vec<f32>> {
+        let mut items = [BatchItem {
+            state,
+            tokens,
+            logits: true,
+        }];
+        let mut out = self.forward_batch(&mut items)?;
+        out.pop()
+            .flatten()
+            .ok_or_else(|| crate::Error::Model("the forward pass returned no logits".into()))
+    }
+}
+
+/// One sequence's part of a batched forward pass.
+pub struct BatchItem<'a> {
+    pub state: &'a mut SeqState,
+    /// The new tokens, appended at `state.len()..`.
+    pub tokens: &'a [u32],
+    /// Whether to compute the logits of the last new token (a prompt chunk that is not the
+    /// prompt's last needs none).
+    pub logits: bool,
 }
 
 /// Per-sequence state: the key/value cache of every layer, stored as f16 like llama.cpp's default.
