@@ -789,7 +789,7 @@ fn threads_follow_the_cpu_request_unless_set() {
 fn the_server_command_line() {
     let c = render_ok(
         &simple_md(json!({
-            "engine": {"contextLength": 4096, "maxQueuedRequests": 32, "args": ["--request-timeout-secs", "120"]},
+            "engine": {"contextLength": 4096, "maxConcurrentSequences": 8, "maxQueuedRequests": 32, "args": ["--request-timeout-secs", "120"]},
         })),
         &avx512(),
         1,
@@ -810,6 +810,8 @@ fn the_server_command_line() {
             "2",
             "--ctx-size",
             "4096",
+            "--parallel",
+            "8",
             "--queue-size",
             "32",
             "--drain-timeout-secs",

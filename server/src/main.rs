@@ -50,7 +50,13 @@ struct ModelArgs {
 }
 
 impl ModelArgs {
-    fn engine_options(&self, queue_capacity: usize) -> Result<EngineOptions> {
+    /// Engine options from these arguments; `batching` is (max sequences, batch tokens).
+    fn engine_options(
+        &self,
+        queue_capacity: usize,
+        batching: (usize, usize),
+    ) -> Result<EngineOptions> {
+        let (parallel, batch_size) = batching;
         let threads = match self.threads {
             Some(0) => bail!("--threads must be at least 1"),
             Some(n) => n,
@@ -58,6 +64,12 @@ impl ModelArgs {
         };
         if self.ctx_size == Some(0) {
             bail!("--ctx-size must be at least 1");
+        }
+        if parallel == 0 {
+            bail!("--parallel must be at least 1");
+        }
+        if batch_size == 0 {
+            bail!("--batch-size must be at least 1");
         }
         let model_sha256 = match &self.model_sha256 {
             Some(hex) => Some(Sha256Pin::parse(hex).map_err(|e| anyhow!("--model-sha256: {e}"))?),
@@ -67,6 +79,8 @@ impl ModelArgs {
             threads,
             ctx_size: self.ctx_size,
             queue_capacity,
+            max_sequences: parallel,
+            batch_tokens: batch_size,
             model_sha256,
         })
     }
@@ -128,9 +142,17 @@ struct ServeArgs {
     /// Model name for clients (default: the file stem, repository name or bundled name).
     #[arg(long)]
     served_name: Option<String>,
-    /// Requests that may wait while one is generating; more get 429.
+    /// Requests that may wait while --parallel are generating; more get 429.
     #[arg(long, default_value_t = 16)]
     queue_size: usize,
+    /// Requests generated at once (continuous batching: one forward pass per step for all of
+    /// them, the weights read once).
+    #[arg(long, visible_alias = "max-num-seqs", default_value_t = 16)]
+    parallel: usize,
+    /// Rows of one forward step: a token of every decoding request plus chunks of prompts
+    /// (long prompts are spread over several steps so running requests keep streaming).
+    #[arg(long, default_value_t = 256)]
+    batch_size: usize,
     /// HTTP requests handled at once; more get 503.
     #[arg(long, default_value_t = 256)]
     max_concurrent_requests: usize,
@@ -170,7 +192,7 @@ fn generate(args: GenerateArgs) -> Result<()> {
     }
     // One request: room for it in the queue (a zero-capacity queue only accepts a request while
     // the worker is already waiting, which races with its start-up).
-    let opts = args.model.engine_options(1)?;
+    let opts = args.model.engine_options(1, (1, 512))?;
     let engine = engine::load(&args.model.model, &opts)
         .with_context(|| format!("loading the model {:?}", args.model.model))?;
     let handle = engine.handle();
@@ -232,7 +254,9 @@ fn generate(args: GenerateArgs) -> Result<()> {
 }
 
 fn serve(args: ServeArgs) -> Result<()> {
-    let opts = args.model.engine_options(args.queue_size)?;
+    let opts = args
+        .model
+        .engine_options(args.queue_size, (args.parallel, args.batch_size))?;
     if args.max_concurrent_requests == 0 {
         bail!("--max-concurrent-requests must be at least 1");
     }

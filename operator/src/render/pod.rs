@@ -2,7 +2,7 @@
 //!
 //! One container running the image's entrypoint (`ryzanstein`, as `docker/server.Dockerfile`
 //! builds it) with `serve --model SRC --served-name NAME --host $(POD_IP) --port 8080 --threads N
-//! [--ctx-size N] [--queue-size N] --drain-timeout-secs N`, then `engine.args`. An option in
+//! [--ctx-size N] [--parallel N] [--queue-size N] --drain-timeout-secs N`, then `engine.args`. An option in
 //! `engine.args` replaces the operator's own (the server refuses an option given twice), except
 //! `--host` and `--port`, which the probes and Services depend on. The server listens on the
 //! pod's IP (`POD_IP` from the downward API's `status.podIP`), where the kubelet's probes and the
@@ -120,6 +120,9 @@ pub fn server_args(
     push("--threads", threads(md, resources).to_string());
     if let Some(n) = engine.context_length {
         push("--ctx-size", n.to_string());
+    }
+    if let Some(n) = engine.max_concurrent_sequences {
+        push("--parallel", n.to_string());
     }
     if let Some(n) = engine.max_queued_requests {
         push("--queue-size", n.to_string());

@@ -4,11 +4,16 @@
 //!
 //! [`EngineHandle`] is the async side's view: it tokenizes, checks a request against the
 //! context window, and [`submit`](EngineHandle::submit)s it to a bounded queue; the worker
-//! answers with a stream of [`GenEvent`]s. One request runs at a time; a full queue is refused
-//! at once ([`Error::QueueFull`]), and a request whose receiver is dropped (the client went
-//! away) stops at its next token.
+//! answers with a stream of [`GenEvent`]s. The worker batches continuously: up to
+//! [`EngineOptions::max_sequences`] requests are generated together, one forward pass per step
+//! for all of them ([`scheduler`]), and a waiting request starts as soon as one of them ends. A
+//! full queue is refused at once ([`Error::QueueFull`]), and a request whose receiver is dropped
+//! (the client went away) stops at the next step.
 
+mod idle;
 mod load;
+pub mod scheduler;
+mod sequence;
 pub mod stats;
 pub mod stop;
 mod worker;
@@ -36,8 +41,13 @@ pub struct EngineOptions {
     /// Context window in tokens; `None` uses the model's own context length. Larger values are
     /// capped at the model's.
     pub ctx_size: Option<usize>,
-    /// Requests that may wait while one runs; more are refused with [`Error::QueueFull`].
+    /// Requests that may wait while [`max_sequences`](Self::max_sequences) run; more are
+    /// refused with [`Error::QueueFull`].
     pub queue_capacity: usize,
+    /// Requests generated at once (continuous batching); at least 1.
+    pub max_sequences: usize,
+    /// Rows of one forward step: a token of every decoding sequence, the rest prompt chunks.
+    pub batch_tokens: usize,
     /// The sha256 the model's file must have (`--model-sha256`; see [`crate::source::pin`]).
     pub model_sha256: Option<crate::source::pin::Sha256Pin>,
 }
@@ -48,6 +58,8 @@ impl Default for EngineOptions {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             ctx_size: None,
             queue_capacity: 16,
+            max_sequences: 16,
+            batch_tokens: 256,
             model_sha256: None,
         }
     }
@@ -96,8 +108,8 @@ pub struct Timings {
     pub prompt_eval_tokens: usize,
     /// Prompt forward plus the first token's sampling.
     pub prompt_ms: f64,
-    /// Everything after the first token: one forward per generated token (the last one too,
-    /// which keeps the KV cache ready for a follow-up turn) and the sampling.
+    /// Everything after the first token: one forward step per further generated token and the
+    /// sampling.
     pub gen_ms: f64,
 }
 
@@ -170,6 +182,11 @@ impl Engine {
         }
         let tokenizer = Arc::new(tokenizer);
         let stats = Arc::new(EngineStats::default());
+        let limits = worker::Limits {
+            max_sequences: opts.max_sequences.max(1),
+            batch_tokens: opts.batch_tokens.max(1),
+            context_length,
+        };
         let (jobs, queue) = sync_channel(opts.queue_capacity);
         let shared = Arc::new(Shared {
             jobs,
@@ -183,7 +200,7 @@ impl Engine {
         });
         let worker = std::thread::Builder::new()
             .name("ryzanstein-engine".into())
-            .spawn(move || worker::run(model, tokenizer, context_length, queue, stats))
+            .spawn(move || worker::run(model, tokenizer, limits, queue, stats))
             .map_err(|e| Error::Engine(format!("cannot start the engine thread: {e}")))?;
         Ok(Engine {
             handle: EngineHandle { shared },

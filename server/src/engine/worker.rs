@@ -1,229 +1,190 @@
-//! The engine thread: takes one job at a time from the queue and generates its tokens.
+//! The engine thread: continuous batching. Requests join the running set as slots free up
+//! (at most [`Limits::max_sequences`]), every step runs one forward pass over all of them (each
+//! decoding sequence's new token plus chunks of prompts, see [`scheduler`](super::scheduler)),
+//! and each sequence leaves as soon as it finishes, fails, or its client goes away.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
-use std::time::Instant;
 
-use tokio::sync::mpsc::UnboundedSender;
-
+use super::idle::IdleStates;
+use super::scheduler::{self, Need};
+use super::sequence::{check_logits, Progress, Sequence};
 use super::stats::{EngineStats, Outcome};
-use super::stop::{StopMatcher, StopOutcome};
-use super::{FinishReason, GenEvent, GenRequest, Job, Timings, Usage};
-use crate::models::{CausalLm, SeqState};
-use crate::sampler::{token_logprobs, Sampler};
-use crate::tokenizer::{IncrementalDecoder, Tokenizer};
-use crate::{Error, Result};
+use super::{GenEvent, Job};
+use crate::models::{BatchItem, CausalLm};
+use crate::tokenizer::Tokenizer;
 
-/// The KV state kept between requests, and the tokens it holds.
-struct Cache {
-    state: SeqState,
-    tokens: Vec<u32>,
-}
-
-impl Cache {
-    /// Keeps the longest common prefix of the cached tokens and `prompt`, leaving at least the
-    /// last prompt token to run (its logits are needed). Returns how many prompt tokens are
-    /// reused.
-    fn reuse_prefix(&mut self, prompt: &[u32]) -> usize {
-        let common = self
-            .tokens
-            .iter()
-            .zip(prompt)
-            .take_while(|(a, b)| a == b)
-            .count()
-            .min(prompt.len().saturating_sub(1));
-        self.state.truncate(common);
-        self.tokens.truncate(common);
-        common
-    }
-
-    fn forget(&mut self) {
-        self.state.truncate(0);
-        self.tokens.clear();
-    }
+/// How much the engine runs at once.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Limits {
+    pub max_sequences: usize,
+    pub batch_tokens: usize,
+    pub context_length: usize,
 }
 
 pub(super) fn run(
     model: Box<dyn CausalLm>,
     tokenizer: Arc<Tokenizer>,
-    context_length: usize,
+    limits: Limits,
     queue: Receiver<Job>,
     stats: Arc<EngineStats>,
 ) {
-    let mut cache = Cache {
-        state: model.new_state(context_length),
-        tokens: Vec::new(),
-    };
-    for job in queue {
-        if job.events.is_closed() {
-            stats.skipped();
-            continue; // the client left while the request waited
-        }
-        stats.started();
-        let outcome = catch_unwind(AssertUnwindSafe(|| {
-            generate(model.as_ref(), &tokenizer, &mut cache, &job)
-        }));
-        let failure = match outcome {
-            Ok(Ok(r)) => {
-                // Counted before the client hears `Done`, so a client that reads /metrics
-                // after its response sees its request.
-                stats.finished(r.outcome, job.req.prompt_ids.len(), r.cached, r.generated);
-                if let Some(done) = r.done {
-                    let _ = job.events.send(done);
+    let mut running: Vec<Sequence> = Vec::new();
+    let mut idle = IdleStates::new(limits.max_sequences);
+    let mut open = true;
+    loop {
+        // Admit waiting requests while there is room; block only when there is nothing to run.
+        while open && running.len() < limits.max_sequences.max(1) {
+            let job = if running.is_empty() {
+                match queue.recv() {
+                    Ok(job) => job,
+                    Err(_) => {
+                        open = false;
+                        break;
+                    }
                 }
-                None
+            } else {
+                match queue.try_recv() {
+                    Ok(job) => job,
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        open = false;
+                        break;
+                    }
+                }
+            };
+            if job.events.is_closed() {
+                stats.skipped();
+                continue; // the client left while the request waited
             }
-            Ok(Err(e)) => Some(e.to_string()),
-            Err(panic) => Some(format!(
-                "the generation worker panicked: {}",
-                panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".into())
-            )),
-        };
-        if let Some(message) = failure {
-            stats.finished(Outcome::Failed, job.req.prompt_ids.len(), 0, 0);
-            tracing::error!(%message, "generation failed");
-            // The state may be half-written: start the next request from scratch.
-            cache.forget();
-            let _ = job.events.send(GenEvent::Error(message));
+            stats.started();
+            let (held, reused) = idle.take(&job.req.prompt_ids, || {
+                model.new_state(limits.context_length)
+            });
+            running.push(Sequence::start(job, held, reused, &tokenizer));
         }
+        if running.is_empty() {
+            if open {
+                continue;
+            }
+            break;
+        }
+
+        // Clients that went away free their slot now.
+        let mut i = 0;
+        while i < running.len() {
+            if running[i].cancelled() {
+                let seq = running.remove(i);
+                finish(&stats, &seq, Outcome::Cancelled);
+                idle.put(seq.into_held());
+            } else {
+                i += 1;
+            }
+        }
+        if running.is_empty() {
+            continue;
+        }
+
+        step(
+            model.as_ref(),
+            &tokenizer,
+            &stats,
+            &mut running,
+            &mut idle,
+            limits,
+        );
     }
     tracing::info!("engine worker stopped: no more handles");
 }
 
-/// What one request did, for [`EngineStats`].
-struct Report {
-    outcome: Outcome,
-    /// Prompt tokens reused from the cache.
-    cached: usize,
-    generated: usize,
-    /// The final event, sent once the request is counted.
-    done: Option<GenEvent>,
-}
-
-/// Runs one request; its `Done` event is in the report (the caller counts, then sends it).
-/// Returns early without a `Done` when the receiver is dropped.
-fn generate(
+/// One forward pass over the running sequences, then a token for each that finished its input.
+fn step(
     model: &dyn CausalLm,
-    tokenizer: &Arc<Tokenizer>,
-    cache: &mut Cache,
-    job: &Job,
-) -> Result<Report> {
-    let req: &GenRequest = &job.req;
-    let events: &UnboundedSender<GenEvent> = &job.events;
-    let prompt = &req.prompt_ids;
-
-    let t_start = Instant::now();
-    let reused = cache.reuse_prefix(prompt);
-    let mut logits = model.forward(&mut cache.state, &prompt[reused..])?;
-    cache.tokens.extend_from_slice(&prompt[reused..]);
-    check_logits(&logits, model.vocab_size())?;
-
-    let mut sampler = Sampler::new(req.sampling.clone());
-    let mut decoder = IncrementalDecoder::new(tokenizer.clone(), true);
-    let mut stops = StopMatcher::new(&req.stop);
-    let mut history = prompt.clone();
-    let mut t_first: Option<Instant> = None;
-    let mut prompt_ms = 0.0;
-
-    let finish = loop {
-        // Logprobs report the model's own distribution: the logits before sampling changes them.
-        let raw = req.sampling.logprobs.map(|n| (logits.clone(), n));
-        let id = sampler.sample(&mut logits, &history);
-        let logprobs = raw.map(|(raw, n)| token_logprobs(&raw, id, n));
-        history.push(id);
-        let generated = history.len() - prompt.len();
-        if t_first.is_none() {
-            let now = Instant::now();
-            prompt_ms = ms(now - t_start);
-            t_first = Some(now);
+    tokenizer: &Tokenizer,
+    stats: &EngineStats,
+    running: &mut Vec<Sequence>,
+    idle: &mut IdleStates,
+    limits: Limits,
+) {
+    let needs: Vec<Need> = running.iter().map(Sequence::need).collect();
+    let plan = scheduler::plan(&needs, limits.batch_tokens);
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        let mut items: Vec<BatchItem<'_>> = running
+            .iter_mut()
+            .zip(&plan)
+            .filter(|(_, &n)| n > 0)
+            .map(|(seq, &n)| seq.batch_item(n))
+            .collect();
+        model.forward_batch(&mut items)
+    }));
+    let logits = match outcome {
+        Ok(Ok(logits)) => logits,
+        failure => {
+            let message = match failure {
+                Ok(Err(e)) => e.to_string(),
+                Err(panic) => format!(
+                    "the generation worker panicked: {}",
+                    panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "unknown panic".into())
+                ),
+                Ok(Ok(_)) => unreachable!("handled above"),
+            };
+            tracing::error!(%message, sequences = running.len(), "generation failed");
+            // Every state in the step may be half-written: none is kept.
+            for seq in running.drain(..) {
+                finish(stats, &seq, Outcome::Failed);
+                seq.send(GenEvent::Error(message.clone()));
+            }
+            return;
         }
+    };
 
-        let eog = !req.ignore_eos && tokenizer.is_eog(id);
-        let at_limit = generated >= req.max_tokens;
-        let mut text = String::new();
-        let mut stopped = false;
-        if !eog {
-            let piece = decoder.push(id)?;
-            match stops.push(&piece) {
-                StopOutcome::Emit(t) => text = t,
-                StopOutcome::Stopped(t) => {
-                    text = t;
-                    stopped = true;
-                }
+    let mut logits = logits.into_iter();
+    let mut kept = Vec::with_capacity(running.len());
+    for (mut seq, n) in running.drain(..).zip(plan) {
+        if n == 0 {
+            kept.push(seq);
+            continue;
+        }
+        seq.ran(n);
+        let progress = match logits.next().flatten() {
+            None => Ok(Progress::Running),
+            Some(l) => {
+                check_logits(&l, model.vocab_size()).and_then(|()| seq.on_logits(l, tokenizer))
+            }
+        };
+        match progress {
+            Ok(Progress::Running) => kept.push(seq),
+            Ok(Progress::Finished(reason)) => {
+                // Counted before the client hears `Done`, so a client that reads /metrics
+                // after its response sees its request.
+                finish(stats, &seq, Outcome::Finished(reason));
+                seq.send(seq.done_event(reason));
+                idle.put(seq.into_held());
+            }
+            Ok(Progress::Cancelled) => {
+                tracing::debug!(
+                    generated = seq.generated(),
+                    "client went away; generation stopped"
+                );
+                finish(stats, &seq, Outcome::Cancelled);
+                idle.put(seq.into_held());
+            }
+            Err(e) => {
+                let message = e.to_string();
+                tracing::error!(%message, "generation failed");
+                finish(stats, &seq, Outcome::Failed);
+                seq.send(GenEvent::Error(message));
             }
         }
-        if (eog || at_limit) && !stopped {
-            // The end: release what the decoder and the stop matcher still hold.
-            match stops.push(&decoder.flush()) {
-                StopOutcome::Emit(t) => {
-                    text.push_str(&t);
-                    text.push_str(&stops.flush());
-                }
-                StopOutcome::Stopped(t) => {
-                    text.push_str(&t);
-                    stopped = true;
-                }
-            }
-        }
-        if events.send(GenEvent::Token { id, text, logprobs }).is_err() {
-            tracing::debug!(generated, "client went away; generation stopped");
-            return Ok(Report {
-                outcome: Outcome::Cancelled,
-                cached: reused,
-                generated: history.len() - prompt.len(),
-                done: None,
-            });
-        }
-        if stopped || eog {
-            break FinishReason::Stop;
-        }
-        // Run the new token: for the next logits, or (at the limit) so the KV cache holds the
-        // whole exchange for a follow-up request.
-        logits = model.forward(&mut cache.state, &[id])?;
-        cache.tokens.push(id);
-        if at_limit {
-            break FinishReason::Length;
-        }
-        check_logits(&logits, model.vocab_size())?;
-    };
-
-    let t_end = Instant::now();
-    let usage = Usage {
-        prompt_tokens: prompt.len(),
-        completion_tokens: history.len() - prompt.len(),
-    };
-    let timings = Timings {
-        prompt_eval_tokens: prompt.len() - reused,
-        prompt_ms,
-        gen_ms: t_first.map_or(0.0, |t| ms(t_end - t)),
-    };
-    Ok(Report {
-        outcome: Outcome::Finished(finish),
-        cached: reused,
-        generated: usage.completion_tokens,
-        done: Some(GenEvent::Done {
-            finish_reason: finish,
-            usage,
-            timings,
-        }),
-    })
-}
-
-fn check_logits(logits: &[f32], vocab_size: usize) -> Result<()> {
-    if logits.len() != vocab_size || logits.is_empty() {
-        return Err(Error::Engine(format!(
-            "the model returned {} logits, expected {vocab_size} (its vocabulary size)",
-            logits.len()
-        )));
     }
-    Ok(())
+    *running = kept;
 }
 
-fn ms(d: std::time::Duration) -> f64 {
-    d.as_secs_f64() * 1e3
+fn finish(stats: &EngineStats, seq: &Sequence, outcome: Outcome) {
+    stats.finished(outcome, seq.prompt_tokens(), seq.reused(), seq.generated());
 }
