@@ -6,12 +6,14 @@
 //! - [`source`]: model sources (local path, `hf://org/repo[@rev]`, `https://...`, `bundled://...`) resolved into files.
 //! - [`tokenizer`]: tokenizers built from GGUF metadata or tokenizer.json; [`chat_template`] renders prompts.
 //! - [`models`]: architectures (llama family) over the `ryzanstein-kernels` crate.
+//! - [`embeddings`]: the BERT sentence encoder behind `/v1/embeddings` (all-MiniLM-L6-v2).
 //! - [`sampler`]: logits to token ids (greedy, temperature, top-k/p, min-p, penalties, seed).
 //! - [`engine`]: owns the model on a worker thread, runs generation requests, streams tokens.
 //! - [`api`]: the OpenAI-compatible HTTP surface (axum).
 
 pub mod api;
 pub mod chat_template;
+pub mod embeddings;
 pub mod engine;
 pub mod error;
 pub mod gguf;
