@@ -8,6 +8,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use ryzanstein_server::api::{self, AppState, ServerConfig};
 use ryzanstein_server::chat_template::ChatMessage;
+use ryzanstein_server::embeddings::{self, EmbeddingModel};
 use ryzanstein_server::engine::{self, EngineOptions, GenEvent, GenRequest};
 use ryzanstein_server::sampler::SamplingParams;
 use ryzanstein_server::source::pin::Sha256Pin;
@@ -162,6 +163,15 @@ struct ServeArgs {
     /// Seconds in-flight requests get to finish after SIGTERM or Ctrl-C.
     #[arg(long, default_value_t = 30)]
     drain_timeout_secs: u64,
+    /// Also serve POST /v1/embeddings with this sentence-transformers BERT model: a directory
+    /// (config.json, model.safetensors, tokenizer.json, modules.json, 1_Pooling/config.json),
+    /// hf://org/repo[@rev] or bundled://all-minilm-l6-v2. It runs on --threads threads.
+    #[arg(long, env = "RYZANSTEIN_EMBEDDING_MODEL", value_name = "SPEC")]
+    embedding_model: Option<String>,
+    /// Model name for embedding clients (default: all-MiniLM-L6-v2 for the bundled model, else
+    /// the directory or repository name).
+    #[arg(long, requires = "embedding_model")]
+    embedding_served_name: Option<String>,
 }
 
 fn main() -> Result<()> {
@@ -286,7 +296,30 @@ fn serve(args: ServeArgs) -> Result<()> {
         let addr: SocketAddr = listener.local_addr()?;
         eprintln!("ryzanstein: listening on http://{addr} (model {served_name:?} loading)");
 
-        let state = AppState::new(served_name);
+        let embedding_name = args.embedding_model.as_deref().map(|spec| {
+            args.embedding_served_name
+                .clone()
+                .unwrap_or_else(|| embeddings::default_served_name(spec))
+        });
+        let state = AppState::with_embeddings(served_name, embedding_name);
+        if let Some(spec) = args.embedding_model.clone() {
+            let loading = state.clone();
+            let threads = opts.threads;
+            std::thread::Builder::new()
+                .name("ryzanstein-load-embed".into())
+                .spawn(move || match EmbeddingModel::load(&spec, threads) {
+                    Ok(model) => {
+                        loading.set_embedding_model(std::sync::Arc::new(model));
+                        tracing::info!("embedding model {spec:?} ready");
+                    }
+                    Err(e) => {
+                        tracing::error!("loading the embedding model {spec:?} failed: {e}");
+                        eprintln!("ryzanstein: loading the embedding model {spec:?} failed: {e}");
+                        std::process::exit(1);
+                    }
+                })
+                .context("starting the embedding model loading thread")?;
+        }
         let loading = state.clone();
         let spec = args.model.model.clone();
         std::thread::Builder::new()

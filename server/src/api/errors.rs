@@ -88,7 +88,8 @@ impl ApiError {
             ApiError::RouteNotFound { method, path } => (
                 format!(
                     "no route {method} {path}; this server answers POST /v1/chat/completions, \
-                     POST /v1/completions, GET /v1/models, POST /tokenize, POST /detokenize, \
+                     POST /v1/completions, POST /v1/embeddings, GET /v1/models, \
+                     POST /tokenize, POST /detokenize, \
                      GET /healthz and GET /readyz"
                 ),
                 "invalid_request_error",

@@ -5,6 +5,9 @@
 
 use std::fmt::Write;
 
+use std::sync::atomic::Ordering;
+
+use super::embeddings::EmbeddingService;
 use crate::engine::{Outcome, StatsSnapshot};
 
 /// The content type Prometheus expects for this format.
@@ -89,6 +92,49 @@ pub fn render(model: &str, stats: Option<&StatsSnapshot>) -> String {
     out
 }
 
+/// The `/v1/embeddings` series of the embedding model `e` (names apart from the chat model's).
+pub fn render_embeddings(e: &EmbeddingService) -> String {
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    let s = &e.stats;
+    let base = format!("model_name=\"{}\"", escape(&e.name));
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for (labels, v) in samples {
+            let _ = writeln!(out, "{name}{{{labels}}} {v}");
+        }
+    };
+    metric(
+        "ryzanstein_embedding_model_loaded",
+        "gauge",
+        "1 once the embedding model is loaded and /v1/embeddings is served.",
+        &[(base.clone(), e.model().is_some() as u64)],
+    );
+    metric(
+        "ryzanstein_embedding_requests_total",
+        "counter",
+        "/v1/embeddings requests answered, by outcome (success, error).",
+        &[
+            (format!("{base},outcome=\"success\""), load(&s.succeeded)),
+            (format!("{base},outcome=\"error\""), load(&s.failed)),
+        ],
+    );
+    metric(
+        "ryzanstein_embedding_inputs_total",
+        "counter",
+        "Inputs embedded (one per returned embedding).",
+        &[(base.clone(), load(&s.inputs))],
+    );
+    metric(
+        "ryzanstein_embedding_prompt_tokens_total",
+        "counter",
+        "Tokens of embedded inputs.",
+        &[(base, load(&s.prompt_tokens))],
+    );
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,5 +160,23 @@ mod tests {
         let loading = render("m", None);
         assert!(loading.contains("ryzanstein_model_loaded{model_name=\"m\"} 0\n"));
         assert!(loading.contains("ryzanstein_num_requests_running{model_name=\"m\"} 0\n"));
+    }
+
+    #[test]
+    fn embedding_series() {
+        let e = EmbeddingService::new("mini");
+        e.stats.succeeded.fetch_add(2, Ordering::Relaxed);
+        e.stats.failed.fetch_add(1, Ordering::Relaxed);
+        e.stats.prompt_tokens.fetch_add(30, Ordering::Relaxed);
+        let text = render_embeddings(&e);
+        assert!(text.contains("ryzanstein_embedding_model_loaded{model_name=\"mini\"} 0\n"));
+        assert!(text.contains(
+            "ryzanstein_embedding_requests_total{model_name=\"mini\",outcome=\"success\"} 2\n"
+        ));
+        assert!(text.contains(
+            "ryzanstein_embedding_requests_total{model_name=\"mini\",outcome=\"error\"} 1\n"
+        ));
+        assert!(text.contains("ryzanstein_embedding_prompt_tokens_total{model_name=\"mini\"} 30\n"));
+        assert!(!text.contains("ryzanstein_num_requests_running"));
     }
 }

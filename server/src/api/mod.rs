@@ -1,15 +1,18 @@
 //! The OpenAI-compatible HTTP surface (axum): routes, one middleware stack, graceful shutdown.
 //!
 //! - `POST /v1/chat/completions`, `POST /v1/completions`: JSON or SSE (`stream: true`).
-//! - `GET /v1/models`: the served model.
+//! - `POST /v1/embeddings`: sentence embeddings, when started with an embedding model (see
+//!   [`embeddings`]).
+//! - `GET /v1/models`: the served models.
 //! - `POST /tokenize`, `POST /detokenize`: the model's tokenizer (see [`tokenize`]).
-//! - `GET /healthz`: 200 while the process is up. `GET /readyz`: 200 once the model is loaded,
-//!   503 before that and once shutdown has begun.
+//! - `GET /healthz`: 200 while the process is up. `GET /readyz`: 200 once the model (and the
+//!   embedding model, if any) is loaded, 503 before that and once shutdown has begun.
 //! - `GET /metrics`: Prometheus metrics (see [`metrics`]).
 //!
 //! The port is bound before the model loads (see [`AppState::set_engine`]), so readiness can be
 //! watched while loading.
 
+pub mod embeddings;
 pub mod errors;
 pub mod logprobs;
 pub mod metrics;
@@ -30,7 +33,9 @@ use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::ServiceBuilder;
 use tower_http::trace::TraceLayer;
 
+use crate::embeddings::EmbeddingModel;
 use crate::engine::EngineHandle;
+use embeddings::EmbeddingService;
 pub use errors::ApiError;
 
 /// What the handlers share.
@@ -40,17 +45,59 @@ pub struct AppState {
     /// When the server started (the `created` of `/v1/models`).
     pub created: u64,
     engine: OnceLock<EngineHandle>,
+    /// The embedding model's side, when the server was started with one.
+    embeddings: Option<EmbeddingService>,
     shutting_down: AtomicBool,
 }
 
 impl AppState {
     pub fn new(served_name: impl Into<String>) -> Arc<AppState> {
+        Self::with_embeddings(served_name, None)
+    }
+
+    /// A state that also serves `/v1/embeddings` under `embedding_name` (when given), ready
+    /// once [`AppState::set_embedding_model`] is called too.
+    pub fn with_embeddings(
+        served_name: impl Into<String>,
+        embedding_name: Option<String>,
+    ) -> Arc<AppState> {
         Arc::new(AppState {
             served_name: served_name.into(),
             created: routes::created_now(),
             engine: OnceLock::new(),
+            embeddings: embedding_name.map(EmbeddingService::new),
             shutting_down: AtomicBool::new(false),
         })
+    }
+
+    /// Makes `/v1/embeddings` servable (ignored when the state has no embedding name).
+    pub fn set_embedding_model(&self, model: Arc<EmbeddingModel>) {
+        match &self.embeddings {
+            Some(e) => e.set_model(model),
+            None => tracing::warn!("an embedding model was loaded for a state without one"),
+        }
+    }
+
+    /// The embedding side, when the server was started with an embedding model.
+    pub fn embeddings(&self) -> Option<&EmbeddingService> {
+        self.embeddings.as_ref()
+    }
+
+    /// The embedding model, or why `/v1/embeddings` cannot be served now.
+    pub fn embedding_model(&self) -> Result<(&EmbeddingService, Arc<EmbeddingModel>), ApiError> {
+        let Some(service) = &self.embeddings else {
+            return Err(ApiError::invalid(
+                "model",
+                "this server has no embedding model; start it with --embedding-model (for \
+                 example --embedding-model bundled://all-minilm-l6-v2) to serve /v1/embeddings",
+            ));
+        };
+        self.engine()?;
+        let model = service.model().cloned().ok_or_else(|| ApiError::NotReady {
+            message: "the embedding model is still loading; retry when GET /readyz returns 200"
+                .into(),
+        })?;
+        Ok((service, model))
     }
 
     /// Makes the server ready: requests are served from now on.
@@ -66,7 +113,18 @@ impl AppState {
     }
 
     pub fn is_ready(&self) -> bool {
-        self.engine().is_ok()
+        self.readiness().is_ok()
+    }
+
+    /// Ok once every model is loaded and while shutdown has not begun, else why not.
+    pub fn readiness(&self) -> Result<(), ApiError> {
+        self.engine()?;
+        match &self.embeddings {
+            Some(e) if e.model().is_none() => Err(ApiError::NotReady {
+                message: "the embedding model is still loading".into(),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// The engine once loaded, whether or not shutdown has begun (for metrics).
@@ -138,6 +196,7 @@ pub fn router(state: Arc<AppState>, cfg: &ServerConfig) -> Router {
     let api = Router::new()
         .route("/v1/chat/completions", post(routes::chat_completions))
         .route("/v1/completions", post(routes::completions))
+        .route("/v1/embeddings", post(embeddings::embeddings))
         .route("/v1/models", get(routes::models))
         .route("/tokenize", post(tokenize::tokenize))
         .route("/detokenize", post(tokenize::detokenize))

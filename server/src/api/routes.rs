@@ -1,4 +1,4 @@
-//! Request handlers: `/v1/chat/completions`, `/v1/completions`, `/v1/models`, probes.
+//! Request handlers: `/v1/chat/completions`, `/v1/completions`, `/v1/models`, probes, metrics.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -41,14 +41,17 @@ pub async fn completions(
 }
 
 pub async fn models(State(state): State<Arc<AppState>>) -> Json<ModelList> {
+    let card = |id: &str| ModelCard {
+        id: id.to_owned(),
+        object: "model",
+        created: state.created,
+        owned_by: "ryzanstein",
+    };
+    let mut data = vec![card(&state.served_name)];
+    data.extend(state.embeddings().map(|e| card(&e.name)));
     Json(ModelList {
         object: "list",
-        data: vec![ModelCard {
-            id: state.served_name.clone(),
-            object: "model",
-            created: state.created,
-            owned_by: "ryzanstein",
-        }],
+        data,
     })
 }
 
@@ -57,9 +60,9 @@ pub async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({"status": "ok"}))
 }
 
-/// Readiness: 200 once the model is loaded, 503 while loading and once shutdown has begun.
+/// Readiness: 200 once the models are loaded, 503 while loading and once shutdown has begun.
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    match state.engine() {
+    match state.readiness() {
         Ok(_) => Json(serde_json::json!({"status": "ready"})).into_response(),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -72,12 +75,16 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 /// Prometheus metrics of the served model.
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let stats = state.loaded_engine().map(|e| e.stats());
+    let mut text = super::metrics::render(&state.served_name, stats.as_ref());
+    if let Some(e) = state.embeddings() {
+        text.push_str(&super::metrics::render_embeddings(e));
+    }
     (
         [(
             axum::http::header::CONTENT_TYPE,
             super::metrics::CONTENT_TYPE,
         )],
-        super::metrics::render(&state.served_name, stats.as_ref()),
+        text,
     )
         .into_response()
 }
