@@ -3,7 +3,10 @@
 //! `RYZANSTEIN_ISA=scalar|avx2|avx512|avx512vnni` forces a lower instruction set (never a higher one than
 //! the CPU has), so every path can be exercised on a machine that has the higher ones.
 
-use crate::formats::{BlockQ4_0, BlockQ4_1, BlockQ4_1x8, BlockQ8_0, BlockQ8_0x8, BlockQ8_1};
+use crate::formats::{
+    BlockQ4_0, BlockQ4_1, BlockQ4_1x8, BlockQ4_K, BlockQ5_0, BlockQ6_K, BlockQ8_0, BlockQ8_0x8,
+    BlockQ8_1, BlockQ8_K,
+};
 use crate::scalar;
 use crate::scalar::packed::ActRows;
 use half::{bf16, f16};
@@ -99,12 +102,17 @@ pub struct Kernels {
     pub isa: Isa,
     pub dot_q4_0_q8_0: fn(&[BlockQ4_0], &[BlockQ8_0]) -> f32,
     pub dot_q4_1_q8_1: fn(&[BlockQ4_1], &[BlockQ8_1]) -> f32,
+    pub dot_q5_0_q8_0: fn(&[BlockQ5_0], &[BlockQ8_0]) -> f32,
     pub dot_q8_0_q8_0: fn(&[BlockQ8_0], &[BlockQ8_0]) -> f32,
+    /// Q4_K in llama.cpp's one-row order (see `scalar::k_quants`).
+    pub dot_q4_k_q8_k: fn(&[BlockQ4_K], &[BlockQ8_K]) -> f32,
+    pub dot_q6_k_q8_k: fn(&[BlockQ6_K], &[BlockQ8_K]) -> f32,
     /// One weight row against four activation rows (prompt processing); each output equals
-    /// the one-row kernel's.
+    /// the one-row kernel's, except Q4_K's, which follow llama.cpp's four-row order.
     pub dot4_q4_0_q8_0: fn(&[BlockQ4_0], [&[BlockQ8_0]; 4]) -> [f32; 4],
     pub dot4_q4_1_q8_1: fn(&[BlockQ4_1], [&[BlockQ8_1]; 4]) -> [f32; 4],
     pub dot4_q8_0_q8_0: fn(&[BlockQ8_0], [&[BlockQ8_0]; 4]) -> [f32; 4],
+    pub dot4_q4_k_q8_k: fn(&[BlockQ4_K], [&[BlockQ8_K]; 4]) -> [f32; 4],
     pub dot_f16: fn(&[f16], &[f16]) -> f32,
     pub dot_bf16: fn(&[bf16], &[bf16]) -> f32,
     pub dot_f32: fn(&[f32], &[f32]) -> f32,
@@ -149,10 +157,14 @@ static SCALAR: Kernels = Kernels {
     isa: Isa::Scalar,
     dot_q4_0_q8_0: scalar::dot::vec_dot_q4_0_q8_0,
     dot_q4_1_q8_1: scalar::dot::vec_dot_q4_1_q8_1,
+    dot_q5_0_q8_0: scalar::dot::vec_dot_q5_0_q8_0,
     dot_q8_0_q8_0: scalar::dot::vec_dot_q8_0_q8_0,
+    dot_q4_k_q8_k: scalar::k_quants::vec_dot_q4_k_q8_k,
+    dot_q6_k_q8_k: scalar::k_quants::vec_dot_q6_k_q8_k,
     dot4_q4_0_q8_0: scalar::dot::vec_dot4_q4_0_q8_0,
     dot4_q4_1_q8_1: scalar::dot::vec_dot4_q4_1_q8_1,
     dot4_q8_0_q8_0: scalar::dot::vec_dot4_q8_0_q8_0,
+    dot4_q4_k_q8_k: scalar::k_quants::vec_dot4_q4_k_q8_k,
     dot_f16: scalar::dot::vec_dot_f16,
     dot_bf16: scalar::dot::vec_dot_bf16,
     dot_f32: scalar::dot::vec_dot_f32,
@@ -173,7 +185,7 @@ static SCALAR: Kernels = Kernels {
 #[cfg(target_arch = "x86_64")]
 mod simd {
     use super::*;
-    use crate::x86::{avx2, avx512, packed};
+    use crate::x86::{avx2, avx2_kquants, avx512, avx512_kquants, packed};
 
     macro_rules! guarded {
         ($name:ident, $path:path, $x:ty, $y:ty) => {
@@ -185,7 +197,33 @@ mod simd {
     }
     guarded!(avx2_q4_0, avx2::vec_dot_q4_0_q8_0, BlockQ4_0, BlockQ8_0);
     guarded!(avx2_q4_1, avx2::vec_dot_q4_1_q8_1, BlockQ4_1, BlockQ8_1);
+    guarded!(avx2_q5_0, avx2::vec_dot_q5_0_q8_0, BlockQ5_0, BlockQ8_0);
     guarded!(avx2_q8_0, avx2::vec_dot_q8_0_q8_0, BlockQ8_0, BlockQ8_0);
+    guarded!(
+        avx2_q4_k,
+        avx2_kquants::vec_dot_q4_k_q8_k,
+        BlockQ4_K,
+        BlockQ8_K
+    );
+    guarded!(
+        avx2_q6_k,
+        avx2_kquants::vec_dot_q6_k_q8_k,
+        BlockQ6_K,
+        BlockQ8_K
+    );
+    guarded!(avx512_q5_0, avx512::vec_dot_q5_0_q8_0, BlockQ5_0, BlockQ8_0);
+    guarded!(
+        avx512_q4_k,
+        avx512_kquants::vec_dot_q4_k_q8_k,
+        BlockQ4_K,
+        BlockQ8_K
+    );
+    guarded!(
+        avx512_q6_k,
+        avx512_kquants::vec_dot_q6_k_q8_k,
+        BlockQ6_K,
+        BlockQ8_K
+    );
     guarded!(avx2_f16, avx2::vec_dot_f16, f16, f16);
     guarded!(avx2_f32, avx2::vec_dot_f32, f32, f32);
     pub(super) fn avx2_swiglu(gate: &mut [f32], up: &[f32]) {
@@ -258,6 +296,18 @@ mod simd {
         BlockQ8_0
     );
     guarded4!(
+        avx2_dot4_q4_k,
+        avx2_kquants::vec_dot4_q4_k_q8_k,
+        BlockQ4_K,
+        BlockQ8_K
+    );
+    guarded4!(
+        avx512_dot4_q4_k,
+        avx512_kquants::vec_dot4_q4_k_q8_k,
+        BlockQ4_K,
+        BlockQ8_K
+    );
+    guarded4!(
         avx512_dot4_q4_1,
         avx512::vec_dot4_q4_1_q8_1,
         BlockQ4_1,
@@ -273,10 +323,14 @@ mod simd {
         isa: Isa::Avx2,
         dot_q4_0_q8_0: avx2_q4_0,
         dot_q4_1_q8_1: avx2_q4_1,
+        dot_q5_0_q8_0: avx2_q5_0,
         dot_q8_0_q8_0: avx2_q8_0,
+        dot_q4_k_q8_k: avx2_q4_k,
+        dot_q6_k_q8_k: avx2_q6_k,
         dot4_q4_0_q8_0: avx2_dot4_q4_0,
         dot4_q4_1_q8_1: avx2_dot4_q4_1,
         dot4_q8_0_q8_0: avx2_dot4_q8_0,
+        dot4_q4_k_q8_k: avx2_dot4_q4_k,
         dot_f16: avx2_f16,
         dot_bf16: scalar::dot::vec_dot_bf16,
         dot_f32: avx2_f32,
@@ -296,10 +350,14 @@ mod simd {
         isa: Isa::Avx512,
         dot_q4_0_q8_0: avx512_q4_0,
         dot_q4_1_q8_1: avx512_q4_1,
+        dot_q5_0_q8_0: avx512_q5_0,
         dot_q8_0_q8_0: avx512_q8_0,
+        dot_q4_k_q8_k: avx512_q4_k,
+        dot_q6_k_q8_k: avx512_q6_k,
         dot4_q4_0_q8_0: avx2_dot4_q4_0,
         dot4_q4_1_q8_1: avx512_dot4_q4_1,
         dot4_q8_0_q8_0: avx2_dot4_q8_0,
+        dot4_q4_k_q8_k: avx512_dot4_q4_k,
         dot_f16: avx512_f16,
         dot_bf16: scalar::dot::vec_dot_bf16,
         dot_f32: avx512_f32,

@@ -1,6 +1,8 @@
-//! Weight and activation storage formats.
+//! Weight and activation storage formats: GGUF's block layouts (ggml's `block_q4_0` and
+//! friends, K-quants included), and the eight-row packed blocks.
 
-/// Element/block type of a tensor, as the kernels see it.
+/// Element/block type of a tensor, as the kernels see it (ggml's names).
+#[allow(non_camel_case_types)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DType {
     F32,
@@ -8,8 +10,12 @@ pub enum DType {
     BF16,
     Q4_0,
     Q4_1,
+    Q5_0,
     Q8_0,
     Q8_1,
+    Q4_K,
+    Q6_K,
+    Q8_K,
 }
 
 impl DType {
@@ -17,7 +23,8 @@ impl DType {
     pub const fn block_size(self) -> usize {
         match self {
             DType::F32 | DType::F16 | DType::BF16 => 1,
-            DType::Q4_0 | DType::Q4_1 | DType::Q8_0 | DType::Q8_1 => 32,
+            DType::Q4_0 | DType::Q4_1 | DType::Q5_0 | DType::Q8_0 | DType::Q8_1 => QK,
+            DType::Q4_K | DType::Q6_K | DType::Q8_K => QK_K,
         }
     }
     /// Bytes per block.
@@ -27,8 +34,12 @@ impl DType {
             DType::F16 | DType::BF16 => 2,
             DType::Q4_0 => 18,
             DType::Q4_1 => 20,
+            DType::Q5_0 => 22,
             DType::Q8_0 => 34,
             DType::Q8_1 => 36,
+            DType::Q4_K => 144,
+            DType::Q6_K => 210,
+            DType::Q8_K => 292,
         }
     }
     /// Bytes of one row of `cols` values, or `None` when `cols` is not a whole number of blocks.
@@ -48,8 +59,9 @@ impl DType {
             DType::F32 => DType::F32,
             DType::F16 => DType::F16,
             DType::BF16 => DType::BF16,
-            DType::Q4_0 | DType::Q8_0 => DType::Q8_0,
+            DType::Q4_0 | DType::Q5_0 | DType::Q8_0 => DType::Q8_0,
             DType::Q4_1 | DType::Q8_1 => DType::Q8_1,
+            DType::Q4_K | DType::Q6_K | DType::Q8_K => DType::Q8_K,
         }
     }
 }
@@ -74,6 +86,16 @@ pub struct BlockQ4_1 {
     pub qs: [u8; 16],
 }
 
+/// 32 weights: `w = d * (q - 16)`, q five bits: the low four as in [`BlockQ4_0`], the fifth
+/// bit of element j in bit j of the little-endian `qh`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct BlockQ5_0 {
+    pub d: f16,
+    pub qh: [u8; 4],
+    pub qs: [u8; 16],
+}
+
 /// 32 values: `x = d * q`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -93,6 +115,58 @@ pub struct BlockQ8_1 {
 
 /// Values per quantised block.
 pub const QK: usize = 32;
+
+/// Values per K-quant super-block ([`BlockQ4_K`], [`BlockQ6_K`], [`BlockQ8_K`]).
+pub const QK_K: usize = 256;
+
+/// 256 weights in eight sub-blocks of 32: `w = d * sc[j] * q - dmin * m[j]` for sub-block `j`,
+/// q a nibble, `sc` and `m` six-bit unsigned (ggml's `block_q4_K`).
+///
+/// `scales` packs the 16 six-bit numbers in 12 bytes: for `j < 4`, `sc[j]` and `m[j]` are the
+/// low six bits of `scales[j]` and `scales[j + 4]`; for `j >= 4`, the low nibble of
+/// `scales[j + 4]` topped by the two high bits of `scales[j - 4]` (sc), and the high nibble of
+/// `scales[j + 4]` topped by the two high bits of `scales[j]` (m).
+///
+/// `qs` holds the nibbles in four 32-byte chunks: value `64c + i` (`i < 32`) is the low nibble
+/// of `qs[32c + i]` (sub-block `2c`), value `64c + 32 + i` its high nibble (sub-block `2c + 1`).
+#[repr(C)]
+#[allow(non_camel_case_types)]
+#[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct BlockQ4_K {
+    pub d: f16,
+    pub dmin: f16,
+    pub scales: [u8; 12],
+    pub qs: [u8; 128],
+}
+
+/// 256 weights in sixteen sub-blocks of 16: `w = d * scales[v / 16] * (q - 32)`, q six bits
+/// (ggml's `block_q6_K`).
+///
+/// Each half `h` (values `128h..128h + 128`) uses `ql[64h..64h + 64]` and `qh[32h..32h + 32]`:
+/// for `i < 32`, values `i`, `32 + i`, `64 + i`, `96 + i` of the half take their low four bits
+/// from the low nibble of `ql[i]`, the low nibble of `ql[32 + i]`, the high nibble of `ql[i]`,
+/// the high nibble of `ql[32 + i]`, and their top two bits from bits 0-1, 2-3, 4-5, 6-7 of
+/// `qh[i]`.
+#[repr(C)]
+#[allow(non_camel_case_types)]
+#[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct BlockQ6_K {
+    pub ql: [u8; 128],
+    pub qh: [u8; 64],
+    pub scales: [i8; 16],
+    pub d: f16,
+}
+
+/// 256 activations: `x = d * q`, with `bsums[k]` the sum of `q[16k..16k + 16]` (the K-quants'
+/// activation format, ggml's `block_q8_K`).
+#[repr(C)]
+#[allow(non_camel_case_types)]
+#[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct BlockQ8_K {
+    pub d: f32,
+    pub qs: [i8; 256],
+    pub bsums: [i16; 16],
+}
 
 /// Rows interleaved in one packed block ([`BlockQ4_1x8`], [`BlockQ8_0x8`]).
 pub const PACK_ROWS: usize = 8;
@@ -181,10 +255,18 @@ const _: () = assert!(std::mem::size_of::<BlockQ4_0>() == 18);
 const _: () = assert!(std::mem::size_of::<BlockQ4_1>() == 20);
 const _: () = assert!(std::mem::size_of::<BlockQ8_0>() == 34);
 const _: () = assert!(std::mem::size_of::<BlockQ8_1>() == 36);
+const _: () = assert!(std::mem::size_of::<BlockQ5_0>() == 22);
+const _: () = assert!(std::mem::size_of::<BlockQ4_K>() == 144);
+const _: () = assert!(std::mem::size_of::<BlockQ6_K>() == 210);
+const _: () = assert!(std::mem::size_of::<BlockQ8_K>() == 292);
 const _: () = assert!(DType::Q4_0.type_size() == std::mem::size_of::<BlockQ4_0>());
 const _: () = assert!(DType::Q4_1.type_size() == std::mem::size_of::<BlockQ4_1>());
 const _: () = assert!(DType::Q8_0.type_size() == std::mem::size_of::<BlockQ8_0>());
 const _: () = assert!(DType::Q8_1.type_size() == std::mem::size_of::<BlockQ8_1>());
+const _: () = assert!(DType::Q5_0.type_size() == std::mem::size_of::<BlockQ5_0>());
+const _: () = assert!(DType::Q4_K.type_size() == std::mem::size_of::<BlockQ4_K>());
+const _: () = assert!(DType::Q6_K.type_size() == std::mem::size_of::<BlockQ6_K>());
+const _: () = assert!(DType::Q8_K.type_size() == std::mem::size_of::<BlockQ8_K>());
 
 /// A byte buffer aligned for every block and float type, for quantised activations.
 #[derive(Debug, Clone, Default)]

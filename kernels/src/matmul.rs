@@ -1,13 +1,15 @@
 //! Shape-checked entry points: `out[t][r] = sum_i x[t][i] * w[r][i]` over quantised weights.
 //!
-//! Activations are first quantised to the weight type's `vec_dot_type` (Q8_0 for Q4_0/Q8_0,
-//! Q8_1 for Q4_1, f16 for F16, bf16 for BF16), as llama.cpp does, then every output row is a dot
+//! Activations are first quantised to the weight type's `vec_dot_type` (Q8_0 for
+//! Q4_0/Q5_0/Q8_0, Q8_1 for Q4_1, Q8_K for Q4_K/Q6_K, f16 for F16, bf16 for BF16), as llama.cpp
+//! does, then every output row is a dot
 //! product computed by the kernel table of the selected instruction set. Rows are split across
 //! the threads of a [`Pool`]. Weights repacked at load time go through [`crate::packed`].
 
 use crate::dispatch::{kernels, Kernels};
 use crate::formats::{AlignedBytes, BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1, QK};
 use crate::pool::{Pool, SyncPtr};
+use crate::scalar::k_quants;
 use crate::scalar::packed::ActRows;
 use crate::{scalar, DType, KernelError};
 use half::{bf16, f16};
@@ -23,7 +25,7 @@ pub struct MatRef<'a> {
 
 fn align_of(dtype: DType) -> usize {
     match dtype {
-        DType::F32 => 4,
+        DType::F32 | DType::Q8_K => 4,
         _ => 2,
     }
 }
@@ -94,8 +96,12 @@ impl<'a> MatRef<'a> {
             }
             DType::Q4_0 => scalar::quantize::dequantize_row_q4_0(bytemuck::cast_slice(b), out),
             DType::Q4_1 => scalar::quantize::dequantize_row_q4_1(bytemuck::cast_slice(b), out),
+            DType::Q5_0 => scalar::quantize::dequantize_row_q5_0(bytemuck::cast_slice(b), out),
             DType::Q8_0 => scalar::quantize::dequantize_row_q8_0(bytemuck::cast_slice(b), out),
             DType::Q8_1 => scalar::quantize::dequantize_row_q8_1(bytemuck::cast_slice(b), out),
+            DType::Q4_K => k_quants::dequantize_row_q4_k(bytemuck::cast_slice(b), out),
+            DType::Q6_K => k_quants::dequantize_row_q6_k(bytemuck::cast_slice(b), out),
+            DType::Q8_K => k_quants::dequantize_row_q8_k(bytemuck::cast_slice(b), out),
         }
         Ok(())
     }
@@ -203,7 +209,10 @@ pub fn quantize_acts_into(
             what: format!("{} values are not rows of {k}", x.len()),
         });
     }
-    if matches!(dtype, DType::Q4_0 | DType::Q4_1) {
+    if !matches!(
+        dtype,
+        DType::F32 | DType::F16 | DType::BF16 | DType::Q8_0 | DType::Q8_1 | DType::Q8_K
+    ) {
         return Err(KernelError::Unsupported { op, dtype });
     }
     let n = x.len() / k;
@@ -218,7 +227,10 @@ pub fn quantize_acts_into(
             DType::BF16 => scalar::quantize::quantize_row_bf16(xr, bytemuck::cast_slice_mut(br)),
             DType::Q8_0 => (kt.quantize_q8_0)(xr, bytemuck::cast_slice_mut(br)),
             DType::Q8_1 => (kt.quantize_q8_1)(xr, bytemuck::cast_slice_mut(br)),
-            DType::Q4_0 | DType::Q4_1 => unreachable!("refused above"),
+            DType::Q8_K => k_quants::quantize_row_q8_k(xr, bytemuck::cast_slice_mut(br)),
+            DType::Q4_0 | DType::Q4_1 | DType::Q5_0 | DType::Q4_K | DType::Q6_K => {
+                unreachable!("refused above")
+            }
         }
     }
     acts.d.clear();
@@ -257,21 +269,28 @@ fn row_dot(kt: &Kernels, wtype: DType, w: &[u8], a: &[u8]) -> f32 {
     match wtype {
         DType::Q4_0 => (kt.dot_q4_0_q8_0)(c::<u8, BlockQ4_0>(w), c::<u8, BlockQ8_0>(a)),
         DType::Q4_1 => (kt.dot_q4_1_q8_1)(c::<u8, BlockQ4_1>(w), c::<u8, BlockQ8_1>(a)),
+        DType::Q5_0 => (kt.dot_q5_0_q8_0)(c(w), c::<u8, BlockQ8_0>(a)),
         DType::Q8_0 => (kt.dot_q8_0_q8_0)(c::<u8, BlockQ8_0>(w), c::<u8, BlockQ8_0>(a)),
-        DType::Q8_1 => unreachable!("matmul rejects Q8_1 weights before any dot product"),
+        DType::Q4_K => (kt.dot_q4_k_q8_k)(c(w), c(a)),
+        DType::Q6_K => (kt.dot_q6_k_q8_k)(c(w), c(a)),
+        DType::Q8_1 | DType::Q8_K => {
+            unreachable!("matmul rejects activation-format weights before any dot product")
+        }
         DType::F16 => (kt.dot_f16)(c::<u8, f16>(w), c::<u8, f16>(a)),
         DType::BF16 => (kt.dot_bf16)(c::<u8, bf16>(w), c::<u8, bf16>(a)),
         DType::F32 => (kt.dot_f32)(c::<u8, f32>(w), c::<u8, f32>(a)),
     }
 }
 
-/// One weight row times four activation rows, for the types with a four-row kernel.
+/// One weight row times four activation rows, for the types with a four-row kernel (Q4_K's
+/// rounds as llama.cpp's four-row GEMM does, the others as their one-row kernels).
 fn row_dot4(kt: &Kernels, wtype: DType, w: &[u8], a: [&[u8]; 4]) -> Option<[f32; 4]> {
     use bytemuck::cast_slice as c;
     Some(match wtype {
         DType::Q4_0 => (kt.dot4_q4_0_q8_0)(c(w), a.map(c::<u8, BlockQ8_0>)),
         DType::Q4_1 => (kt.dot4_q4_1_q8_1)(c(w), a.map(c::<u8, BlockQ8_1>)),
         DType::Q8_0 => (kt.dot4_q8_0_q8_0)(c(w), a.map(c::<u8, BlockQ8_0>)),
+        DType::Q4_K => (kt.dot4_q4_k_q8_k)(c(w), a.map(c)),
         _ => return None,
     })
 }
@@ -285,7 +304,7 @@ pub(crate) fn check_shapes(
     out: &[f32],
 ) -> Result<(), KernelError> {
     let op = "matmul";
-    if wtype == DType::Q8_1 {
+    if matches!(wtype, DType::Q8_1 | DType::Q8_K) {
         return Err(KernelError::Unsupported { op, dtype: wtype });
     }
     if acts.dtype != wtype.vec_dot_type() {
@@ -337,7 +356,9 @@ pub fn matmul_quantized_with(
                 // belongs to exactly one chunk, so threads write disjoint elements.
                 unsafe { *dst.get().add(t * m + r) = v }
             };
-            // Four tokens at a time where a four-row kernel exists (same results).
+            // Four tokens at a time where a four-row kernel exists: the same results, except
+            // for Q4_K, whose first `n - n % 4` rows round as llama.cpp's four-row GEMM does
+            // (and the rest as its GEMV), as llama.cpp splits a batch.
             let mut t = 0;
             while t + 4 <= n {
                 let rows = [

@@ -9,6 +9,7 @@ use ryzanstein_kernels::dispatch::{kernels_for, Isa};
 use ryzanstein_kernels::formats::*;
 use ryzanstein_kernels::matmul::{matmul_quantized_with, quantize_acts};
 use ryzanstein_kernels::packed::{matmul_packed_with, PackedRef};
+use ryzanstein_kernels::scalar::k_quants::*;
 use ryzanstein_kernels::scalar::quantize::*;
 use ryzanstein_kernels::{DType, MatRef, PackedMat, Pool};
 
@@ -36,22 +37,28 @@ fn quantize_weights(dtype: DType, x: &[f32]) -> AlignedBytes {
     match dtype {
         DType::Q4_0 => quantize_row_q4_0(x, bytemuck::cast_slice_mut(b)),
         DType::Q4_1 => quantize_row_q4_1(x, bytemuck::cast_slice_mut(b)),
+        DType::Q5_0 => quantize_row_q5_0(x, bytemuck::cast_slice_mut(b)),
         DType::Q8_0 => quantize_row_q8_0_ref(x, bytemuck::cast_slice_mut(b)),
+        DType::Q4_K => quantize_row_q4_k(x, bytemuck::cast_slice_mut(b)),
+        DType::Q6_K => quantize_row_q6_k(x, bytemuck::cast_slice_mut(b)),
         DType::F16 => quantize_row_f16(x, bytemuck::cast_slice_mut(b)),
         DType::BF16 => quantize_row_bf16(x, bytemuck::cast_slice_mut(b)),
         DType::F32 => b.copy_from_slice(bytemuck::cast_slice(x)),
-        DType::Q8_1 => unreachable!(),
+        DType::Q8_1 | DType::Q8_K => unreachable!("activation formats"),
     }
     buf
 }
 
-const WEIGHT_TYPES: [DType; 6] = [
+const WEIGHT_TYPES: [DType; 9] = [
     DType::F32,
     DType::F16,
     DType::BF16,
     DType::Q4_0,
     DType::Q4_1,
     DType::Q8_0,
+    DType::Q5_0,
+    DType::Q4_K,
+    DType::Q6_K,
 ];
 
 /// A pool of three threads shared by the tests (more threads than this machine may have, so
@@ -64,8 +71,10 @@ fn assert_bits_eq(got: &[f32], want: &[f32], what: &str) {
     }
 }
 
+/// `rows x (blocks * block size)` weights of `dtype` times `n` activation rows: every ISA (one
+/// thread and three) gives the scalar bits, plain and packed.
 fn check_matmul_matches_scalar(dtype: DType, rows: usize, blocks: usize, n: usize, seed: u64) {
-    let k = blocks * 32;
+    let k = blocks * dtype.block_size().max(32);
     let w = vec_f32(rows * k, seed);
     let x = vec_f32(n * k, seed.wrapping_mul(31) + 7);
     let wq = quantize_weights(dtype, &w);
@@ -107,8 +116,37 @@ fn check_matmul_matches_scalar(dtype: DType, rows: usize, blocks: usize, n: usiz
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
     #[test]
-    fn simd_matches_scalar(rows in 1usize..40, blocks in 1usize..13, n in 1usize..10, seed in any::<u64>(), t in 0usize..6) {
+    fn simd_matches_scalar(rows in 1usize..40, blocks in 1usize..13, n in 1usize..10, seed in any::<u64>(), t in 0usize..9) {
         check_matmul_matches_scalar(WEIGHT_TYPES[t], rows, blocks, n, seed);
+    }
+
+    /// K-quants (and Q5_0, their 32-value fallback) on several super-blocks, with activation
+    /// row counts that exercise Q4_K's four-row order and its one-row remainder.
+    #[test]
+    fn k_quants_match_scalar(rows in 1usize..24, blocks in 1usize..7, n in 1usize..11, seed in any::<u64>(), t in 0usize..3) {
+        let dtype = [DType::Q4_K, DType::Q6_K, DType::Q5_0][t];
+        let blocks = if dtype == DType::Q5_0 { blocks * 8 } else { blocks };
+        check_matmul_matches_scalar(dtype, rows, blocks, n, seed);
+    }
+
+    /// Q8_K activation quantisation: the largest magnitude maps to -127 (or 127 for a negative
+    /// one), every value is within half a step, and `bsums` are the sums of the quants.
+    #[test]
+    fn q8_k_quantisation_rules(blocks in 1usize..5, seed in any::<u64>(), scale in prop_oneof![Just(1e-3f32), Just(1.0f32), Just(1e3f32)]) {
+        let x: Vec<f32> = vec_f32(blocks * 256, seed).iter().map(|v| v * scale).collect();
+        let mut q = vec![BlockQ8_K { d: 0.0, qs: [0; 256], bsums: [0; 16] }; blocks];
+        quantize_row_q8_k(&x, &mut q);
+        for (b, xb) in q.iter().zip(x.chunks_exact(256)) {
+            let amax = xb.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            prop_assert!((b.d.abs() - amax / 127.0).abs() <= amax / 127.0 * 1e-6);
+            prop_assert!(b.qs.iter().any(|&v| v == -127 || v == 127));
+            for (v, &qv) in xb.iter().zip(&b.qs) {
+                prop_assert!((qv as f32 * b.d - v).abs() <= b.d.abs() * 0.5001 + amax * 1e-6, "{} vs {}", qv as f32 * b.d, v);
+            }
+            for k in 0..16 {
+                prop_assert_eq!(b.bsums[k] as i32, b.qs[16 * k..16 * k + 16].iter().map(|&v| v as i32).sum::<i32>());
+            }
+        }
     }
 
     /// Activation quantisation: every ISA writes the scalar bytes (ties included: with
@@ -299,6 +337,9 @@ fn error_budget_against_f32() {
         (DType::Q8_0, 2e-2),
         (DType::Q4_1, 0.15),
         (DType::Q4_0, 0.2),
+        (DType::Q5_0, 0.1),
+        (DType::Q4_K, 0.15),
+        (DType::Q6_K, 0.04),
     ] {
         let wq = quantize_weights(dtype, &w);
         let wm = MatRef::new(dtype, rows, k, wq.as_bytes()).unwrap();
@@ -358,11 +399,11 @@ fn shape_errors_are_reported() {
 
 #[test]
 fn dequantize_matches_blocks() {
-    let x = vec_f32(64, 9);
+    let x = vec_f32(256, 9);
     for dtype in WEIGHT_TYPES {
         let wq = quantize_weights(dtype, &x);
-        let wm = MatRef::new(dtype, 1, 64, wq.as_bytes()).unwrap();
-        let mut out = vec![0.0; 64];
+        let wm = MatRef::new(dtype, 1, 256, wq.as_bytes()).unwrap();
+        let mut out = vec![0.0; 256];
         wm.dequantize_row(0, &mut out).unwrap();
         let max_err = out
             .iter()
@@ -371,5 +412,50 @@ fn dequantize_matches_blocks() {
             .fold(0.0f32, f32::max);
         let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         assert!(max_err <= amax * 0.1, "{dtype:?}: {max_err}");
+    }
+}
+
+/// The quantised dot products equal the product of the dequantised weights and activations,
+/// summed exactly, to float rounding: the integer work (scales, mins, offsets, lanes) is the
+/// format's arithmetic, not just correlated with it. Q4_K in both of its orders (four rows, and
+/// the one-row remainder).
+#[test]
+fn quantized_dot_equals_dequantized_product() {
+    let k = 1024;
+    for (dtype, seed) in [
+        (DType::Q4_K, 1),
+        (DType::Q6_K, 2),
+        (DType::Q5_0, 3),
+        (DType::Q4_K, 4),
+    ] {
+        let w = vec_f32(k, seed);
+        let wq = quantize_weights(dtype, &w);
+        let wm = MatRef::new(dtype, 1, k, wq.as_bytes()).unwrap();
+        let mut wd = vec![0.0f32; k];
+        wm.dequantize_row(0, &mut wd).unwrap();
+        for n in [4, 5] {
+            let x = vec_f32(n * k, seed + 100);
+            let acts = quantize_acts(dtype.vec_dot_type(), &x, k).unwrap();
+            for isa in Isa::available() {
+                let kt = kernels_for(isa).unwrap();
+                let mut got = vec![0.0f32; n];
+                matmul_quantized_with(kt, &Pool::serial(), wm, &acts, &mut got).unwrap();
+                for (t, g) in got.iter().enumerate() {
+                    let am = MatRef::new(acts.dtype, 1, k, acts.row(t)).unwrap();
+                    let mut ad = vec![0.0f32; k];
+                    am.dequantize_row(0, &mut ad).unwrap();
+                    let exact: f64 = wd.iter().zip(&ad).map(|(a, b)| *a as f64 * *b as f64).sum();
+                    let mag: f64 = wd
+                        .iter()
+                        .zip(&ad)
+                        .map(|(a, b)| (*a as f64 * *b as f64).abs())
+                        .sum();
+                    assert!(
+                        (*g as f64 - exact).abs() <= mag * 1e-5,
+                        "{dtype:?} {isa:?} n={n} row {t}: {g} vs {exact} (sum of |products| {mag})"
+                    );
+                }
+            }
+        }
     }
 }

@@ -4,14 +4,15 @@
 //! (`x86::avx2`, `x86::avx512`) follow the same order, so all instruction sets give bit-identical
 //! results. The order is llama.cpp's AVX2 order, which makes our logits reproduce llama.cpp's:
 //!
-//! - quantised blocks: each 32-value block gives 8 integer partial sums (lane `l` sums values
+//! - quantised blocks (Q4_0, Q4_1, Q5_0, Q8_0): each 32-value block gives 8 integer partial sums (lane `l` sums values
 //!   `4l..4l+4`); lane `l` of an 8-lane f32 accumulator takes `fma(lane sum, d_x * d_y, acc)`
 //!   block after block; the lanes are then reduced by [`hsum8`]. Q4_1 adds `m_x * s_y` per block
 //!   into a separate f32 sum, added last.
+//! - K-quants (Q4_K, Q6_K against Q8_K): see `scalar::k_quants`.
 //! - f16 / f32 rows: four 8-lane accumulators over steps of 32 values (`fma(x, y, acc)`), reduced
 //!   by [`reduce_4x8`] into an f64, plus any tail of fewer than 32 values added in f64.
 
-use crate::formats::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1, QK};
+use crate::formats::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ8_0, BlockQ8_1, QK};
 use half::{bf16, f16};
 
 /// Values per step of the f16 / f32 dot products (4 accumulators of 8 lanes).
@@ -64,6 +65,29 @@ pub fn vec_dot_q4_0_q8_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
     let mut acc = [0.0f32; 8];
     for (bx, by) in x.iter().zip(y) {
         let lanes = lane_sums(&nibbles(&bx.qs, 8), &by.qs);
+        fma_lanes(&mut acc, &lanes, bx.d.to_f32() * by.d.to_f32());
+    }
+    hsum8(&acc)
+}
+
+/// Q5_0 values in llama.cpp's order, `q - 16` (elements j and j + 16 share `qs[j]`).
+pub(crate) fn q5_0_values(b: &BlockQ5_0) -> [i32; QK] {
+    let qh = u32::from_le_bytes(b.qh);
+    let mut v = [0i32; QK];
+    for j in 0..QK / 2 {
+        let hi0 = ((qh >> j) & 1) << 4;
+        let hi1 = ((qh >> (j + QK / 2)) & 1) << 4;
+        v[j] = ((b.qs[j] & 0x0f) as u32 | hi0) as i32 - 16;
+        v[j + QK / 2] = ((b.qs[j] >> 4) as u32 | hi1) as i32 - 16;
+    }
+    v
+}
+
+/// Q5_0 weights against Q8_0 activations: the Q4_0 order (lane sums, one FMA per block).
+pub fn vec_dot_q5_0_q8_0(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    for (bx, by) in x.iter().zip(y) {
+        let lanes = lane_sums(&q5_0_values(bx), &by.qs);
         fma_lanes(&mut acc, &lanes, bx.d.to_f32() * by.d.to_f32());
     }
     hsum8(&acc)

@@ -6,5 +6,6 @@
 
 pub mod activation;
 pub mod dot;
+pub mod k_quants;
 pub mod packed;
 pub mod quantize;

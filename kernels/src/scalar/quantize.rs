@@ -1,6 +1,6 @@
 //! Quantise f32 rows into activation formats, and dequantise weight rows back to f32.
 
-use crate::formats::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1, QK};
+use crate::formats::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ8_0, BlockQ8_1, QK};
 use half::{bf16, f16};
 
 fn amax(x: &[f32]) -> f32 {
@@ -87,6 +87,15 @@ pub fn dequantize_row_q4_1(x: &[BlockQ4_1], out: &mut [f32]) {
     }
 }
 
+pub fn dequantize_row_q5_0(x: &[BlockQ5_0], out: &mut [f32]) {
+    for (b, o) in x.iter().zip(out.chunks_exact_mut(QK)) {
+        let d = b.d.to_f32();
+        for (v, q) in o.iter_mut().zip(super::dot::q5_0_values(b)) {
+            *v = q as f32 * d;
+        }
+    }
+}
+
 pub fn dequantize_row_q8_0(x: &[BlockQ8_0], out: &mut [f32]) {
     for (b, o) in x.iter().zip(out.chunks_exact_mut(QK)) {
         let d = b.d.to_f32();
@@ -142,6 +151,33 @@ pub fn quantize_row_q4_1(x: &[f32], out: &mut [BlockQ4_1]) {
             let q1 = (((xb[j + QK / 2] - min) * id + 0.5) as i32).min(15) as u8;
             ob.qs[j] = q0 | (q1 << 4);
         }
+    }
+}
+
+/// Quantise f32 weights to Q5_0 (llama.cpp's reference rounding: the value of largest
+/// magnitude maps to -16), for tests and converters.
+pub fn quantize_row_q5_0(x: &[f32], out: &mut [BlockQ5_0]) {
+    for (xb, ob) in x.chunks_exact(QK).zip(out.iter_mut()) {
+        let mut max = 0.0f32;
+        let mut amax = 0.0f32;
+        for &v in xb {
+            if v.abs() > amax {
+                amax = v.abs();
+                max = v;
+            }
+        }
+        let d = max / -16.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        ob.d = f16::from_f32(d);
+        let mut qh = 0u32;
+        for j in 0..QK / 2 {
+            let q0 = ((xb[j] * id + 16.5) as i32).min(31) as u32;
+            let q1 = ((xb[j + QK / 2] * id + 16.5) as i32).min(31) as u32;
+            ob.qs[j] = (q0 & 0x0f) as u8 | (((q1 & 0x0f) as u8) << 4);
+            qh |= ((q0 >> 4) & 1) << j;
+            qh |= ((q1 >> 4) & 1) << (j + QK / 2);
+        }
+        ob.qh = qh.to_le_bytes();
     }
 }
 

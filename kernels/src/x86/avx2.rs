@@ -1,7 +1,7 @@
 //! AVX2 + FMA + F16C dot products (the tested path on this project's CI machines), in the
 //! operation order `scalar::dot` documents, so results are bit-identical to the scalar reference.
 
-use crate::formats::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
+use crate::formats::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ8_0, BlockQ8_1};
 use crate::scalar;
 use crate::scalar::dot::STEP;
 use half::f16;
@@ -60,6 +60,42 @@ pub unsafe fn vec_dot_q4_0_q8_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
         let qx = _mm256_sub_epi8(unpack_nibbles(&bx.qs), _mm256_set1_epi8(8));
         let qy = _mm256_loadu_si256(by.qs.as_ptr() as *const __m256i);
         acc = _mm256_fmadd_ps(d, dot_i8_i8(qx, qy), acc);
+    }
+    hsum_ps(acc)
+}
+
+/// The 32 values of a Q5_0 block minus 16, as signed bytes in llama.cpp's order: the nibbles
+/// as in [`unpack_nibbles`], and where bit j of `qh` is clear, byte j gets 0xF0 or'ed in
+/// (`q - 16` in two's complement; a set bit leaves `q + 16 - 16`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn q5_0_bytes(b: &BlockQ5_0) -> __m256i {
+    let qh = _mm256_set1_epi32(i32::from_le_bytes(b.qh));
+    // Byte j holds byte j / 8 of qh, then only its bit j % 8.
+    let spread = _mm256_shuffle_epi8(
+        qh,
+        _mm256_setr_epi64x(
+            0,
+            0x0101_0101_0101_0101,
+            0x0202_0202_0202_0202,
+            0x0303_0303_0303_0303,
+        ),
+    );
+    let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+    let set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
+    let high = _mm256_andnot_si256(set, _mm256_set1_epi8(0xF0u8 as i8));
+    _mm256_or_si256(unpack_nibbles(&b.qs), high)
+}
+
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn vec_dot_q5_0_q8_0(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    for (bx, by) in x.iter().zip(y) {
+        let d = _mm256_set1_ps(h2f(bx.d) * h2f(by.d));
+        let qy = _mm256_loadu_si256(by.qs.as_ptr() as *const __m256i);
+        acc = _mm256_fmadd_ps(d, dot_i8_i8(q5_0_bytes(bx), qy), acc);
     }
     hsum_ps(acc)
 }

@@ -6,8 +6,8 @@
 //! (including bit-equality with it) run them there. An odd trailing block, and the tail of the
 //! f16 / f32 dots, go through the same arithmetic.
 
-use super::avx2::{h2f, hsum_ps as hsum8, unpack_nibbles};
-use crate::formats::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
+use super::avx2::{h2f, hsum_ps as hsum8, q5_0_bytes, unpack_nibbles};
+use crate::formats::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ8_0, BlockQ8_1};
 use crate::scalar::dot::STEP;
 use half::f16;
 use std::arch::x86_64::*;
@@ -98,6 +98,34 @@ pub unsafe fn vec_dot_q4_0_q8_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
     if i < n {
         let z = _mm256_setzero_si256();
         let xy = dot_i8_i8(join(q4_0(&x[i]), z), join(load32(&y[i].qs), z));
+        acc = acc_one(acc, xy, h2f(x[i].d) * h2f(y[i].d));
+    }
+    hsum8(acc)
+}
+
+/// # Safety
+/// The CPU must support AVX-512 F, BW and VL, AVX2 and FMA.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+pub unsafe fn vec_dot_q5_0_q8_0(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 {
+    let n = x.len().min(y.len());
+    let mut acc = _mm256_setzero_ps();
+    let mut i = 0;
+    while i + 2 <= n {
+        let xy = dot_i8_i8(
+            join(q5_0_bytes(&x[i]), q5_0_bytes(&x[i + 1])),
+            join(load32(&y[i].qs), load32(&y[i + 1].qs)),
+        );
+        acc = acc_two(
+            acc,
+            xy,
+            h2f(x[i].d) * h2f(y[i].d),
+            h2f(x[i + 1].d) * h2f(y[i + 1].d),
+        );
+        i += 2;
+    }
+    if i < n {
+        let z = _mm256_setzero_si256();
+        let xy = dot_i8_i8(join(q5_0_bytes(&x[i]), z), join(load32(&y[i].qs), z));
         acc = acc_one(acc, xy, h2f(x[i].d) * h2f(y[i].d));
     }
     hsum8(acc)
