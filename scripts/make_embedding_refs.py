@@ -101,7 +101,11 @@ def main() -> None:
         model = SentenceTransformer(str(model_dir(pathlib.Path(t))), device="cpu")
         emb = model.encode(SENTENCES, batch_size=8, convert_to_numpy=True,
                            normalize_embeddings=False)
-        ids = [model.tokenize([s])["input_ids"][0].tolist() for s in SENTENCES]
+        # The Transformer module's own tokenizer call (what SentenceTransformer.encode runs):
+        # special tokens added, truncated to max_seq_length.
+        tok = model[0].tokenizer
+        ids = [tok(s, truncation="longest_first", max_length=model.max_seq_length)["input_ids"]
+               for s in SENTENCES]
     cases = [
         {"text": s, "input_ids": i, "embedding": [round(float(v), 7) for v in e]}
         for s, i, e in zip(SENTENCES, ids, emb)

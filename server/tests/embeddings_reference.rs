@@ -69,5 +69,5 @@ fn bundled_minilm_matches_sentence_transformers() {
         let same = alone[0].iter().zip(got).all(|(a, b)| (a - b).abs() < 1e-6);
         assert!(same, "batched and single embeddings differ for {text:?}");
     }
-    eprintln!("lowest cosine {:.7} for {:?}", worst.0, worst.1);
+    eprintln!("lowest cosine 1 - {:.1e} for {:?}", 1.0 - worst.0, worst.1);
 }
