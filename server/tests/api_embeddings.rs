@@ -189,6 +189,12 @@ fn embeddings_over_http() {
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["usage"]["prompt_tokens"], 256);
 
+    // A body past axum's 2 MB default (mostly whitespace, so cheap to embed) is accepted.
+    let padded = format!("a{}", " ".repeat(2000));
+    let (status, v) = server.post("/v1/embeddings", &json!({ "input": vec![padded; 1500] }));
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["usage"]["prompt_tokens"], 1500 * 3);
+
     // /metrics counts the embedding requests next to the chat model's series.
     let metrics = client()
         .get(server.url("/metrics"))
@@ -208,7 +214,7 @@ fn embeddings_over_http() {
         series(&format!(
             "ryzanstein_embedding_requests_total{{{m},outcome=\"success\"}}"
         )),
-        5
+        6
     );
     assert_eq!(
         series(&format!(
@@ -218,7 +224,7 @@ fn embeddings_over_http() {
     );
     assert_eq!(
         series(&format!("ryzanstein_embedding_inputs_total{{{m}}}")),
-        7
+        1507
     );
     assert_eq!(
         series(&format!("ryzanstein_embedding_model_loaded{{{m}}}")),

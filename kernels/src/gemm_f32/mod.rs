@@ -4,7 +4,7 @@
 //! Weights `[rows][cols]` (PyTorch `[out_features, in_features]`) are repacked once, at load
 //! time, into panels of [`NR`] output rows stored step by step (`panel[p * NR + c]` is
 //! `w[NR * j + c][p]`, zero past the last row), so the kernel reads each panel as one
-//! contiguous stream. The AVX2 + FMA kernel ([`avx2`]) keeps an [`MR`] x [`NR`] tile of outputs
+//! contiguous stream. The AVX2 + FMA kernel keeps an [`MR`] x [`NR`] tile of outputs
 //! in registers. Every output is one chain of fused multiply-adds over `p` in order, then the
 //! bias added: the order of the scalar reference [`gemm_f32_ref`], so every instruction set
 //! gives bit-identical results. Tiles are spread over a [`Pool`]'s threads.

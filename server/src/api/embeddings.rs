@@ -29,6 +29,10 @@ use crate::embeddings::EmbeddingModel;
 /// Inputs one request may carry at most (OpenAI's limit).
 pub const MAX_INPUTS: usize = 2048;
 
+/// Request body size accepted by this route: room for [`MAX_INPUTS`] inputs of full length,
+/// as text or token ids (the other routes keep axum's 2 MB default).
+pub const MAX_BODY_BYTES: usize = 32 << 20;
+
 #[derive(Debug, Default, Deserialize)]
 pub struct EmbeddingRequest {
     pub input: Option<Value>,
@@ -323,7 +327,8 @@ pub fn encode(v: Vec<f32>, format: EncodingFormat) -> EmbeddingValue {
     }
 }
 
-/// The embedding model named by `requested` (or the only one when absent).
+/// Ok when `requested` is absent or names the embedding model `served`; the chat model's name
+/// is a 400 that says so, any other name a 404.
 fn check_model(state: &AppState, requested: Option<&str>, served: &str) -> Result<(), ApiError> {
     match requested {
         None => Ok(()),

@@ -27,6 +27,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::error_handling::HandleErrorLayer;
+use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
 use tower::limit::GlobalConcurrencyLimitLayer;
@@ -196,7 +197,10 @@ pub fn router(state: Arc<AppState>, cfg: &ServerConfig) -> Router {
     let api = Router::new()
         .route("/v1/chat/completions", post(routes::chat_completions))
         .route("/v1/completions", post(routes::completions))
-        .route("/v1/embeddings", post(embeddings::embeddings))
+        .route(
+            "/v1/embeddings",
+            post(embeddings::embeddings).layer(DefaultBodyLimit::max(embeddings::MAX_BODY_BYTES)),
+        )
         .route("/v1/models", get(routes::models))
         .route("/tokenize", post(tokenize::tokenize))
         .route("/detokenize", post(tokenize::detokenize))

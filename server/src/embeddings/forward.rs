@@ -10,7 +10,7 @@ use ryzanstein_kernels::Pool;
 
 use super::config::BertConfig;
 use super::ops::{gelu, layer_norm};
-use super::weights::{BertWeights, Linear};
+use super::weights::{BertWeights, Linear, Norm};
 use crate::error::{Error, Result};
 
 /// The encoder: its configuration and weights.
@@ -28,7 +28,7 @@ fn linear(pool: &Pool, x: &[f32], l: &Linear, out: &mut Vec<f32>) -> Result<()> 
 }
 
 /// `x = LN(x + y)`, rows spread over the pool.
-fn add_norm(pool: &Pool, x: &mut [f32], y: &[f32], norm: &super::weights::Norm, eps: f64) {
+fn add_norm(pool: &Pool, x: &mut [f32], y: &[f32], norm: &Norm, eps: f64) {
     let h = norm.gamma.len();
     let rows_per_task = 16;
     pool.chunks_mut(x, h * rows_per_task, 1, &|i, part| {
