@@ -107,6 +107,8 @@ pub struct Kernels {
     /// Q4_K in llama.cpp's one-row order (see `scalar::k_quants`).
     pub dot_q4_k_q8_k: fn(&[BlockQ4_K], &[BlockQ8_K]) -> f32,
     pub dot_q6_k_q8_k: fn(&[BlockQ6_K], &[BlockQ8_K]) -> f32,
+    /// Q6_K in llama.cpp's tiled-GEMM order (batches of `TILED_MIN_ROWS` or more rows).
+    pub dot_q6_k_q8_k_tiled: fn(&[BlockQ6_K], &[BlockQ8_K]) -> f32,
     /// One weight row against four activation rows (prompt processing); each output equals
     /// the one-row kernel's, except Q4_K's, which follow llama.cpp's four-row order.
     pub dot4_q4_0_q8_0: fn(&[BlockQ4_0], [&[BlockQ8_0]; 4]) -> [f32; 4],
@@ -161,6 +163,7 @@ static SCALAR: Kernels = Kernels {
     dot_q8_0_q8_0: scalar::dot::vec_dot_q8_0_q8_0,
     dot_q4_k_q8_k: scalar::k_quants::vec_dot_q4_k_q8_k,
     dot_q6_k_q8_k: scalar::k_quants::vec_dot_q6_k_q8_k,
+    dot_q6_k_q8_k_tiled: scalar::k_quants::vec_dot_q6_k_q8_k_tiled,
     dot4_q4_0_q8_0: scalar::dot::vec_dot4_q4_0_q8_0,
     dot4_q4_1_q8_1: scalar::dot::vec_dot4_q4_1_q8_1,
     dot4_q8_0_q8_0: scalar::dot::vec_dot4_q8_0_q8_0,
@@ -208,6 +211,18 @@ mod simd {
     guarded!(
         avx2_q6_k,
         avx2_kquants::vec_dot_q6_k_q8_k,
+        BlockQ6_K,
+        BlockQ8_K
+    );
+    guarded!(
+        avx2_q6_k_tiled,
+        avx2_kquants::vec_dot_q6_k_q8_k_tiled,
+        BlockQ6_K,
+        BlockQ8_K
+    );
+    guarded!(
+        avx512_q6_k_tiled,
+        avx512_kquants::vec_dot_q6_k_q8_k_tiled,
         BlockQ6_K,
         BlockQ8_K
     );
@@ -327,6 +342,7 @@ mod simd {
         dot_q8_0_q8_0: avx2_q8_0,
         dot_q4_k_q8_k: avx2_q4_k,
         dot_q6_k_q8_k: avx2_q6_k,
+        dot_q6_k_q8_k_tiled: avx2_q6_k_tiled,
         dot4_q4_0_q8_0: avx2_dot4_q4_0,
         dot4_q4_1_q8_1: avx2_dot4_q4_1,
         dot4_q8_0_q8_0: avx2_dot4_q8_0,
@@ -354,6 +370,7 @@ mod simd {
         dot_q8_0_q8_0: avx512_q8_0,
         dot_q4_k_q8_k: avx512_q4_k,
         dot_q6_k_q8_k: avx512_q6_k,
+        dot_q6_k_q8_k_tiled: avx512_q6_k_tiled,
         dot4_q4_0_q8_0: avx2_dot4_q4_0,
         dot4_q4_1_q8_1: avx512_dot4_q4_1,
         dot4_q8_0_q8_0: avx2_dot4_q8_0,

@@ -263,10 +263,16 @@ pub fn quantize_acts_into(
     Ok(())
 }
 
-/// One weight row times one activation row.
-fn row_dot(kt: &Kernels, wtype: DType, w: &[u8], a: &[u8]) -> f32 {
+/// Activation rows from which llama.cpp multiplies K-quant weights (not repacked: Q6_K here)
+/// with its tiled GEMM instead of dot products; [`row_dot`] follows it (`tiled`).
+pub const TILED_MIN_ROWS: usize = 8;
+
+/// One weight row times one activation row (`tiled`: in a batch of at least
+/// [`TILED_MIN_ROWS`] rows, where Q6_K follows llama.cpp's tiled GEMM order).
+fn row_dot(kt: &Kernels, wtype: DType, w: &[u8], a: &[u8], tiled: bool) -> f32 {
     use bytemuck::cast_slice as c;
     match wtype {
+        DType::Q6_K if tiled => (kt.dot_q6_k_q8_k_tiled)(c(w), c(a)),
         DType::Q4_0 => (kt.dot_q4_0_q8_0)(c::<u8, BlockQ4_0>(w), c::<u8, BlockQ8_0>(a)),
         DType::Q4_1 => (kt.dot_q4_1_q8_1)(c::<u8, BlockQ4_1>(w), c::<u8, BlockQ8_1>(a)),
         DType::Q5_0 => (kt.dot_q5_0_q8_0)(c(w), c::<u8, BlockQ8_0>(a)),
@@ -347,6 +353,7 @@ pub fn matmul_quantized_with(
     check_shapes(w.dtype, w.rows, w.cols, acts, out)?;
     let (n, m) = (acts.n, w.rows);
     let chunk = pool.chunk_for(m, 8, 4);
+    let tiled = n >= TILED_MIN_ROWS;
     let dst = SyncPtr(out.as_mut_ptr());
     pool.for_each_chunk(m, chunk, &|rows| {
         for r in rows {
@@ -358,7 +365,8 @@ pub fn matmul_quantized_with(
             };
             // Four tokens at a time where a four-row kernel exists: the same results, except
             // for Q4_K, whose first `n - n % 4` rows round as llama.cpp's four-row GEMM does
-            // (and the rest as its GEMV), as llama.cpp splits a batch.
+            // (and the rest as its GEMV), as llama.cpp splits a batch; and for Q6_K in batches
+            // of `TILED_MIN_ROWS` or more, which round as llama.cpp's tiled GEMM does.
             let mut t = 0;
             while t + 4 <= n {
                 let rows = [
@@ -371,14 +379,14 @@ pub fn matmul_quantized_with(
                     Some(v) => v.iter().enumerate().for_each(|(k, v)| put(t + k, *v)),
                     None => {
                         for (k, a) in rows.iter().enumerate() {
-                            put(t + k, row_dot(kt, w.dtype, wr, a));
+                            put(t + k, row_dot(kt, w.dtype, wr, a, tiled));
                         }
                     }
                 }
                 t += 4;
             }
             for k in t..n {
-                put(k, row_dot(kt, w.dtype, wr, acts.row(k)));
+                put(k, row_dot(kt, w.dtype, wr, acts.row(k), tiled));
             }
         }
     });

@@ -418,7 +418,7 @@ fn dequantize_matches_blocks() {
 /// The quantised dot products equal the product of the dequantised weights and activations,
 /// summed exactly, to float rounding: the integer work (scales, mins, offsets, lanes) is the
 /// format's arithmetic, not just correlated with it. Q4_K in both of its orders (four rows, and
-/// the one-row remainder).
+/// the one-row remainder), Q6_K in both of its (below and from eight rows).
 #[test]
 fn quantized_dot_equals_dequantized_product() {
     let k = 1024;
@@ -433,7 +433,7 @@ fn quantized_dot_equals_dequantized_product() {
         let wm = MatRef::new(dtype, 1, k, wq.as_bytes()).unwrap();
         let mut wd = vec![0.0f32; k];
         wm.dequantize_row(0, &mut wd).unwrap();
-        for n in [4, 5] {
+        for n in [4, 5, 8] {
             let x = vec_f32(n * k, seed + 100);
             let acts = quantize_acts(dtype.vec_dot_type(), &x, k).unwrap();
             for isa in Isa::available() {

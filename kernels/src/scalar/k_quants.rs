@@ -10,6 +10,9 @@
 //!   (`q` unsigned, 0..63) minus `32 * (scales[2l] * bsums[2l] + scales[2l + 1] * bsums[2l + 1])`;
 //!   lane `l` of an f32 accumulator takes `fma(lane, d_x * d_y)` block after block, and the
 //!   lanes are reduced by [`hsum8`].
+//! - Q6_K in a batch of eight or more activation rows ([`vec_dot_q6_k_q8_k_tiled`], llama.cpp's
+//!   tiled K-quant GEMM, which takes over from the dot product there): per super-block the exact
+//!   integer total `S` of all 256 products, then `acc = fma(d_x * S, d_y, acc)`.
 //! - Q4_K: llama.cpp on AVX2 repacks every Q4_K matrix whose row count is a multiple of eight
 //!   and multiplies it with `ggml_gemv_q4_K_8x8_q8_K` (one activation row) or
 //!   `ggml_gemm_q4_K_8x8_q8_K` (activation rows in groups of four: a prompt's first
@@ -137,6 +140,20 @@ pub fn vec_dot_q6_k_q8_k(x: &[BlockQ6_K], y: &[BlockQ8_K]) -> f32 {
         }
     }
     hsum8(&acc)
+}
+
+/// One Q6_K row times one Q8_K row in the order of llama.cpp's tiled GEMM (batches of eight or
+/// more activation rows; see the module docs).
+pub fn vec_dot_q6_k_q8_k_tiled(x: &[BlockQ6_K], y: &[BlockQ8_K]) -> f32 {
+    let mut acc = 0.0f32;
+    for (bx, by) in x.iter().zip(y) {
+        let q = q6_k_values(bx);
+        let total: i32 = (0..QK_K)
+            .map(|v| bx.scales[v / 16] as i32 * (q[v] as i32 - 32) * by.qs[v] as i32)
+            .sum();
+        acc = (bx.d.to_f32() * total as f32).mul_add(by.d, acc);
+    }
+    acc
 }
 
 /// ggml's `nearest_int`: round half to even through the 1.5 * 2^23 shift (|v| < 2^22).

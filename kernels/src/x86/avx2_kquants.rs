@@ -151,6 +151,28 @@ pub(super) unsafe fn q6_k_offsets(x: &BlockQ6_K, y: &BlockQ8_K) -> __m256i {
     _mm256_slli_epi32::<5>(_mm256_madd_epi16(bsums, sc16))
 }
 
+/// The eight lane sums of one Q6_K block against one Q8_K block (see `scalar::k_quants`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q6_k_lanes(bx: &BlockQ6_K, by: &BlockQ8_K) -> __m256i {
+    let mut sumi = _mm256_setzero_si256();
+    for h in 0..2 {
+        let q = q6_k_half(bx, h);
+        for (k, qk) in q.iter().enumerate() {
+            let c = 4 * h + k;
+            let yk = _mm256_loadu_si256(by.qs.as_ptr().add(32 * c) as *const __m256i);
+            // Values 0..16 of the chunk use scale 2c, values 16..32 scale 2c + 1.
+            let sc = _mm256_set_m128i(
+                _mm_set1_epi16(bx.scales[2 * c + 1] as i16),
+                _mm_set1_epi16(bx.scales[2 * c] as i16),
+            );
+            let p = _mm256_madd_epi16(_mm256_maddubs_epi16(*qk, yk), sc);
+            sumi = _mm256_add_epi32(sumi, p);
+        }
+    }
+    _mm256_sub_epi32(sumi, q6_k_offsets(bx, by))
+}
+
 /// As `scalar::k_quants::vec_dot_q6_k_q8_k`.
 ///
 /// # Safety
@@ -160,23 +182,21 @@ pub unsafe fn vec_dot_q6_k_q8_k(x: &[BlockQ6_K], y: &[BlockQ8_K]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     for (bx, by) in x.iter().zip(y) {
         let d = _mm256_set1_ps(by.d * h2f(bx.d));
-        let mut sumi = _mm256_setzero_si256();
-        for h in 0..2 {
-            let q = q6_k_half(bx, h);
-            for (k, qk) in q.iter().enumerate() {
-                let c = 4 * h + k;
-                let yk = _mm256_loadu_si256(by.qs.as_ptr().add(32 * c) as *const __m256i);
-                // Values 0..16 of the chunk use scale 2c, values 16..32 scale 2c + 1.
-                let sc = _mm256_set_m128i(
-                    _mm_set1_epi16(bx.scales[2 * c + 1] as i16),
-                    _mm_set1_epi16(bx.scales[2 * c] as i16),
-                );
-                let p = _mm256_madd_epi16(_mm256_maddubs_epi16(*qk, yk), sc);
-                sumi = _mm256_add_epi32(sumi, p);
-            }
-        }
-        sumi = _mm256_sub_epi32(sumi, q6_k_offsets(bx, by));
-        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc);
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(q6_k_lanes(bx, by)), acc);
     }
     hsum_ps(acc)
+}
+
+/// As `scalar::k_quants::vec_dot_q6_k_q8_k_tiled`.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn vec_dot_q6_k_q8_k_tiled(x: &[BlockQ6_K], y: &[BlockQ8_K]) -> f32 {
+    let mut acc = 0.0f32;
+    for (bx, by) in x.iter().zip(y) {
+        let total = hsum_epi32(q6_k_lanes(bx, by));
+        acc = (h2f(bx.d) * total as f32).mul_add(by.d, acc);
+    }
+    acc
 }

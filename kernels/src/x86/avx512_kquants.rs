@@ -5,7 +5,7 @@
 //! results are bit-identical to `scalar::k_quants`.
 
 use super::avx2::{h2f, hsum_ps};
-use super::avx2_kquants::{q4_k_min_sums, q6_k_half, q6_k_offsets, scales_mins};
+use super::avx2_kquants::{hsum_epi32, q4_k_min_sums, q6_k_half, q6_k_offsets, scales_mins};
 use crate::formats::{BlockQ4_K, BlockQ6_K, BlockQ8_K};
 use std::arch::x86_64::*;
 
@@ -94,6 +94,29 @@ pub unsafe fn vec_dot4_q4_k_q8_k(x: &[BlockQ4_K], y: [&[BlockQ8_K]; 4]) -> [f32;
     ]
 }
 
+/// The eight lane sums of one Q6_K block against one Q8_K block (see `scalar::k_quants`).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn q6_k_lanes(bx: &BlockQ6_K, by: &BlockQ8_K) -> __m256i {
+    let mut sumi = _mm512_setzero_si512();
+    for h in 0..2 {
+        let q = q6_k_half(bx, h);
+        for k in [0, 2] {
+            // Chunks c and c + 1: lane l of each half covers values 4l..4l + 4 of its chunk.
+            let c = 4 * h + k;
+            let yv = _mm512_loadu_si512(by.qs.as_ptr().add(32 * c) as *const _);
+            let s = |j: usize| _mm_set1_epi16(bx.scales[j] as i16);
+            let sc = join(
+                _mm256_set_m128i(s(2 * c + 1), s(2 * c)),
+                _mm256_set_m128i(s(2 * c + 3), s(2 * c + 2)),
+            );
+            let p = _mm512_madd_epi16(_mm512_maddubs_epi16(join(q[k], q[k + 1]), yv), sc);
+            sumi = _mm512_add_epi32(sumi, p);
+        }
+    }
+    _mm256_sub_epi32(fold(sumi), q6_k_offsets(bx, by))
+}
+
 /// As `scalar::k_quants::vec_dot_q6_k_q8_k`.
 ///
 /// # Safety
@@ -103,24 +126,21 @@ pub unsafe fn vec_dot_q6_k_q8_k(x: &[BlockQ6_K], y: &[BlockQ8_K]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     for (bx, by) in x.iter().zip(y) {
         let d = _mm256_set1_ps(by.d * h2f(bx.d));
-        let mut sumi = _mm512_setzero_si512();
-        for h in 0..2 {
-            let q = q6_k_half(bx, h);
-            for k in [0, 2] {
-                // Chunks c and c + 1: lane l of each half covers values 4l..4l + 4 of its chunk.
-                let c = 4 * h + k;
-                let yv = _mm512_loadu_si512(by.qs.as_ptr().add(32 * c) as *const _);
-                let s = |j: usize| _mm_set1_epi16(bx.scales[j] as i16);
-                let sc = join(
-                    _mm256_set_m128i(s(2 * c + 1), s(2 * c)),
-                    _mm256_set_m128i(s(2 * c + 3), s(2 * c + 2)),
-                );
-                let p = _mm512_madd_epi16(_mm512_maddubs_epi16(join(q[k], q[k + 1]), yv), sc);
-                sumi = _mm512_add_epi32(sumi, p);
-            }
-        }
-        let lanes = _mm256_sub_epi32(fold(sumi), q6_k_offsets(bx, by));
-        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(lanes), acc);
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(q6_k_lanes(bx, by)), acc);
     }
     hsum_ps(acc)
+}
+
+/// As `scalar::k_quants::vec_dot_q6_k_q8_k_tiled`.
+///
+/// # Safety
+/// The CPU must support AVX-512 F, BW and VL, AVX2, FMA and F16C.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+pub unsafe fn vec_dot_q6_k_q8_k_tiled(x: &[BlockQ6_K], y: &[BlockQ8_K]) -> f32 {
+    let mut acc = 0.0f32;
+    for (bx, by) in x.iter().zip(y) {
+        let total = hsum_epi32(q6_k_lanes(bx, by));
+        acc = (h2f(bx.d) * total as f32).mul_add(by.d, acc);
+    }
+    acc
 }
