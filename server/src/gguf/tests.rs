@@ -96,7 +96,7 @@ fn sample() -> GgufWriter {
                 .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
                 .collect(),
         )
-        .tensor("k6", &[256], GgmlType::Q6_K, vec![0u8; 210])
+        .tensor("k5", &[256], GgmlType::Q5_K, vec![0u8; 176])
 }
 
 #[test]
@@ -194,9 +194,9 @@ fn tensor_lookups_explain_failures() {
         e.contains("\"missing.weight\"") && e.contains("not found"),
         "{e}"
     );
-    let k6 = h.tensor_in(&bytes, "k6").unwrap();
-    let e = k6.dtype().unwrap_err().to_string();
-    assert!(e.contains("\"k6\"") && e.contains("Q6_K"), "{e}");
+    let k5 = h.tensor_in(&bytes, "k5").unwrap();
+    let e = k5.dtype().unwrap_err().to_string();
+    assert!(e.contains("\"k5\"") && e.contains("Q5_K"), "{e}");
     let e = h
         .tensor_in(&bytes, "q")
         .unwrap()

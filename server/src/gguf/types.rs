@@ -96,8 +96,12 @@ impl GgmlType {
             GgmlType::BF16 => DType::BF16,
             GgmlType::Q4_0 => DType::Q4_0,
             GgmlType::Q4_1 => DType::Q4_1,
+            GgmlType::Q5_0 => DType::Q5_0,
             GgmlType::Q8_0 => DType::Q8_0,
             GgmlType::Q8_1 => DType::Q8_1,
+            GgmlType::Q4_K => DType::Q4_K,
+            GgmlType::Q6_K => DType::Q6_K,
+            GgmlType::Q8_K => DType::Q8_K,
             _ => return None,
         })
     }
@@ -138,6 +142,7 @@ mod tests {
             }
         }
         assert_eq!(GgmlType::Q4_1.to_dtype(), Some(DType::Q4_1));
-        assert_eq!(GgmlType::Q6_K.to_dtype(), None);
+        assert_eq!(GgmlType::Q6_K.to_dtype(), Some(DType::Q6_K));
+        assert_eq!(GgmlType::Q5_K.to_dtype(), None);
     }
 }
