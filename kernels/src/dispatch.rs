@@ -1,7 +1,10 @@
 //! CPU feature detection, done once, and the instruction set the kernels use.
 //!
-//! `RYZANSTEIN_ISA=scalar|avx2|avx512|avx512vnni` forces a lower instruction set (never a higher one than
-//! the CPU has), so every path can be exercised on a machine that has the higher ones.
+//! Each architecture has a ladder of instruction sets, lowest first: x86-64 `scalar`, `avx2`,
+//! `avx512`, `avx512vnni`; aarch64 `scalar`, `neon`, `dotprod`. `RYZANSTEIN_ISA=<name>` forces
+//! a lower rung of this CPU's ladder (never a higher one than the CPU has; a name from another
+//! architecture's ladder is ignored), so every path can be exercised on a machine that has the
+//! higher ones.
 
 use crate::formats::{
     BlockQ4_0, BlockQ4_1, BlockQ4_1x8, BlockQ4_K, BlockQ5_0, BlockQ6_K, BlockQ8_0, BlockQ8_0x8,
@@ -12,15 +15,28 @@ use crate::scalar::packed::ActRows;
 use half::{bf16, f16};
 use std::sync::OnceLock;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Isa {
     Scalar,
+    /// AVX2 with FMA and F16C.
     Avx2,
     /// AVX-512 F, BW and VL.
     Avx512,
     /// AVX-512 with VNNI (`vpdpbusd`): Zen 4, Ice Lake and later.
     Avx512Vnni,
+    /// AArch64 Advanced SIMD (every AArch64 CPU).
+    Neon,
+    /// NEON with the dot-product extension (`sdot`): Cortex-A76, Neoverse N1, Apple M1 and later.
+    NeonDotprod,
 }
+
+/// This architecture's instruction sets, lowest first.
+#[cfg(target_arch = "x86_64")]
+const LADDER: &[Isa] = &[Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Avx512Vnni];
+#[cfg(target_arch = "aarch64")]
+const LADDER: &[Isa] = &[Isa::Scalar, Isa::Neon, Isa::NeonDotprod];
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+const LADDER: &[Isa] = &[Isa::Scalar];
 
 impl Isa {
     pub fn name(self) -> &'static str {
@@ -29,7 +45,23 @@ impl Isa {
             Isa::Avx2 => "avx2",
             Isa::Avx512 => "avx512",
             Isa::Avx512Vnni => "avx512vnni",
+            Isa::Neon => "neon",
+            Isa::NeonDotprod => "dotprod",
         }
+    }
+
+    /// The instruction set called `name` ([`Isa::name`], any case).
+    pub fn from_name(name: &str) -> Option<Isa> {
+        let all = [
+            Isa::Scalar,
+            Isa::Avx2,
+            Isa::Avx512,
+            Isa::Avx512Vnni,
+            Isa::Neon,
+            Isa::NeonDotprod,
+        ];
+        all.into_iter()
+            .find(|i| i.name().eq_ignore_ascii_case(name))
     }
 
     /// The best instruction set this CPU has.
@@ -55,16 +87,46 @@ impl Isa {
                 return Isa::Avx2;
             }
         }
+        #[cfg(target_arch = "aarch64")]
+        {
+            if std::arch::is_aarch64_feature_detected!("neon") {
+                if std::arch::is_aarch64_feature_detected!("dotprod") {
+                    return Isa::NeonDotprod;
+                }
+                return Isa::Neon;
+            }
+        }
         Isa::Scalar
+    }
+
+    /// Position on this architecture's ladder (`None`: another architecture's instruction set).
+    fn rung(self) -> Option<usize> {
+        LADDER.iter().position(|i| *i == self)
     }
 
     /// Every instruction set this CPU can run, lowest first (property tests run them all).
     pub fn available() -> Vec<Isa> {
-        let best = Isa::detect();
-        [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Avx512Vnni]
-            .into_iter()
-            .filter(|i| *i <= best)
-            .collect()
+        let best = Isa::detect().rung().unwrap_or(0);
+        LADDER[..=best].to_vec()
+    }
+
+    /// Whether this CPU can run `self`.
+    pub fn runs(self) -> bool {
+        Isa::available().contains(&self)
+    }
+
+    /// `self` if this CPU runs it, else the best instruction set it has.
+    pub fn or_best(self) -> Isa {
+        if self.runs() {
+            self
+        } else {
+            Isa::detect()
+        }
+    }
+
+    /// An x86-64 instruction set with AVX2, FMA and F16C (every x86 rung above scalar).
+    pub fn has_avx2_fma(self) -> bool {
+        matches!(self, Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni)
     }
 }
 
@@ -72,18 +134,19 @@ impl Isa {
 pub fn isa() -> Isa {
     static ISA: OnceLock<Isa> = OnceLock::new();
     *ISA.get_or_init(|| {
-        let best = Isa::detect();
-        let forced = std::env::var("RYZANSTEIN_ISA").ok().and_then(|v| {
-            match v.to_ascii_lowercase().as_str() {
-                "scalar" => Some(Isa::Scalar),
-                "avx2" => Some(Isa::Avx2),
-                "avx512" => Some(Isa::Avx512),
-                "avx512vnni" => Some(Isa::Avx512Vnni),
-                _ => None,
-            }
-        });
-        forced.map_or(best, |f| f.min(best))
+        let forced = std::env::var("RYZANSTEIN_ISA")
+            .ok()
+            .and_then(|v| Isa::from_name(&v));
+        forced_isa(Isa::detect(), forced)
     })
+}
+
+/// `forced` where it is on `best`'s ladder at or below it; `best` otherwise.
+fn forced_isa(best: Isa, forced: Option<Isa>) -> Isa {
+    match (forced.and_then(Isa::rung), best.rung()) {
+        (Some(f), Some(b)) if f <= b => LADDER[f],
+        _ => best,
+    }
 }
 
 /// `(weights, activations, out, ldo)` of an eight-row kernel over packed weights: writes
@@ -183,6 +246,28 @@ static SCALAR: Kernels = Kernels {
     gemm_q8_0x8: scalar_q8_0x8,
 };
 
+/// A safe entry point `$name` over the `unsafe` dot product `$path` (one row).
+#[allow(unused_macros)]
+macro_rules! guarded {
+    ($name:ident, $path:path, $x:ty, $y:ty) => {
+        pub(super) fn $name(x: &[$x], y: &[$y]) -> f32 {
+            // SAFETY: only reachable through a table `kernels_for` returns after feature detection.
+            unsafe { $path(x, y) }
+        }
+    };
+}
+
+/// As [`guarded`] for a four-activation-row kernel.
+#[allow(unused_macros)]
+macro_rules! guarded4 {
+    ($name:ident, $path:path, $x:ty, $y:ty) => {
+        pub(super) fn $name(x: &[$x], y: [&[$y]; 4]) -> [f32; 4] {
+            // SAFETY: only reachable through a table `kernels_for` returns after feature detection.
+            unsafe { $path(x, y) }
+        }
+    };
+}
+
 /// Safe entry points over the `unsafe` SIMD kernels. They are private and reachable only
 /// through the tables below, which [`kernels_for`] hands out after detecting the features.
 #[cfg(target_arch = "x86_64")]
@@ -190,14 +275,6 @@ mod simd {
     use super::*;
     use crate::x86::{avx2, avx2_kquants, avx512, avx512_kquants, packed};
 
-    macro_rules! guarded {
-        ($name:ident, $path:path, $x:ty, $y:ty) => {
-            pub(super) fn $name(x: &[$x], y: &[$y]) -> f32 {
-                // SAFETY: only reachable through a table `kernels_for` returns after feature detection.
-                unsafe { $path(x, y) }
-            }
-        };
-    }
     guarded!(avx2_q4_0, avx2::vec_dot_q4_0_q8_0, BlockQ4_0, BlockQ8_0);
     guarded!(avx2_q4_1, avx2::vec_dot_q4_1_q8_1, BlockQ4_1, BlockQ8_1);
     guarded!(avx2_q5_0, avx2::vec_dot_q5_0_q8_0, BlockQ5_0, BlockQ8_0);
@@ -279,14 +356,6 @@ mod simd {
     pub(super) fn avx2_quantize_q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
         // SAFETY: as above.
         unsafe { avx2::quantize_row_q8_1(x, out) }
-    }
-    macro_rules! guarded4 {
-        ($name:ident, $path:path, $x:ty, $y:ty) => {
-            pub(super) fn $name(x: &[$x], y: [&[$y]; 4]) -> [f32; 4] {
-                // SAFETY: only reachable through a table `kernels_for` returns after feature detection.
-                unsafe { $path(x, y) }
-            }
-        };
     }
     pub(super) fn avx2_softmax(x: &mut [f32]) {
         // SAFETY: only reachable through a table `kernels_for` returns after feature detection.
@@ -400,9 +469,137 @@ mod simd {
     pub(super) static AVX512: Kernels = AVX512_TABLE;
 }
 
+/// The AArch64 tables (NEON, and NEON with dotprod), over safe entry points as in [`simd`].
+/// Q4_K / Q6_K, bf16 and the f16 conversions use the scalar reference on AArch64.
+#[cfg(target_arch = "aarch64")]
+mod neon_tables {
+    use super::*;
+    use crate::aarch64::{dotprod, neon, packed};
+
+    guarded!(neon_q4_0, neon::vec_dot_q4_0_q8_0, BlockQ4_0, BlockQ8_0);
+    guarded!(neon_q4_1, neon::vec_dot_q4_1_q8_1, BlockQ4_1, BlockQ8_1);
+    guarded!(neon_q5_0, neon::vec_dot_q5_0_q8_0, BlockQ5_0, BlockQ8_0);
+    guarded!(neon_q8_0, neon::vec_dot_q8_0_q8_0, BlockQ8_0, BlockQ8_0);
+    guarded!(
+        dotprod_q4_0,
+        dotprod::vec_dot_q4_0_q8_0,
+        BlockQ4_0,
+        BlockQ8_0
+    );
+    guarded!(
+        dotprod_q4_1,
+        dotprod::vec_dot_q4_1_q8_1,
+        BlockQ4_1,
+        BlockQ8_1
+    );
+    guarded!(
+        dotprod_q5_0,
+        dotprod::vec_dot_q5_0_q8_0,
+        BlockQ5_0,
+        BlockQ8_0
+    );
+    guarded!(
+        dotprod_q8_0,
+        dotprod::vec_dot_q8_0_q8_0,
+        BlockQ8_0,
+        BlockQ8_0
+    );
+    guarded4!(
+        neon_dot4_q4_0,
+        neon::vec_dot4_q4_0_q8_0,
+        BlockQ4_0,
+        BlockQ8_0
+    );
+    guarded4!(
+        neon_dot4_q4_1,
+        neon::vec_dot4_q4_1_q8_1,
+        BlockQ4_1,
+        BlockQ8_1
+    );
+    guarded4!(
+        neon_dot4_q8_0,
+        neon::vec_dot4_q8_0_q8_0,
+        BlockQ8_0,
+        BlockQ8_0
+    );
+    guarded!(neon_f16, neon::vec_dot_f16, f16, f16);
+    guarded!(neon_f32, neon::vec_dot_f32, f32, f32);
+    guarded!(neon_f16_gemm, neon::vec_dot_f16_gemm, f16, f16);
+
+    fn neon_dot_f16_rows(
+        rows: &[f16],
+        stride: usize,
+        x: &[f32],
+        gemm: bool,
+        valid: usize,
+        out: &mut [f32],
+    ) {
+        // SAFETY: NEON is part of every AArch64 CPU (and the table is handed out after
+        // detection); the kernel slices every row out of `rows` with bounds checks.
+        unsafe { neon::dot_f16_rows(rows, stride, x, gemm, valid, out) }
+    }
+    fn neon_quantize_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
+        // SAFETY: as above; whole blocks are read from `x` by `chunks_exact`.
+        unsafe { neon::quantize_row_q8_0(x, out) }
+    }
+    fn neon_quantize_q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
+        // SAFETY: as above.
+        unsafe { neon::quantize_row_q8_1(x, out) }
+    }
+    fn neon_swiglu(gate: &mut [f32], up: &[f32]) {
+        // SAFETY: as above; the kernel stays inside `min(gate.len(), up.len())`.
+        unsafe { neon::swiglu(gate, up) }
+    }
+    fn neon_softmax(x: &mut [f32]) {
+        // SAFETY: as above.
+        unsafe { neon::softmax(x) }
+    }
+
+    const NEON_TABLE: Kernels = Kernels {
+        isa: Isa::Neon,
+        dot_q4_0_q8_0: neon_q4_0,
+        dot_q4_1_q8_1: neon_q4_1,
+        dot_q5_0_q8_0: neon_q5_0,
+        dot_q8_0_q8_0: neon_q8_0,
+        dot_q4_k_q8_k: scalar::k_quants::vec_dot_q4_k_q8_k,
+        dot_q6_k_q8_k: scalar::k_quants::vec_dot_q6_k_q8_k,
+        dot_q6_k_q8_k_tiled: scalar::k_quants::vec_dot_q6_k_q8_k_tiled,
+        dot4_q4_0_q8_0: neon_dot4_q4_0,
+        dot4_q4_1_q8_1: neon_dot4_q4_1,
+        dot4_q8_0_q8_0: neon_dot4_q8_0,
+        dot4_q4_k_q8_k: scalar::k_quants::vec_dot4_q4_k_q8_k,
+        dot_f16: neon_f16,
+        dot_bf16: scalar::dot::vec_dot_bf16,
+        dot_f32: neon_f32,
+        swiglu: neon_swiglu,
+        softmax: neon_softmax,
+        dot_f16_gemm: neon_f16_gemm,
+        dot_f16_rows: neon_dot_f16_rows,
+        f32_to_f16: scalar::quantize::quantize_row_f16,
+        round_f16: scalar::quantize::round_f16,
+        quantize_q8_0: neon_quantize_q8_0,
+        quantize_q8_1: neon_quantize_q8_1,
+        gemm_q4_1x8: packed::gemm_q4_1x8_q8_1_neon,
+        gemm_q8_0x8: packed::gemm_q8_0x8_q8_0_neon,
+    };
+
+    pub(super) static NEON: Kernels = NEON_TABLE;
+
+    pub(super) static DOTPROD: Kernels = Kernels {
+        isa: Isa::NeonDotprod,
+        dot_q4_0_q8_0: dotprod_q4_0,
+        dot_q4_1_q8_1: dotprod_q4_1,
+        dot_q5_0_q8_0: dotprod_q5_0,
+        dot_q8_0_q8_0: dotprod_q8_0,
+        gemm_q4_1x8: packed::gemm_q4_1x8_q8_1_dotprod,
+        gemm_q8_0x8: packed::gemm_q8_0x8_q8_0_dotprod,
+        ..NEON_TABLE
+    };
+}
+
 /// The kernel table for `isa`, or `None` when this CPU cannot run it.
 pub fn kernels_for(isa: Isa) -> Option<&'static Kernels> {
-    if isa > Isa::detect() {
+    if !isa.runs() {
         return None;
     }
     match isa {
@@ -413,6 +610,10 @@ pub fn kernels_for(isa: Isa) -> Option<&'static Kernels> {
         Isa::Avx512 => Some(&simd::AVX512),
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512Vnni => Some(&simd::AVX512_VNNI),
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon => Some(&neon_tables::NEON),
+        #[cfg(target_arch = "aarch64")]
+        Isa::NeonDotprod => Some(&neon_tables::DOTPROD),
         #[allow(unreachable_patterns)]
         _ => None,
     }
@@ -421,4 +622,60 @@ pub fn kernels_for(isa: Isa) -> Option<&'static Kernels> {
 /// The kernel table in use (see [`isa`]).
 pub fn kernels() -> &'static Kernels {
     kernels_for(isa()).unwrap_or(&SCALAR)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for isa in [
+            Isa::Scalar,
+            Isa::Avx2,
+            Isa::Avx512,
+            Isa::Avx512Vnni,
+            Isa::Neon,
+            Isa::NeonDotprod,
+        ] {
+            assert_eq!(Isa::from_name(isa.name()), Some(isa));
+            assert_eq!(Isa::from_name(&isa.name().to_ascii_uppercase()), Some(isa));
+        }
+        assert_eq!(Isa::from_name("sse2"), None);
+    }
+
+    /// A script that knows the CPU says which rung it must detect (scripts/test-aarch64.sh,
+    /// which runs these tests on emulated CPUs with and without dotprod).
+    #[test]
+    fn detects_the_expected_isa() {
+        if let Ok(want) = std::env::var("RYZANSTEIN_EXPECT_ISA") {
+            assert_eq!(Isa::detect().name(), want);
+            assert_eq!(
+                Isa::available().last().map(|i| i.name()),
+                Some(want.as_str())
+            );
+        }
+    }
+
+    #[test]
+    fn forcing_lowers_and_never_raises() {
+        let best = Isa::detect();
+        let ladder = Isa::available();
+        assert_eq!(ladder[0], Isa::Scalar);
+        assert_eq!(*ladder.last().unwrap(), best);
+        for (i, isa) in ladder.iter().enumerate() {
+            assert_eq!(forced_isa(best, Some(*isa)), *isa);
+            assert!(kernels_for(*isa).is_some(), "{isa:?}");
+            // Forcing a rung keeps everything below it available.
+            assert!(ladder[..=i].iter().all(|l| l.runs()));
+        }
+        assert_eq!(forced_isa(best, None), best);
+        // A rung above this CPU's best, or another architecture's instruction set: the best.
+        for isa in LADDER.iter().chain(&[Isa::Avx2, Isa::Neon]) {
+            if !isa.runs() {
+                assert_eq!(forced_isa(best, Some(*isa)), best);
+                assert!(kernels_for(*isa).is_none());
+            }
+        }
+    }
 }

@@ -4,12 +4,14 @@
 //!   packed Q4_1 / Q8_0 blocks) and [`DType`].
 //! - [`scalar`]: the always-built scalar reference for every kernel (the oracle).
 //! - [`x86`]: AVX2 / AVX-512 / AVX-512-VNNI paths, selected at run time by [`dispatch`].
+//! - [`aarch64`]: NEON and NEON-dotprod paths (the same operation order, the same bits).
 //! - [`gemm_f32`]: f32 weights times f32 activations (register-tiled GEMM over repacked panels).
 //! - [`matmul`]: shape-checked safe entry points (`matmul`, quantise activations).
 //! - [`packed`]: weights repacked at load time in eight-row groups, and their matmul.
 //! - [`pool`]: the persistent compute threads the matmuls and attention are split over.
 //! - [`ops`]: element-wise and row operations (RMSNorm, RoPE, softmax, SiLU).
 
+pub mod aarch64;
 pub mod attention;
 pub mod dispatch;
 pub mod error;

@@ -82,7 +82,7 @@ impl Rope {
             });
         }
         #[cfg(target_arch = "x86_64")]
-        if crate::dispatch::isa() >= crate::Isa::Avx2 {
+        if crate::dispatch::isa().has_avx2_fma() {
             // SAFETY: the CPU has FMA (every instruction set from AVX2 up requires it).
             unsafe { rotate_fma(self.style, self.n_dims, x, head_dim, cs) };
             return Ok(());

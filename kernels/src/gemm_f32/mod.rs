@@ -111,7 +111,7 @@ pub fn gemm_f32_with(
             ),
         });
     }
-    let simd = isa.min(Isa::detect()) >= Isa::Avx2;
+    let simd = isa.or_best().has_avx2_fma();
     let n_panels = m.div_ceil(NR);
     let rows_per_task = MR * TILES_PER_TASK;
     let tasks = n.div_ceil(rows_per_task) * n_panels;
