@@ -470,11 +470,11 @@ mod simd {
 }
 
 /// The AArch64 tables (NEON, and NEON with dotprod), over safe entry points as in [`simd`].
-/// Q4_K / Q6_K, bf16 and the f16 conversions use the scalar reference on AArch64.
+/// bf16 and the f16 conversions use the scalar reference on AArch64.
 #[cfg(target_arch = "aarch64")]
 mod neon_tables {
     use super::*;
-    use crate::aarch64::{dotprod, neon, packed};
+    use crate::aarch64::{dotprod, kquants, neon, packed};
 
     guarded!(neon_q4_0, neon::vec_dot_q4_0_q8_0, BlockQ4_0, BlockQ8_0);
     guarded!(neon_q4_1, neon::vec_dot_q4_1_q8_1, BlockQ4_1, BlockQ8_1);
@@ -525,6 +525,54 @@ mod neon_tables {
     guarded!(neon_f16, neon::vec_dot_f16, f16, f16);
     guarded!(neon_f32, neon::vec_dot_f32, f32, f32);
     guarded!(neon_f16_gemm, neon::vec_dot_f16_gemm, f16, f16);
+    guarded!(
+        neon_q4_k,
+        kquants::neon::vec_dot_q4_k_q8_k,
+        BlockQ4_K,
+        BlockQ8_K
+    );
+    guarded!(
+        neon_q6_k,
+        kquants::neon::vec_dot_q6_k_q8_k,
+        BlockQ6_K,
+        BlockQ8_K
+    );
+    guarded!(
+        neon_q6_k_tiled,
+        kquants::neon::vec_dot_q6_k_q8_k_tiled,
+        BlockQ6_K,
+        BlockQ8_K
+    );
+    guarded4!(
+        neon_dot4_q4_k,
+        kquants::neon::vec_dot4_q4_k_q8_k,
+        BlockQ4_K,
+        BlockQ8_K
+    );
+    guarded!(
+        dotprod_q4_k,
+        kquants::dotprod::vec_dot_q4_k_q8_k,
+        BlockQ4_K,
+        BlockQ8_K
+    );
+    guarded!(
+        dotprod_q6_k,
+        kquants::dotprod::vec_dot_q6_k_q8_k,
+        BlockQ6_K,
+        BlockQ8_K
+    );
+    guarded!(
+        dotprod_q6_k_tiled,
+        kquants::dotprod::vec_dot_q6_k_q8_k_tiled,
+        BlockQ6_K,
+        BlockQ8_K
+    );
+    guarded4!(
+        dotprod_dot4_q4_k,
+        kquants::dotprod::vec_dot4_q4_k_q8_k,
+        BlockQ4_K,
+        BlockQ8_K
+    );
 
     fn neon_dot_f16_rows(
         rows: &[f16],
@@ -561,13 +609,13 @@ mod neon_tables {
         dot_q4_1_q8_1: neon_q4_1,
         dot_q5_0_q8_0: neon_q5_0,
         dot_q8_0_q8_0: neon_q8_0,
-        dot_q4_k_q8_k: scalar::k_quants::vec_dot_q4_k_q8_k,
-        dot_q6_k_q8_k: scalar::k_quants::vec_dot_q6_k_q8_k,
-        dot_q6_k_q8_k_tiled: scalar::k_quants::vec_dot_q6_k_q8_k_tiled,
+        dot_q4_k_q8_k: neon_q4_k,
+        dot_q6_k_q8_k: neon_q6_k,
+        dot_q6_k_q8_k_tiled: neon_q6_k_tiled,
         dot4_q4_0_q8_0: neon_dot4_q4_0,
         dot4_q4_1_q8_1: neon_dot4_q4_1,
         dot4_q8_0_q8_0: neon_dot4_q8_0,
-        dot4_q4_k_q8_k: scalar::k_quants::vec_dot4_q4_k_q8_k,
+        dot4_q4_k_q8_k: neon_dot4_q4_k,
         dot_f16: neon_f16,
         dot_bf16: scalar::dot::vec_dot_bf16,
         dot_f32: neon_f32,
@@ -591,6 +639,10 @@ mod neon_tables {
         dot_q4_1_q8_1: dotprod_q4_1,
         dot_q5_0_q8_0: dotprod_q5_0,
         dot_q8_0_q8_0: dotprod_q8_0,
+        dot_q4_k_q8_k: dotprod_q4_k,
+        dot_q6_k_q8_k: dotprod_q6_k,
+        dot_q6_k_q8_k_tiled: dotprod_q6_k_tiled,
+        dot4_q4_k_q8_k: dotprod_dot4_q4_k,
         gemm_q4_1x8: packed::gemm_q4_1x8_q8_1_dotprod,
         gemm_q8_0x8: packed::gemm_q8_0x8_q8_0_dotprod,
         ..NEON_TABLE

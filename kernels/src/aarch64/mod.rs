@@ -7,6 +7,8 @@
 //!   attention's row products, activation quantisation, SwiGLU and softmax.
 //! - `dotprod`: the same quantised dot products with `sdot` (FEAT_DotProd: Cortex-A76, Neoverse
 //!   N1, Apple M1 and later), which sums four byte products into each 32-bit lane.
+//! - `kquants`: Q4_K and Q6_K against Q8_K (llama.cpp's one-row, four-row and tiled orders),
+//!   NEON and dotprod.
 //! - `packed`: the eight-row kernels over repacked weights, NEON and dotprod.
 //!
 //! An 8-lane f32 accumulator of the scalar order is a pair of 4-lane registers ([`neon::F32x8`]),
@@ -19,6 +21,8 @@
 
 #[cfg(target_arch = "aarch64")]
 pub mod dotprod;
+#[cfg(target_arch = "aarch64")]
+pub mod kquants;
 #[cfg(target_arch = "aarch64")]
 pub mod neon;
 #[cfg(target_arch = "aarch64")]
