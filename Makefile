@@ -13,7 +13,7 @@ export RYZANSTEIN_VENV := $(VENV)
 PYTHON := $(VENV)/bin/python
 BIN := $(CARGO_TARGET_DIR)/release/ryzanstein
 
-.PHONY: help setup setup-bench model build demo test e2e bench references fmt lint crds crds-check kube-tools k8s chart-lint image
+.PHONY: help setup setup-bench model model-q4-k-m build demo test test-aarch64 e2e bench references fmt lint crds crds-check kube-tools k8s chart-lint image
 
 help: ## List the targets (this text)
 	@echo "Ryzanstein — CPU-first LLM inference server (OpenAI-compatible API)"
@@ -34,6 +34,16 @@ setup-bench: ## Python venv with llama-cpp-python 0.3.36 (compiles llama.cpp, ~1
 model: ## Fetch the bundled model (SmolLM2-135M-Instruct Q4_1 GGUF) and verify its sha256
 	scripts/fetch-model.sh
 
+# The Q4_K_M test model is the bundled model requantised by llama.cpp's own quantiser (its
+# sha256 is pinned in the script); it needs the AVX2 llama-cpp-python of `make references`
+# (compiled once, ~10 min), and is skipped when the file is already there.
+Q4_K_M_MODEL := $(CACHE_DIR)/models/SmolLM2-135M-Instruct.Q4_K_M.gguf
+
+model-q4-k-m: model ## Make the Q4_K_M test model with llama.cpp's quantiser (needs the references venv; once)
+	@if [[ -f $(Q4_K_M_MODEL) ]]; then echo "model-q4-k-m: $(Q4_K_M_MODEL) is there"; else \
+		RYZANSTEIN_VENV=$(REFS_VENV) CMAKE_ARGS="$(REFS_CMAKE_ARGS)" scripts/setup-python.sh --bench && \
+		$(REFS_VENV)/bin/python scripts/make_q4_k_m.py; fi
+
 build: ## Build the release binary `ryzanstein`
 	$(CARGO) build --release -p ryzanstein-server --bin ryzanstein
 
@@ -45,7 +55,7 @@ demo: build model ## Start the server, ask "What is the capital of France?", pri
 # when a test failed.
 E2E_SUMMARY := $(CARGO_TARGET_DIR)/release/e2e-summary.txt
 
-test: setup model k8s kube-tools crds-check chart-lint ## Run every test (release build: the model tests run real inference; the e2e tests a real control plane)
+test: setup model model-q4-k-m k8s kube-tools crds-check chart-lint test-aarch64 ## Run every test (release build: the model tests run real inference; the e2e tests a real control plane)
 	rm -f $(E2E_SUMMARY)
 	rc=0; RYZANSTEIN_E2E=1 $(CARGO) test --workspace --release --no-fail-fast || rc=$$?; \
 		if [[ -f $(E2E_SUMMARY) ]]; then echo; cat $(E2E_SUMMARY); fi; exit $$rc
@@ -55,6 +65,11 @@ e2e: setup model k8s kube-tools ## The end-to-end tests only: control plane, nod
 	rm -f $(E2E_SUMMARY)
 	rc=0; RYZANSTEIN_E2E=1 $(CARGO) test --release -p ryzanstein-e2e --no-fail-fast || rc=$$?; \
 		if [[ -f $(E2E_SUMMARY) ]]; then echo; cat $(E2E_SUMMARY); fi; exit $$rc
+
+# The NEON / dotprod kernels: built for aarch64 and property-tested under qemu-user (CPUs with
+# and without dotprod) in a Debian cross toolchain under ~/.cache/ryzanstein/aarch64 (needs root).
+test-aarch64: ## The kernel tests for aarch64 under qemu (NEON and dotprod paths), and the server checked for aarch64
+	scripts/test-aarch64.sh
 
 bench: setup-bench model build ## Compare speed and memory with llama.cpp; writes docs/BENCHMARKS.md
 	$(CARGO) build --release -p ryzanstein-kernels --example membw
