@@ -10,8 +10,14 @@
 # build runs in that root with this checkout bind-mounted, in a private mount namespace, so
 # nothing stays mounted afterwards.
 #
+# With AARCH64_MODEL_TESTS=1 it also builds the server's llama.cpp reference tests for aarch64
+# and runs them under qemu on the dotprod CPU and with RYZANSTEIN_ISA=neon: the bundled model's
+# logits (and the Q4_K_M model's, when `make model-q4-k-m` has made it) must equal llama.cpp's
+# on the NEON paths too. Slow (the server's tests build in ~10 minutes, inference is emulated),
+# so not part of `make test`.
+#
 # usage: scripts/test-aarch64.sh [cargo test args...]   (e.g. -- --test-threads=1)
-# Environment: RYZANSTEIN_CACHE (default ~/.cache/ryzanstein). Needs root.
+# Environment: RYZANSTEIN_CACHE (default ~/.cache/ryzanstein), AARCH64_MODEL_TESTS. Needs root.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -20,7 +26,8 @@ CACHE="${RYZANSTEIN_CACHE:-$HOME/.cache/ryzanstein}"
 ROOT="$("$REPO/scripts/aarch64-toolchain.sh" --print-root)"
 WORK="$CACHE/aarch64/work"       # cargo's home and target directory, kept between runs
 REGISTRY="${CARGO_HOME:-$HOME/.cargo}/registry"
-mkdir -p "$WORK/cargo-home/registry" "$WORK/target" "$ROOT/src" "$ROOT/work" "$REGISTRY"
+MODELS="$CACHE/models"
+mkdir -p "$WORK/cargo-home/registry" "$WORK/target" "$WORK/cache/models" "$ROOT/src" "$ROOT/work" "$REGISTRY" "$MODELS"
 
 # The crates come from this machine's cargo (its network set-up: proxies, CA certificates), for
 # every platform the lock file names; the build inside the root is offline and reads them there.
@@ -41,17 +48,32 @@ for cpu_isa in max:dotprod cortex-a72:neon; do
     RYZANSTEIN_EXPECT_ISA=${cpu_isa#*:} CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu -cpu $cpu" \
         cargo test --offline --locked --release -p ryzanstein-kernels --target aarch64-unknown-linux-gnu "$@"
 done
+if [[ "$MODEL_TESTS" == 1 ]]; then
+    for isa in dotprod neon; do
+        echo "test-aarch64: llama.cpp reference tests on an emulated max CPU, RYZANSTEIN_ISA=$isa"
+        RYZANSTEIN_ISA=$isa RYZANSTEIN_CACHE=/work/cache \
+            CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu -cpu max" \
+            cargo test --offline --locked --release --no-fail-fast -p ryzanstein-server \
+            --target aarch64-unknown-linux-gnu --test llama_reference --test llama_reference_q4_k_m
+    done
+fi
 echo "test-aarch64: checking the server for aarch64"
 cargo check --offline --locked --release -p ryzanstein-server --bin ryzanstein --target aarch64-unknown-linux-gnu
 '
 
 unshare --mount --propagation private -- bash -euo pipefail -c '
-ROOT=$1 REPO=$2 WORK=$3 REGISTRY=$4 INNER=$5; shift 5
+ROOT=$1 REPO=$2 WORK=$3 REGISTRY=$4 MODELS=$5 MODEL_TESTS=$6 INNER=$7; shift 7
 mount --bind "$REPO" "$ROOT/src"
 mount --bind "$WORK" "$ROOT/work"
 mount --bind "$REGISTRY" "$ROOT/work/cargo-home/registry"
+mount --bind "$MODELS" "$ROOT/work/cache/models"
+# The shared references beside the checkout (/src/../shared), where there are any.
+if [[ -d "$REPO/../shared" ]]; then
+    mkdir -p "$ROOT/shared"
+    mount --bind "$REPO/../shared" "$ROOT/shared"
+fi
 mount -t proc proc "$ROOT/proc"
 mount --rbind /dev "$ROOT/dev"
 cp /etc/resolv.conf "$ROOT/etc/resolv.conf" 2>/dev/null || true
-chroot "$ROOT" /usr/bin/env -i bash -c "$INNER" inner "$@"
-' outer "$ROOT" "$REPO" "$WORK" "$REGISTRY" "$INNER" "$@"
+chroot "$ROOT" /usr/bin/env -i MODEL_TESTS="$MODEL_TESTS" bash -c "$INNER" inner "$@"
+' outer "$ROOT" "$REPO" "$WORK" "$REGISTRY" "$MODELS" "${AARCH64_MODEL_TESTS:-0}" "$INNER" "$@"
