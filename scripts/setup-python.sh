@@ -35,7 +35,9 @@ install_set() {
         # Build llama.cpp for this machine's CPU, like a user of llama.cpp would.
         export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=ON}"
     fi
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$@"
+    # --no-cache-dir: pip would otherwise reuse a llama-cpp-python wheel built with another
+    # venv's CMAKE_ARGS (the references' AVX2-only build for the bench's native one).
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-cache-dir "$@"
     echo "$want" >"$marker"
     changed=1
 }
