@@ -17,7 +17,9 @@
 # so not part of `make test`.
 #
 # usage: scripts/test-aarch64.sh [cargo test args...]   (e.g. -- --test-threads=1)
-# Environment: RYZANSTEIN_CACHE (default ~/.cache/ryzanstein), AARCH64_MODEL_TESTS. Needs root.
+# Environment: RYZANSTEIN_CACHE (default ~/.cache/ryzanstein), AARCH64_MODEL_TESTS,
+# AARCH64_MODEL_ISAS (the instruction sets the model tests force; default "dotprod neon").
+# Needs root.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -49,7 +51,7 @@ for cpu_isa in max:dotprod cortex-a72:neon; do
         cargo test --offline --locked --release -p ryzanstein-kernels --target aarch64-unknown-linux-gnu "$@"
 done
 if [[ "$MODEL_TESTS" == 1 ]]; then
-    for isa in dotprod neon; do
+    for isa in ${MODEL_ISAS:-dotprod neon}; do
         echo "test-aarch64: llama.cpp reference tests on an emulated max CPU, RYZANSTEIN_ISA=$isa"
         RYZANSTEIN_ISA=$isa RYZANSTEIN_CACHE=/work/cache \
             CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu -cpu max" \
@@ -62,7 +64,7 @@ cargo check --offline --locked --release -p ryzanstein-server --bin ryzanstein -
 '
 
 unshare --mount --propagation private -- bash -euo pipefail -c '
-ROOT=$1 REPO=$2 WORK=$3 REGISTRY=$4 MODELS=$5 MODEL_TESTS=$6 INNER=$7; shift 7
+ROOT=$1 REPO=$2 WORK=$3 REGISTRY=$4 MODELS=$5 MODEL_TESTS=$6 MODEL_ISAS=$7 INNER=$8; shift 8
 mount --bind "$REPO" "$ROOT/src"
 mount --bind "$WORK" "$ROOT/work"
 mount --bind "$REGISTRY" "$ROOT/work/cargo-home/registry"
@@ -75,5 +77,5 @@ fi
 mount -t proc proc "$ROOT/proc"
 mount --rbind /dev "$ROOT/dev"
 cp /etc/resolv.conf "$ROOT/etc/resolv.conf" 2>/dev/null || true
-chroot "$ROOT" /usr/bin/env -i MODEL_TESTS="$MODEL_TESTS" bash -c "$INNER" inner "$@"
-' outer "$ROOT" "$REPO" "$WORK" "$REGISTRY" "$MODELS" "${AARCH64_MODEL_TESTS:-0}" "$INNER" "$@"
+chroot "$ROOT" /usr/bin/env -i MODEL_TESTS="$MODEL_TESTS" MODEL_ISAS="$MODEL_ISAS" bash -c "$INNER" inner "$@"
+' outer "$ROOT" "$REPO" "$WORK" "$REGISTRY" "$MODELS" "${AARCH64_MODEL_TESTS:-0}" "${AARCH64_MODEL_ISAS:-dotprod neon}" "$INNER" "$@"
