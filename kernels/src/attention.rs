@@ -15,6 +15,7 @@
 //! `batched` to choose the same order.
 
 use crate::dispatch::Kernels;
+use crate::seg_rows::SegRows;
 use crate::KernelError;
 use half::f16;
 use std::cell::RefCell;
@@ -22,34 +23,85 @@ use std::cell::RefCell;
 /// Positions are padded to a multiple of this (with zero weights).
 pub const PAD: usize = 32;
 
-/// Keys of one KV head: row `j` is `data[j * stride + offset..][..dim]`.
+/// Keys of one KV head, in blocks of `block_rows` positions (a paged cache; one block of
+/// unbounded size for a contiguous one): position `j`'s key is
+/// `blocks[j / block_rows][offset + (j % block_rows) * stride..][..dim]`.
 #[derive(Clone, Copy)]
 pub struct HeadRows<'a> {
-    pub data: &'a [f16],
+    pub blocks: &'a [&'a [f16]],
+    pub block_rows: usize,
     pub stride: usize,
     pub offset: usize,
     pub dim: usize,
 }
 
-impl HeadRows<'_> {
-    fn rows(&self) -> usize {
-        if self.data.len() < self.offset + self.dim {
-            0
-        } else {
-            (self.data.len() - self.offset - self.dim) / self.stride + 1
+impl<'a> HeadRows<'a> {
+    /// Keys `data[offset + j * stride..][..dim]` of one buffer.
+    pub fn contiguous(data: &'a &'a [f16], stride: usize, offset: usize, dim: usize) -> Self {
+        HeadRows {
+            blocks: std::slice::from_ref(data),
+            block_rows: usize::MAX,
+            stride,
+            offset,
+            dim,
         }
+    }
+
+    /// Whether the blocks hold the keys of positions `0..n`.
+    fn holds(&self, n: usize) -> bool {
+        let rows_in = |block: &[f16]| {
+            if block.len() < self.offset + self.dim || self.stride == 0 {
+                0
+            } else {
+                (block.len() - self.offset - self.dim) / self.stride + 1
+            }
+        };
+        self.block_rows > 0
+            && self.blocks.iter().enumerate().all(|(b, block)| {
+                let lo = b.saturating_mul(self.block_rows);
+                lo >= n || rows_in(block) >= (n - lo).min(self.block_rows)
+            })
+            && self.blocks.len().saturating_mul(self.block_rows) >= n
+    }
+
+    /// The blocks covering positions `0..n`, as `(first position, end, rows)`.
+    fn runs(&self, n: usize) -> impl Iterator<Item = (usize, usize, SegRows<'a>)> + '_ {
+        self.blocks
+            .iter()
+            .enumerate()
+            .map(move |(b, block)| {
+                let lo = b.saturating_mul(self.block_rows);
+                let rows = SegRows {
+                    segs: std::slice::from_ref(block),
+                    seg_len: usize::MAX,
+                    stride: self.stride,
+                    offset: self.offset,
+                };
+                (lo, lo.saturating_add(self.block_rows).min(n), rows)
+            })
+            .take_while(move |&(lo, _, _)| lo < n)
     }
 }
 
-/// Values of one KV head, transposed: dimension `d`'s values at positions `0..` are
-/// `data[d * stride..][..stride]`. For a single (not `batched`) query, the positions from the
-/// attended count up to the next multiple of [`PAD`] must hold zeros (the padding llama.cpp
-/// multiplies by zero weights); a batched query reads them as zeros whatever they hold.
+/// Values of one KV head, transposed: dimension `d`'s values are row `d` of `cols` (contiguous,
+/// or in the blocks of a paged cache). For a single (not `batched`) query, the positions from
+/// the attended count up to the next multiple of [`PAD`] must hold zeros (the padding
+/// llama.cpp multiplies by zero weights); a batched query reads them as zeros whatever they
+/// hold.
 #[derive(Clone, Copy)]
 pub struct ValueCols<'a> {
-    pub data: &'a [f16],
-    pub stride: usize,
+    pub cols: SegRows<'a>,
     pub dim: usize,
+}
+
+impl<'a> ValueCols<'a> {
+    /// Dimension `d`'s values at `data[d * stride..]`.
+    pub fn contiguous(data: &'a &'a [f16], stride: usize, dim: usize) -> Self {
+        ValueCols {
+            cols: SegRows::contiguous(data, stride, 0),
+            dim,
+        }
+    }
 }
 
 thread_local! {
@@ -94,21 +146,19 @@ pub fn attend(
     if n == 0
         || q.len() != keys.dim
         || out.len() != values.dim
-        || keys.rows() < n
-        || values.stride < padded
-        || values.data.len() < values.dim * values.stride
+        || !keys.holds(n)
+        || !values.cols.covers(values.dim, padded)
     {
         return Err(KernelError::Shape {
             op: "attend",
             what: format!(
-                "query {} (key dim {}), output {} (value dim {}), {} positions of {} keys / {} value slots",
+                "query {} (key dim {}), output {} (value dim {}), {} positions: the keys or \
+                 the values (padded to {padded}) do not hold them",
                 q.len(),
                 keys.dim,
                 out.len(),
                 values.dim,
                 n,
-                keys.rows(),
-                values.stride
             ),
         });
     }
@@ -116,11 +166,17 @@ pub fn attend(
         // A decode step's cache rows come from far away (the weights stream through every
         // cache level between two tokens): ask for all of them at once, so that the misses
         // overlap instead of queueing behind the dot products one row at a time.
-        for j in 0..n {
-            prefetch(&keys.data[keys.offset + j * keys.stride..][..keys.dim]);
+        for (lo, hi, rows) in keys.runs(n) {
+            let block = &rows.segs[0][rows.offset..];
+            for j in 0..hi - lo {
+                prefetch(&block[j * rows.stride..][..keys.dim]);
+            }
         }
+        let cols = values.cols;
         for d in 0..values.dim {
-            prefetch(&values.data[d * values.stride..][..padded]);
+            for (lo, hi, seg) in cols.runs(padded) {
+                prefetch(&seg[d * cols.stride..][..hi - lo]);
+            }
         }
     }
     let dot_rows = kt.dot_f16_rows;
@@ -133,26 +189,31 @@ pub fn attend(
         let gemm = batched && keys.dim.is_multiple_of(8);
         p.clear();
         p.resize(padded, f32::NEG_INFINITY);
-        let key_rows = &keys.data[keys.offset..];
-        dot_rows(key_rows, keys.stride, qx, gemm, keys.dim, &mut p[..n]);
+        for (lo, hi, rows) in keys.runs(n) {
+            dot_rows(rows, qx, gemm, keys.dim, &mut p[lo..hi]);
+        }
         for s in p[..n].iter_mut() {
             *s *= scale;
         }
         (kt.softmax)(p);
         // The probabilities rounded to f16 (widened again).
         (kt.round_f16)(p);
+        let cols = values.cols;
         if batched && !gemm {
             // Dot-product order for a batch (head sizes that are not a multiple of 8): the
             // positions past `n` must read as zeros, so copy each column's first `n`.
+            let mut col = vec![f16::ZERO; padded];
             for (d, o) in out.iter_mut().enumerate() {
-                let mut col = values.data[d * values.stride..][..n].to_vec();
-                col.resize(padded, f16::ZERO);
-                dot_rows(&col, padded, p, false, padded, std::slice::from_mut(o));
+                for (i, c) in col[..n].iter_mut().enumerate() {
+                    *c = cols.at(d, i);
+                }
+                let one: &[f16] = &col;
+                dot_rows(SegRows::contiguous(&one, padded, 0), p, false, padded, std::slice::from_mut(o));
             }
         } else {
             // A batch's columns hold its later tokens past `n`: `valid` reads them as zeros
             // (gemm order); a single query's columns hold zeros there already.
-            dot_rows(values.data, values.stride, p, gemm, n, out);
+            dot_rows(cols, p, gemm, n, out);
         }
     });
     Ok(())

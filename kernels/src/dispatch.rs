@@ -12,6 +12,7 @@ use crate::formats::{
 };
 use crate::scalar;
 use crate::scalar::packed::ActRows;
+use crate::seg_rows::SegRows;
 use half::{bf16, f16};
 use std::sync::OnceLock;
 
@@ -157,8 +158,8 @@ fn forced_isa(best: Isa, forced: Option<Isa>) -> Isa {
 /// with `s` for Q8_1 and `c` for Q8_0), and `out` valid for writes at those offsets.
 pub type GemmX8<W, A> = unsafe fn(&[W], &ActRows<'_, A>, *mut f32, usize);
 
-/// `(rows, stride, x, gemm, valid, out)`; see [`Kernels::dot_f16_rows`].
-pub type DotRowsFn = fn(&[f16], usize, &[f32], bool, usize, &mut [f32]);
+/// `(rows, x, gemm, valid, out)`; see [`Kernels::dot_f16_rows`].
+pub type DotRowsFn = fn(SegRows<'_>, &[f32], bool, usize, &mut [f32]);
 
 /// The dot-product kernels of one instruction set.
 pub struct Kernels {
@@ -187,7 +188,8 @@ pub struct Kernels {
     pub swiglu: fn(&mut [f32], &[f32]),
     /// In-place softmax of one row (ggml's arithmetic; see `scalar::activation::softmax`).
     pub softmax: fn(&mut [f32]),
-    /// `(rows, stride, x, gemm, valid, out)`: see `scalar::dot::dot_f16_rows` (attention).
+    /// `(rows, x, gemm, valid, out)`: see `scalar::dot::dot_f16_rows` (attention; the rows
+    /// contiguous or in the segments of a paged cache).
     pub dot_f16_rows: DotRowsFn,
     /// f32 to f16 (round to nearest even), and f32 rounded to f16 precision in place.
     pub f32_to_f16: fn(&[f32], &mut [f16]),
@@ -324,22 +326,16 @@ mod simd {
     }
     guarded!(avx2_f16_gemm, avx2::vec_dot_f16_gemm, f16, f16);
     pub(super) fn avx2_dot_f16_rows(
-        rows: &[f16],
-        stride: usize,
+        rows: SegRows<'_>,
         x: &[f32],
         gemm: bool,
         valid: usize,
         out: &mut [f32],
     ) {
-        // Every row must lie inside `rows` (the SIMD kernel reads through raw pointers).
-        if let Some(last) = out.len().checked_sub(1) {
-            assert!(
-                last * stride + x.len() <= rows.len(),
-                "dot_rows: rows too short"
-            );
-        }
+        // Every row must lie inside the segments (the SIMD kernel reads through raw pointers).
+        assert!(rows.covers(out.len(), x.len()), "dot_rows: rows too short");
         // SAFETY: checked above; the table is handed out after feature detection.
-        unsafe { avx2::dot_f16_rows(rows, stride, x, gemm, valid, out) }
+        unsafe { avx2::dot_f16_rows(rows, x, gemm, valid, out) }
     }
     pub(super) fn avx2_f32_to_f16(x: &[f32], out: &mut [f16]) {
         // SAFETY: only reachable through a table `kernels_for` returns after feature detection.
@@ -575,16 +571,17 @@ mod neon_tables {
     );
 
     fn neon_dot_f16_rows(
-        rows: &[f16],
-        stride: usize,
+        rows: SegRows<'_>,
         x: &[f32],
         gemm: bool,
         valid: usize,
         out: &mut [f32],
     ) {
+        // Every row must lie inside the segments (the kernel reads through raw pointers).
+        assert!(rows.covers(out.len(), x.len()), "dot_rows: rows too short");
         // SAFETY: NEON is part of every AArch64 CPU (and the table is handed out after
-        // detection); the kernel slices every row out of `rows` with bounds checks.
-        unsafe { neon::dot_f16_rows(rows, stride, x, gemm, valid, out) }
+        // detection); the rows were checked above.
+        unsafe { neon::dot_f16_rows(rows, x, gemm, valid, out) }
     }
     fn neon_quantize_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
         // SAFETY: as above; whole blocks are read from `x` by `chunks_exact`.

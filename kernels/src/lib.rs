@@ -22,6 +22,7 @@ pub mod ops;
 pub mod packed;
 pub mod pool;
 pub mod scalar;
+pub mod seg_rows;
 pub mod x86;
 
 pub use dispatch::{isa, Isa};

@@ -11,6 +11,7 @@ use ryzanstein_kernels::matmul::{matmul_quantized_with, quantize_acts};
 use ryzanstein_kernels::packed::{matmul_packed_with, PackedRef};
 use ryzanstein_kernels::scalar::k_quants::*;
 use ryzanstein_kernels::scalar::quantize::*;
+use ryzanstein_kernels::seg_rows::SegRows;
 use ryzanstein_kernels::{DType, MatRef, PackedMat, Pool};
 
 fn vec_f32(n: usize, seed: u64) -> Vec<f32> {
@@ -209,9 +210,31 @@ proptest! {
                 for (gemm, valid) in [(false, len), (true, len), (true, len / 2 + 3), (true, 1), (true, 0)] {
                     let mut want = vec![0.0f32; 7];
                     let mut got = vec![0.0f32; 7];
-                    (scalar.dot_f16_rows)(&rows, stride, &xw, gemm, valid, &mut want);
-                    (kernels_for(isa).unwrap().dot_f16_rows)(&rows, stride, &xw, gemm, valid, &mut got);
+                    let whole: &[f16] = &rows;
+                    let contiguous = SegRows::contiguous(&whole, stride, 0);
+                    (scalar.dot_f16_rows)(contiguous, &xw, gemm, valid, &mut want);
+                    (kernels_for(isa).unwrap().dot_f16_rows)(contiguous, &xw, gemm, valid, &mut got);
                     prop_assert_eq!(bytemuck::cast_slice::<_, u32>(&got), bytemuck::cast_slice::<_, u32>(&want), "{:?} rows gemm={} valid={}", isa, gemm, valid);
+                    // The same rows in the blocks of a paged cache: segments of 32 or 64
+                    // positions (7 rows of `seg` values each, at an offset), the same bits.
+                    for seg in [32usize, 64] {
+                        let blocks: Vec<Vec<f16>> = (0..len.div_ceil(seg))
+                            .map(|b| {
+                                let mut block = vec![f16::from_f32(9.0); 3 + 7 * seg];
+                                for j in 0..7 {
+                                    for i in 0..seg.min(len - b * seg) {
+                                        block[3 + j * seg + i] = rows[j * stride + b * seg + i];
+                                    }
+                                }
+                                block
+                            })
+                            .collect();
+                        let segs: Vec<&[f16]> = blocks.iter().map(|b| b.as_slice()).collect();
+                        let paged = SegRows { segs: &segs, seg_len: seg, stride: seg, offset: 3 };
+                        let mut got_paged = vec![0.0f32; 7];
+                        (kernels_for(isa).unwrap().dot_f16_rows)(paged, &xw, gemm, valid, &mut got_paged);
+                        prop_assert_eq!(bytemuck::cast_slice::<_, u32>(&got_paged), bytemuck::cast_slice::<_, u32>(&want), "{:?} paged rows seg={} gemm={} valid={}", isa, seg, gemm, valid);
+                    }
                     // The same as the one-row products (of the zero-padded prefix, for gemm).
                     for (j, w) in want.iter().enumerate() {
                         let mut row = rows[j * stride..j * stride + len].to_vec();
@@ -270,7 +293,8 @@ proptest! {
         let q = vec_f32(dim, seed);
         let kv: Vec<f16> = vec_f32(n * dim * 2, seed ^ 0x55).iter().map(|v| f16::from_f32(*v)).collect();
         let (k, v) = kv.split_at(n * dim);
-        let rows = |data| HeadRows { data, stride: dim, offset: 0, dim };
+        let k_all: &[f16] = k;
+        let keys = HeadRows::contiguous(&k_all, dim, 0, dim);
         // Values transposed, with room past the padding. A batched query's columns hold later
         // tokens past `n` (here: noise); a single query's hold zeros up to the padding.
         let stride = n.div_ceil(PAD) * PAD + 8;
@@ -287,7 +311,36 @@ proptest! {
                 };
             }
         }
-        let cols = ValueCols { data: &vt, stride, dim };
+        let vt_all: &[f16] = &vt;
+        let cols = ValueCols::contiguous(&vt_all, stride, dim);
+        // The same cache in blocks of 32 positions (a paged cache): keys position-major, values
+        // transposed per block, each block at an offset inside a larger buffer (two KV heads,
+        // this one second).
+        let blocks = stride.div_ceil(PAD);
+        let kb: Vec<Vec<f16>> = (0..blocks)
+            .map(|b| {
+                let mut block = vec![f16::from_f32(7.0); PAD * 2 * dim];
+                for r in 0..PAD.min(n.saturating_sub(b * PAD)) {
+                    block[r * 2 * dim + dim..][..dim].copy_from_slice(&k[(b * PAD + r) * dim..][..dim]);
+                }
+                block
+            })
+            .collect();
+        let vb: Vec<Vec<f16>> = (0..blocks)
+            .map(|b| {
+                let mut block = vec![f16::from_f32(7.0); 2 * dim * PAD];
+                for d in 0..dim {
+                    for i in 0..PAD.min(stride - b * PAD) {
+                        block[(dim + d) * PAD + i] = vt[d * stride + b * PAD + i];
+                    }
+                }
+                block
+            })
+            .collect();
+        let kseg: Vec<&[f16]> = kb.iter().map(|b| b.as_slice()).collect();
+        let vseg: Vec<&[f16]> = vb.iter().map(|b| b.as_slice()).collect();
+        let paged_keys = HeadRows { blocks: &kseg, block_rows: PAD, stride: 2 * dim, offset: dim, dim };
+        let paged_cols = ValueCols { cols: SegRows { segs: &vseg, seg_len: PAD, stride: PAD, offset: dim * PAD }, dim };
         let scale = 1.0 / (dim as f32).sqrt();
         // Reference in f64 from the same f16-rounded inputs.
         let qr: Vec<f64> = q.iter().map(|x| f16::from_f32(*x).to_f64()).collect();
@@ -301,7 +354,10 @@ proptest! {
         let mut first: Option<Vec<f32>> = None;
         for isa in Isa::available() {
             let mut out = vec![0.0f32; dim];
-            attend(kernels_for(isa).unwrap(), &q, rows(k), cols, n, scale, batched, &mut out).unwrap();
+            attend(kernels_for(isa).unwrap(), &q, keys, cols, n, scale, batched, &mut out).unwrap();
+            let mut paged = vec![0.0f32; dim];
+            attend(kernels_for(isa).unwrap(), &q, paged_keys, paged_cols, n, scale, batched, &mut paged).unwrap();
+            prop_assert_eq!(bytemuck::cast_slice::<_, u32>(&paged), bytemuck::cast_slice::<_, u32>(&out), "{:?}: the paged cache gives other bits", isa);
             for (o, w) in out.iter().zip(&want) {
                 // Probabilities are rounded to f16: a few f16 ulps of the largest |v|.
                 prop_assert!((*o as f64 - w).abs() <= 2e-2, "{:?}: {} vs {}", isa, o, w);

@@ -6,6 +6,7 @@
 use crate::formats::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ8_0, BlockQ8_1, QK};
 use crate::scalar::activation::{silu_libm, C, LN2_HI, LN2_LO, LOG2E};
 use crate::scalar::dot::STEP;
+use crate::seg_rows::SegRows;
 use core::arch::aarch64::*;
 use core::arch::asm;
 use half::f16;
@@ -279,46 +280,69 @@ pub unsafe fn vec_dot_f16_gemm(x: &[f16], y: &[f16]) -> f32 {
     acc.hsum()
 }
 
-/// `scalar::dot::dot_f16_rows`. Every row is sliced out of `rows` (bounds-checked).
+/// `scalar::dot::dot_f16_rows`, one row at a time; the accumulators run on from one segment
+/// of the rows to the next.
 ///
 /// # Safety
-/// As [`vec_dot_f16`].
+/// As [`vec_dot_f16`]; the rows must hold `out.len()` rows of `x.len()` values
+/// (`rows.covers(out.len(), x.len())`).
 #[target_feature(enable = "neon")]
-pub unsafe fn dot_f16_rows(
-    rows: &[f16],
-    stride: usize,
-    x: &[f32],
-    gemm: bool,
-    valid: usize,
-    out: &mut [f32],
-) {
+pub unsafe fn dot_f16_rows(rows: SegRows<'_>, x: &[f32], gemm: bool, valid: usize, out: &mut [f32]) {
+    let stride = rows.stride;
+    let px = x.as_ptr();
     for (j, o) in out.iter_mut().enumerate() {
-        let row = &rows[j * stride..j * stride + x.len()];
         *o = if gemm {
+            let len = x.len() - x.len() % 8;
+            let valid = valid.min(len);
+            let full = valid - valid % 8;
             let mut acc = F32x8::zero();
-            for (c, xs) in x.chunks_exact(8).enumerate() {
-                let (w_lo, w_hi) = if (c + 1) * 8 <= valid {
-                    let p = row.as_ptr().add(c * 8);
-                    (f16x4(p), f16x4(p.add(4)))
-                } else {
-                    // The value column past `valid` is taken as +0, as in the reference.
-                    let v: [f32; 8] = std::array::from_fn(|l| {
-                        let i = c * 8 + l;
-                        if i < valid {
-                            row[i].to_f32()
-                        } else {
-                            0.0
-                        }
-                    });
-                    (vld1q_f32(v.as_ptr()), vld1q_f32(v.as_ptr().add(4)))
-                };
-                let px = xs.as_ptr();
-                acc.lo = vfmaq_f32(acc.lo, w_lo, vld1q_f32(px));
-                acc.hi = vfmaq_f32(acc.hi, w_hi, vld1q_f32(px.add(4)));
+            for (lo, hi, seg) in rows.runs(full) {
+                let p = seg.as_ptr().wrapping_add(j * stride).wrapping_sub(lo);
+                let mut i = lo;
+                while i < hi {
+                    let w = p.wrapping_add(i);
+                    acc.lo = vfmaq_f32(acc.lo, f16x4(w), vld1q_f32(px.add(i)));
+                    acc.hi = vfmaq_f32(acc.hi, f16x4(w.wrapping_add(4)), vld1q_f32(px.add(i + 4)));
+                    i += 8;
+                }
+            }
+            // The value column past `valid` is taken as +0, as in the reference.
+            let mut i = full;
+            while i < len {
+                let v: [f32; 8] = std::array::from_fn(|l| {
+                    if i + l < valid {
+                        rows.at(j, i + l).to_f32()
+                    } else {
+                        0.0
+                    }
+                });
+                acc.lo = vfmaq_f32(acc.lo, vld1q_f32(v.as_ptr()), vld1q_f32(px.add(i)));
+                acc.hi = vfmaq_f32(acc.hi, vld1q_f32(v.as_ptr().add(4)), vld1q_f32(px.add(i + 4)));
+                i += 8;
             }
             acc.hsum()
         } else {
-            dot_steps(row, x, x.len())
+            // `dot_steps`, over the segments.
+            let n = x.len();
+            let np = n - n % STEP;
+            let mut acc = [F32x8::zero(); 4];
+            for (lo, hi, seg) in rows.runs(np) {
+                let p = seg.as_ptr().wrapping_add(j * stride).wrapping_sub(lo);
+                let mut i = lo;
+                while i < hi {
+                    for (q, a) in acc.iter_mut().enumerate() {
+                        let k = i + 8 * q;
+                        a.lo = vfmaq_f32(a.lo, f16x4(p.wrapping_add(k)), vld1q_f32(px.add(k)));
+                        a.hi = vfmaq_f32(a.hi, f16x4(p.wrapping_add(k + 4)), vld1q_f32(px.add(k + 4)));
+                    }
+                    i += STEP;
+                }
+            }
+            let mut sum = reduce_4x8(&acc) as f64;
+            for (k, xk) in x.iter().enumerate().skip(np) {
+                sum += (rows.at(j, k).to_f32() * xk) as f64;
+            }
+            sum as f32
         };
     }
 }

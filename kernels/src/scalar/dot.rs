@@ -14,6 +14,7 @@
 
 use crate::formats::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ8_0, BlockQ8_1, QK};
 use half::{bf16, f16};
+use crate::seg_rows::SegRows;
 
 /// Values per step of the f16 / f32 dot products (4 accumulators of 8 lanes).
 pub const STEP: usize = 32;
@@ -162,32 +163,28 @@ pub fn vec_dot_f16_gemm(x: &[f16], y: &[f16]) -> f32 {
     hsum8(&acc)
 }
 
-/// `out[j]` = the f16 dot product of row `j` (`rows[j * stride..]`, `x.len()` values) with `x`,
-/// in [`vec_dot_f16_gemm`]'s order (`gemm`, with each row's values from `valid` on taken as
-/// +0: the zero padding of a value column past the attended positions, which a batch's
-/// later tokens occupy) or [`vec_dot_f16`]'s (`valid` ignored: every value counts). `x` holds f16 values widened to f32 (exactly), as attention has them.
-pub fn dot_f16_rows(
-    rows: &[f16],
-    stride: usize,
-    x: &[f32],
-    gemm: bool,
-    valid: usize,
-    out: &mut [f32],
-) {
+/// `out[j]` = the f16 dot product of row `j` (`x.len()` values of `rows`, contiguous or in
+/// segments) with `x`, in [`vec_dot_f16_gemm`]'s order (`gemm`, with each row's values from
+/// `valid` on taken as +0: the zero padding of a value column past the attended positions,
+/// which a batch's later tokens occupy) or [`vec_dot_f16`]'s (`valid` ignored: every value
+/// counts). `x` holds f16 values widened to f32 (exactly), as attention has them. The order
+/// runs over the positions whatever the segments, so segmented rows give the bits of the same
+/// rows stored contiguously.
+pub fn dot_f16_rows(rows: SegRows<'_>, x: &[f32], gemm: bool, valid: usize, out: &mut [f32]) {
     for (j, o) in out.iter_mut().enumerate() {
-        let row = &rows[j * stride..j * stride + x.len()];
+        let at = |i: usize| rows.at(j, i).to_f32();
         *o = if gemm {
             let mut acc = [0.0f32; 8];
             for (c, xs) in x.chunks_exact(8).enumerate() {
                 for l in 0..8 {
                     let i = c * 8 + l;
-                    let v = if i < valid { row[i].to_f32() } else { 0.0 };
+                    let v = if i < valid { at(i) } else { 0.0 };
                     acc[l] = v.mul_add(xs[l], acc[l]);
                 }
             }
             hsum8(&acc)
         } else {
-            dot_steps(x.len(), |i| row[i].to_f32(), |i| x[i])
+            dot_steps(x.len(), at, |i| x[i])
         };
     }
 }

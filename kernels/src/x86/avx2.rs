@@ -4,6 +4,7 @@
 use crate::formats::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ8_0, BlockQ8_1};
 use crate::scalar;
 use crate::scalar::dot::STEP;
+use crate::seg_rows::SegRows;
 use half::f16;
 use std::arch::x86_64::*;
 
@@ -345,20 +346,14 @@ pub unsafe fn vec_dot_f16_gemm(x: &[f16], y: &[f16]) -> f32 {
 
 /// As `scalar::dot::dot_f16_rows`: rows two (or four, or eight) at a time for independent
 /// accumulator chains, and the final horizontal sums of eight rows at once ([`reduce8`]).
+/// The accumulators run on from one segment of the rows to the next.
 ///
 /// # Safety
-/// The CPU must support AVX2, FMA and F16C; every row must have `x.len()` values in `rows`.
+/// The CPU must support AVX2, FMA and F16C; the rows must hold `out.len()` rows of `x.len()`
+/// values (`rows.covers(out.len(), x.len())`).
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_f16_rows(
-    rows: &[f16],
-    stride: usize,
-    x: &[f32],
-    gemm: bool,
-    valid: usize,
-    out: &mut [f32],
-) {
+pub unsafe fn dot_f16_rows(rows: SegRows<'_>, x: &[f32], gemm: bool, valid: usize, out: &mut [f32]) {
     let n = out.len();
-    let p = rows.as_ptr();
     let mut lanes = [_mm256_setzero_ps(); 8];
     let mut j = 0;
     while j < n {
@@ -367,26 +362,26 @@ pub unsafe fn dot_f16_rows(
         let mut r = 0;
         if gemm {
             if m == 8 {
-                lanes = rows_gemm::<8>(p.add(j * stride), stride, x, valid);
+                lanes = rows_gemm::<8>(rows, j, x, valid);
                 r = 8;
             }
             while r + 4 <= m {
-                let a = rows_gemm::<4>(p.add((j + r) * stride), stride, x, valid);
+                let a = rows_gemm::<4>(rows, j + r, x, valid);
                 lanes[r..r + 4].copy_from_slice(&a);
                 r += 4;
             }
             while r < m {
-                lanes[r] = rows_gemm::<1>(p.add((j + r) * stride), stride, x, valid)[0];
+                lanes[r] = rows_gemm::<1>(rows, j + r, x, valid)[0];
                 r += 1;
             }
         } else {
             while r + 2 <= m {
-                let a = rows_steps::<2>(p.add((j + r) * stride), stride, x);
+                let a = rows_steps::<2>(rows, j + r, x);
                 lanes[r..r + 2].copy_from_slice(&a);
                 r += 2;
             }
             if r < m {
-                lanes[r] = rows_steps::<1>(p.add((j + r) * stride), stride, x)[0];
+                lanes[r] = rows_steps::<1>(rows, j + r, x)[0];
             }
         }
         let mut sums = [0.0f32; 8];
@@ -397,10 +392,9 @@ pub unsafe fn dot_f16_rows(
             let np = x.len() - x.len() % STEP;
             if np < x.len() {
                 for (r, o) in out[j..j + m].iter_mut().enumerate() {
-                    let row = p.add((j + r) * stride);
                     let mut sum = *o as f64;
                     for (k, xk) in x.iter().enumerate().skip(np) {
-                        sum += ((*row.add(k)).to_f32() * xk) as f64;
+                        sum += (rows.at(j + r, k).to_f32() * xk) as f64;
                     }
                     *o = sum as f32;
                 }
@@ -443,20 +437,24 @@ unsafe fn reduce8(x: &[__m256; 8], gemm: bool) -> __m256 {
 /// accumulators, combined lane-wise as `reduce_4x8` begins, `(a0 + a2) + (a1 + a3)`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn rows_steps<const R: usize>(p: *const f16, stride: usize, x: &[f32]) -> [__m256; R] {
+unsafe fn rows_steps<const R: usize>(rows: SegRows<'_>, j: usize, x: &[f32]) -> [__m256; R] {
     let len = x.len();
     let np = len - len % STEP;
+    let stride = rows.stride;
     let mut acc = [[_mm256_setzero_ps(); 4]; R];
-    let mut i = 0;
-    while i < np {
-        for a in 0..4 {
-            let xv = _mm256_loadu_ps(x.as_ptr().add(i + 8 * a));
-            for (r, acc) in acc.iter_mut().enumerate() {
-                let v = load_f16x8(p.add(r * stride + i + 8 * a));
-                acc[a] = _mm256_fmadd_ps(v, xv, acc[a]);
+    for (lo, hi, seg) in rows.runs(np) {
+        let p = seg.as_ptr().wrapping_add(j * stride).wrapping_sub(lo);
+        let mut i = lo;
+        while i < hi {
+            for a in 0..4 {
+                let xv = _mm256_loadu_ps(x.as_ptr().add(i + 8 * a));
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let v = load_f16x8(p.wrapping_add(r * stride + i + 8 * a));
+                    acc[a] = _mm256_fmadd_ps(v, xv, acc[a]);
+                }
             }
+            i += STEP;
         }
-        i += STEP;
     }
     acc.map(|a| _mm256_add_ps(_mm256_add_ps(a[0], a[2]), _mm256_add_ps(a[1], a[3])))
 }
@@ -466,27 +464,33 @@ unsafe fn rows_steps<const R: usize>(p: *const f16, stride: usize, x: &[f32]) ->
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn rows_gemm<const R: usize>(
-    p: *const f16,
-    stride: usize,
+    rows: SegRows<'_>,
+    j: usize,
     x: &[f32],
     valid: usize,
 ) -> [__m256; R] {
     let len = x.len() - x.len() % 8;
     let valid = valid.min(len);
+    let full = valid - valid % 8;
+    let stride = rows.stride;
     let mut acc = [_mm256_setzero_ps(); R];
-    let mut i = 0;
-    while i + 8 <= valid {
-        let xv = _mm256_loadu_ps(x.as_ptr().add(i));
-        for (r, a) in acc.iter_mut().enumerate() {
-            *a = _mm256_fmadd_ps(load_f16x8(p.add(r * stride + i)), xv, *a);
+    for (lo, hi, seg) in rows.runs(full) {
+        let p = seg.as_ptr().wrapping_add(j * stride).wrapping_sub(lo);
+        let mut i = lo;
+        while i < hi {
+            let xv = _mm256_loadu_ps(x.as_ptr().add(i));
+            for (r, a) in acc.iter_mut().enumerate() {
+                *a = _mm256_fmadd_ps(load_f16x8(p.wrapping_add(r * stride + i)), xv, *a);
+            }
+            i += 8;
         }
-        i += 8;
     }
+    let mut i = full;
     if i < valid {
         let xv = _mm256_loadu_ps(x.as_ptr().add(i));
         for (r, a) in acc.iter_mut().enumerate() {
-            let mut part = [f16::ZERO; 8];
-            std::ptr::copy_nonoverlapping(p.add(r * stride + i), part.as_mut_ptr(), valid - i);
+            let part: [f16; 8] =
+                std::array::from_fn(|l| if i + l < valid { rows.at(j + r, i + l) } else { f16::ZERO });
             *a = _mm256_fmadd_ps(load_f16x8(part.as_ptr()), xv, *a);
         }
         i += 8;
