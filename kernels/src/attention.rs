@@ -208,7 +208,13 @@ pub fn attend(
                     *c = cols.at(d, i);
                 }
                 let one: &[f16] = &col;
-                dot_rows(SegRows::contiguous(&one, padded, 0), p, false, padded, std::slice::from_mut(o));
+                dot_rows(
+                    SegRows::contiguous(&one, padded, 0),
+                    p,
+                    false,
+                    padded,
+                    std::slice::from_mut(o),
+                );
             }
         } else {
             // A batch's columns hold its later tokens past `n`: `valid` reads them as zeros

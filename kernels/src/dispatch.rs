@@ -570,13 +570,7 @@ mod neon_tables {
         BlockQ8_K
     );
 
-    fn neon_dot_f16_rows(
-        rows: SegRows<'_>,
-        x: &[f32],
-        gemm: bool,
-        valid: usize,
-        out: &mut [f32],
-    ) {
+    fn neon_dot_f16_rows(rows: SegRows<'_>, x: &[f32], gemm: bool, valid: usize, out: &mut [f32]) {
         // Every row must lie inside the segments (the kernel reads through raw pointers).
         assert!(rows.covers(out.len(), x.len()), "dot_rows: rows too short");
         // SAFETY: NEON is part of every AArch64 CPU (and the table is handed out after

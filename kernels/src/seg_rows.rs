@@ -99,10 +99,15 @@ mod tests {
         assert!(!odd.covers(1, 30), "segments must be multiples of 32");
         let one: &[f16] = &a;
         let c = SegRows::contiguous(&one, 10, 0);
-        assert_eq!(c.runs(95).map(|(lo, hi, _)| (lo, hi)).collect::<Vec<_>>(), [(0, 95)]);
+        assert_eq!(
+            c.runs(95).map(|(lo, hi, _)| (lo, hi)).collect::<Vec<_>>(),
+            [(0, 95)]
+        );
         assert!(c.covers(1, 100) && c.covers(2, 90) && !c.covers(2, 91));
         let shifted = SegRows { offset: 5, ..c };
         assert!(shifted.covers(2, 85) && !shifted.covers(2, 86));
-        assert!(SegRows { offset: 200, ..c }.runs(10).all(|(_, _, seg)| seg.is_empty()));
+        assert!(SegRows { offset: 200, ..c }
+            .runs(10)
+            .all(|(_, _, seg)| seg.is_empty()));
     }
 }

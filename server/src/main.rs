@@ -48,6 +48,41 @@ struct ModelArgs {
     /// Context window in tokens (default and maximum: the model's context length).
     #[arg(long)]
     ctx_size: Option<usize>,
+    /// Memory of the paged KV cache shared by all sequences, e.g. 512MiB, 2GiB or a byte
+    /// count (default: every --parallel sequence's full context, at most 2GiB; pages are
+    /// committed as blocks are used). Requests are limited to what it holds.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    kv_cache_memory: Option<u64>,
+}
+
+/// A memory size: a byte count with an optional unit (K, M, G, T; KiB/KB and so on, all
+/// powers of 1024).
+fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size: write e.g. 512MiB, 2GiB or 1073741824"))?;
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?} in {s:?} (use KiB, MiB, GiB)"
+            ))
+        }
+    };
+    let bytes = value * scale as f64;
+    if !bytes.is_finite() || bytes < 1.0 {
+        return Err(format!("{s:?} must be at least one byte"));
+    }
+    Ok(bytes as u64)
 }
 
 impl ModelArgs {
@@ -82,6 +117,7 @@ impl ModelArgs {
             queue_capacity,
             max_sequences: parallel,
             batch_tokens: batch_size,
+            kv_cache_bytes: self.kv_cache_memory,
             model_sha256,
         })
     }
@@ -342,4 +378,22 @@ fn serve(args: ServeArgs) -> Result<()> {
         eprintln!("ryzanstein: stopped");
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_parse_with_binary_units() {
+        assert_eq!(parse_size("1073741824"), Ok(1 << 30));
+        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_size("2G"), Ok(2 << 30));
+        assert_eq!(parse_size("1.5 GiB"), Ok(3 << 29));
+        assert!(parse_size("lots").unwrap_err().contains("not a size"));
+        assert!(parse_size("3 parsecs")
+            .unwrap_err()
+            .contains("unknown size unit"));
+        assert!(parse_size("0").is_err());
+    }
 }

@@ -287,7 +287,13 @@ pub unsafe fn vec_dot_f16_gemm(x: &[f16], y: &[f16]) -> f32 {
 /// As [`vec_dot_f16`]; the rows must hold `out.len()` rows of `x.len()` values
 /// (`rows.covers(out.len(), x.len())`).
 #[target_feature(enable = "neon")]
-pub unsafe fn dot_f16_rows(rows: SegRows<'_>, x: &[f32], gemm: bool, valid: usize, out: &mut [f32]) {
+pub unsafe fn dot_f16_rows(
+    rows: SegRows<'_>,
+    x: &[f32],
+    gemm: bool,
+    valid: usize,
+    out: &mut [f32],
+) {
     let stride = rows.stride;
     let px = x.as_ptr();
     for (j, o) in out.iter_mut().enumerate() {
@@ -317,7 +323,11 @@ pub unsafe fn dot_f16_rows(rows: SegRows<'_>, x: &[f32], gemm: bool, valid: usiz
                     }
                 });
                 acc.lo = vfmaq_f32(acc.lo, vld1q_f32(v.as_ptr()), vld1q_f32(px.add(i)));
-                acc.hi = vfmaq_f32(acc.hi, vld1q_f32(v.as_ptr().add(4)), vld1q_f32(px.add(i + 4)));
+                acc.hi = vfmaq_f32(
+                    acc.hi,
+                    vld1q_f32(v.as_ptr().add(4)),
+                    vld1q_f32(px.add(i + 4)),
+                );
                 i += 8;
             }
             acc.hsum()
@@ -333,7 +343,8 @@ pub unsafe fn dot_f16_rows(rows: SegRows<'_>, x: &[f32], gemm: bool, valid: usiz
                     for (q, a) in acc.iter_mut().enumerate() {
                         let k = i + 8 * q;
                         a.lo = vfmaq_f32(a.lo, f16x4(p.wrapping_add(k)), vld1q_f32(px.add(k)));
-                        a.hi = vfmaq_f32(a.hi, f16x4(p.wrapping_add(k + 4)), vld1q_f32(px.add(k + 4)));
+                        a.hi =
+                            vfmaq_f32(a.hi, f16x4(p.wrapping_add(k + 4)), vld1q_f32(px.add(k + 4)));
                     }
                     i += STEP;
                 }

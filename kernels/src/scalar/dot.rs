@@ -13,8 +13,8 @@
 //!   by [`reduce_4x8`] into an f64, plus any tail of fewer than 32 values added in f64.
 
 use crate::formats::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ8_0, BlockQ8_1, QK};
-use half::{bf16, f16};
 use crate::seg_rows::SegRows;
+use half::{bf16, f16};
 
 /// Values per step of the f16 / f32 dot products (4 accumulators of 8 lanes).
 pub const STEP: usize = 32;

@@ -352,7 +352,13 @@ pub unsafe fn vec_dot_f16_gemm(x: &[f16], y: &[f16]) -> f32 {
 /// The CPU must support AVX2, FMA and F16C; the rows must hold `out.len()` rows of `x.len()`
 /// values (`rows.covers(out.len(), x.len())`).
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_f16_rows(rows: SegRows<'_>, x: &[f32], gemm: bool, valid: usize, out: &mut [f32]) {
+pub unsafe fn dot_f16_rows(
+    rows: SegRows<'_>,
+    x: &[f32],
+    gemm: bool,
+    valid: usize,
+    out: &mut [f32],
+) {
     let n = out.len();
     let mut lanes = [_mm256_setzero_ps(); 8];
     let mut j = 0;
@@ -489,8 +495,13 @@ unsafe fn rows_gemm<const R: usize>(
     if i < valid {
         let xv = _mm256_loadu_ps(x.as_ptr().add(i));
         for (r, a) in acc.iter_mut().enumerate() {
-            let part: [f16; 8] =
-                std::array::from_fn(|l| if i + l < valid { rows.at(j + r, i + l) } else { f16::ZERO });
+            let part: [f16; 8] = std::array::from_fn(|l| {
+                if i + l < valid {
+                    rows.at(j + r, i + l)
+                } else {
+                    f16::ZERO
+                }
+            });
             *a = _mm256_fmadd_ps(load_f16x8(part.as_ptr()), xv, *a);
         }
         i += 8;

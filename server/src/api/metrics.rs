@@ -8,7 +8,9 @@ use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
 use super::embeddings::EmbeddingService;
+use crate::engine::stats::{HistogramSnapshot, LATENCY_BUCKETS};
 use crate::engine::{Outcome, StatsSnapshot};
+use crate::models::BLOCK;
 
 /// The content type Prometheus expects for this format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -24,14 +26,7 @@ fn escape(v: &str) -> String {
 /// read 0 and `ryzanstein_model_loaded` says why).
 pub fn render(model: &str, stats: Option<&StatsSnapshot>) -> String {
     let m = escape(model);
-    let zero = StatsSnapshot {
-        waiting: 0,
-        running: 0,
-        requests: [0; 4],
-        prompt_tokens: 0,
-        prompt_tokens_cached: 0,
-        generation_tokens: 0,
-    };
+    let zero = StatsSnapshot::default();
     let s = stats.unwrap_or(&zero);
     let mut out = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
@@ -87,9 +82,103 @@ pub fn render(model: &str, stats: Option<&StatsSnapshot>) -> String {
         "ryzanstein_generation_tokens_total",
         "counter",
         "Generated tokens of ended requests.",
-        &[(base, s.generation_tokens)],
+        &[(base.clone(), s.generation_tokens)],
+    );
+    metric(
+        "ryzanstein_num_preemptions_total",
+        "counter",
+        "Sequences preempted because the KV cache was full (they resume later).",
+        &[(base.clone(), s.preemptions)],
+    );
+    metric(
+        "ryzanstein_kv_cache_blocks",
+        "gauge",
+        "Blocks of the paged KV cache, by state: used (held by running sequences), cached \
+         (unreferenced, keeping a prefix) and free.",
+        &[
+            (format!("{base},state=\"used\""), s.kv_blocks_used),
+            (format!("{base},state=\"cached\""), s.kv_blocks_cached),
+            (
+                format!("{base},state=\"free\""),
+                s.kv_blocks
+                    .saturating_sub(s.kv_blocks_used + s.kv_blocks_cached),
+            ),
+        ],
+    );
+    let tokens = |blocks: u64| blocks * BLOCK as u64;
+    metric(
+        "ryzanstein_prefix_cache_queries_total",
+        "counter",
+        "Prompt tokens in full KV blocks looked up in the prefix cache.",
+        &[(base.clone(), tokens(s.prefix.queried))],
+    );
+    metric(
+        "ryzanstein_prefix_cache_hits_total",
+        "counter",
+        "Of those, tokens found in the prefix cache.",
+        &[(base.clone(), tokens(s.prefix.hits))],
+    );
+    metric(
+        "ryzanstein_prefix_cache_evictions_total",
+        "counter",
+        "Cached KV blocks evicted (least recently used first) to make room.",
+        &[(base.clone(), s.prefix.evicted)],
+    );
+    let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+    gauge_f64(
+        &mut out,
+        "ryzanstein_kv_cache_usage_perc",
+        "Fraction of the KV cache's blocks held by running sequences (0 to 1).",
+        &base,
+        ratio(s.kv_blocks_used, s.kv_blocks),
+    );
+    gauge_f64(
+        &mut out,
+        "ryzanstein_prefix_cache_hit_rate",
+        "Prefix-cache hits over queries since the start, in tokens (0 to 1).",
+        &base,
+        ratio(s.prefix.hits, s.prefix.queried),
+    );
+    histogram(
+        &mut out,
+        "ryzanstein_time_to_first_token_seconds",
+        "From a request's acceptance (queue wait included) to its first generated token.",
+        &base,
+        &s.ttft,
+    );
+    histogram(
+        &mut out,
+        "ryzanstein_inter_token_latency_seconds",
+        "Between two consecutive generated tokens of a request.",
+        &base,
+        &s.itl,
+    );
+    histogram(
+        &mut out,
+        "ryzanstein_e2e_request_latency_seconds",
+        "From a request's acceptance to its last token (finished requests).",
+        &base,
+        &s.e2e,
     );
     out
+}
+
+fn gauge_f64(out: &mut String, name: &str, help: &str, labels: &str, v: f64) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} gauge");
+    let _ = writeln!(out, "{name}{{{labels}}} {v}");
+}
+
+fn histogram(out: &mut String, name: &str, help: &str, labels: &str, h: &HistogramSnapshot) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    let bounds = LATENCY_BUCKETS.iter().map(|b| b.to_string());
+    for (i, le) in bounds.chain(["+Inf".to_string()]).enumerate() {
+        let c = h.cumulative.get(i).copied().unwrap_or(0);
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {c}");
+    }
+    let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum_seconds);
+    let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count);
 }
 
 /// The `/v1/embeddings` series of the embedding model `e` (names apart from the chat model's).
@@ -148,6 +237,15 @@ mod tests {
             prompt_tokens: 100,
             prompt_tokens_cached: 40,
             generation_tokens: 7,
+            kv_blocks: 10,
+            kv_blocks_used: 4,
+            kv_blocks_cached: 2,
+            prefix: crate::engine::PrefixStats {
+                queried: 4,
+                hits: 1,
+                evicted: 0,
+            },
+            ..StatsSnapshot::default()
         };
         let text = render("a\"b", Some(&s));
         assert!(text.contains("ryzanstein_num_requests_running{model_name=\"a\\\"b\"} 1\n"));
@@ -157,6 +255,14 @@ mod tests {
         );
         assert!(text.contains("# TYPE ryzanstein_generation_tokens_total counter\n"));
         assert!(text.contains("ryzanstein_model_loaded{model_name=\"a\\\"b\"} 1\n"));
+        assert!(text.contains("ryzanstein_kv_cache_usage_perc{model_name=\"a\\\"b\"} 0.4\n"));
+        assert!(text.contains("ryzanstein_prefix_cache_hit_rate{model_name=\"a\\\"b\"} 0.25\n"));
+        assert!(
+            text.contains("ryzanstein_kv_cache_blocks{model_name=\"a\\\"b\",state=\"free\"} 4\n")
+        );
+        assert!(text.contains(
+            "ryzanstein_time_to_first_token_seconds_bucket{model_name=\"a\\\"b\",le=\"+Inf\"} 0\n"
+        ));
         let loading = render("m", None);
         assert!(loading.contains("ryzanstein_model_loaded{model_name=\"m\"} 0\n"));
         assert!(loading.contains("ryzanstein_num_requests_running{model_name=\"m\"} 0\n"));

@@ -10,7 +10,7 @@
 //! full queue is refused at once ([`Error::QueueFull`]), and a request whose receiver is dropped
 //! (the client went away) stops at the next step.
 
-mod idle;
+mod blocks;
 mod load;
 pub mod scheduler;
 mod sequence;
@@ -25,13 +25,17 @@ use std::thread::JoinHandle;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use crate::chat_template::{ChatMessage, ChatTemplate};
-use crate::models::CausalLm;
+use crate::models::{kv::blocks_for, CausalLm, BLOCK};
 use crate::sampler::{SamplingParams, TokenLogprobs};
 use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
 
+pub use blocks::PrefixStats;
 pub use load::{default_served_name, load};
 pub use stats::{EngineStats, Outcome, StatsSnapshot};
+
+/// The KV cache's default ceiling: its pages are only committed as blocks are used.
+pub const DEFAULT_KV_CACHE_BYTES: u64 = 2 << 30;
 
 /// How the engine is set up.
 #[derive(Debug, Clone)]
@@ -48,6 +52,10 @@ pub struct EngineOptions {
     pub max_sequences: usize,
     /// Rows of one forward step: a token of every decoding sequence, the rest prompt chunks.
     pub batch_tokens: usize,
+    /// Bytes of the paged KV cache (`--kv-cache-memory`); `None`: room for every sequence's
+    /// full context, at most [`DEFAULT_KV_CACHE_BYTES`]. The context window is capped at what
+    /// the cache holds.
+    pub kv_cache_bytes: Option<u64>,
     /// The sha256 the model's file must have (`--model-sha256`; see [`crate::source::pin`]).
     pub model_sha256: Option<crate::source::pin::Sha256Pin>,
 }
@@ -60,6 +68,7 @@ impl Default for EngineOptions {
             queue_capacity: 16,
             max_sequences: 16,
             batch_tokens: 256,
+            kv_cache_bytes: None,
             model_sha256: None,
         }
     }
@@ -138,6 +147,8 @@ pub enum GenEvent {
 struct Job {
     req: GenRequest,
     events: UnboundedSender<GenEvent>,
+    /// When the request was accepted (latencies count from here, queue wait included).
+    submitted: std::time::Instant,
 }
 
 struct Shared {
@@ -173,19 +184,50 @@ impl Engine {
         opts: &EngineOptions,
     ) -> Result<Engine> {
         let model_ctx = model.context_length();
-        let context_length = opts.ctx_size.unwrap_or(model_ctx).min(model_ctx);
+        let mut context_length = opts.ctx_size.unwrap_or(model_ctx).min(model_ctx);
         if context_length == 0 {
             return Err(Error::Engine(format!(
                 "the context size is 0 (model context length {model_ctx}); pass a positive \
                  --ctx-size"
             )));
         }
+        let max_sequences = opts.max_sequences.max(1);
+        let block_bytes = model.kv_shape().bytes_per_block() as u64;
+        let kv_blocks = match opts.kv_cache_bytes {
+            Some(bytes) => (bytes / block_bytes) as usize,
+            None => {
+                let full = max_sequences * blocks_for(context_length);
+                full.min((DEFAULT_KV_CACHE_BYTES / block_bytes) as usize)
+                    .max(blocks_for(context_length))
+            }
+        };
+        if kv_blocks == 0 {
+            return Err(Error::Engine(format!(
+                "--kv-cache-memory is smaller than one block of the KV cache ({block_bytes} \
+                 bytes: {BLOCK} positions); give it at least {block_bytes} bytes"
+            )));
+        }
+        if kv_blocks * BLOCK < context_length {
+            tracing::warn!(
+                context_length,
+                kv_cache_positions = kv_blocks * BLOCK,
+                "the KV cache holds fewer positions than the context window: requests are \
+                 limited to what it holds (raise --kv-cache-memory for longer ones)"
+            );
+            context_length = kv_blocks * BLOCK;
+        }
+        tracing::info!(
+            kv_blocks,
+            block_positions = BLOCK,
+            mib = (kv_blocks as u64 * block_bytes) >> 20,
+            "paged KV cache"
+        );
         let tokenizer = Arc::new(tokenizer);
         let stats = Arc::new(EngineStats::default());
         let limits = worker::Limits {
-            max_sequences: opts.max_sequences.max(1),
+            max_sequences,
             batch_tokens: opts.batch_tokens.max(1),
-            context_length,
+            kv_blocks,
         };
         let (jobs, queue) = sync_channel(opts.queue_capacity);
         let shared = Arc::new(Shared {
@@ -296,7 +338,12 @@ impl EngineHandle {
         let (events, rx) = unbounded_channel();
         // Counted before the worker can see it, so `waiting` stays consistent.
         s.stats.queued();
-        match s.jobs.try_send(Job { req, events }) {
+        let job = Job {
+            req,
+            events,
+            submitted: std::time::Instant::now(),
+        };
+        match s.jobs.try_send(job) {
             Ok(()) => Ok(rx),
             Err(e) => {
                 s.stats.unqueued();

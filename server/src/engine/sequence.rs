@@ -1,14 +1,15 @@
-//! One request being generated: its KV state, where it is in its prompt, and what happens to
-//! each new token (sampling, stop strings, events to the client).
+//! One request being generated: its blocks of the KV cache, how much of its tokens they hold,
+//! and what happens to each new token (sampling, stop strings, events to the client).
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::idle::Held;
+use super::blocks::{chain_hash, BlockPool, ChainHash};
 use super::scheduler::Need;
+use super::stats::Latency;
 use super::stop::{StopMatcher, StopOutcome};
 use super::{FinishReason, GenEvent, Job, Timings, Usage};
-use crate::models::BatchItem;
+use crate::models::{kv::blocks_for, BatchItem, BLOCK};
 use crate::sampler::{token_logprobs, Sampler};
 use crate::tokenizer::{IncrementalDecoder, Tokenizer};
 use crate::{Error, Result};
@@ -24,37 +25,46 @@ pub(super) enum Progress {
 
 pub(super) struct Sequence {
     job: Job,
-    held: Held,
-    /// Prompt tokens in the state (reused or run).
+    /// Block table: the blocks holding positions `0..fed` (and room for the next step).
+    table: Vec<u32>,
+    /// Chain hashes of the full blocks at the start of `table`, registered in the prefix cache.
+    hashes: Vec<ChainHash>,
+    /// Tokens of `history` in the cache.
     fed: usize,
-    /// Prompt tokens that came from an idle state.
+    /// Prompt tokens that came from the prefix cache when the request started.
     reused: usize,
-    /// The sampled token the model has not run yet.
-    last: Option<u32>,
+    /// Whether the sequence has been admitted once (a preempted one comes back).
+    admitted: bool,
     sampler: Sampler,
     decoder: IncrementalDecoder,
     stops: StopMatcher,
+    /// The prompt and every token sampled so far; the last sampled one is not in the cache yet.
     history: Vec<u32>,
     started: Instant,
     first_token: Option<Instant>,
+    last_token: Option<Instant>,
+    /// The latency of the token sampled last, until the worker takes it.
+    latency: Option<Latency>,
     prompt_ms: f64,
 }
 
 impl Sequence {
-    /// Starts `job` on `held`, which already holds `reused` of its prompt tokens.
-    pub fn start(job: Job, held: Held, reused: usize, tokenizer: &Arc<Tokenizer>) -> Sequence {
+    pub fn new(job: Job, tokenizer: &Arc<Tokenizer>) -> Sequence {
         Sequence {
             sampler: Sampler::new(job.req.sampling.clone()),
             decoder: IncrementalDecoder::new(tokenizer.clone(), true),
             stops: StopMatcher::new(&job.req.stop),
             history: job.req.prompt_ids.clone(),
             job,
-            held,
-            fed: reused,
-            reused,
-            last: None,
+            table: Vec::new(),
+            hashes: Vec::new(),
+            fed: 0,
+            reused: 0,
+            admitted: false,
             started: Instant::now(),
             first_token: None,
+            last_token: None,
+            latency: None,
             prompt_ms: 0.0,
         }
     }
@@ -63,43 +73,96 @@ impl Sequence {
         &self.job.req.prompt_ids
     }
 
+    /// Takes the cached blocks of the longest cached prefix of this sequence's tokens (never
+    /// all of them: the last token must run for its logits). Returns the full blocks looked up
+    /// and how many were found.
+    pub fn attach(&mut self, pool: &mut BlockPool) -> (usize, usize) {
+        debug_assert!(self.table.is_empty() && self.fed == 0);
+        let full = (self.history.len() - 1) / BLOCK;
+        let chunks = self.history.chunks_exact(BLOCK).take(full);
+        self.table = pool.lookup(chunks);
+        let mut parent = None;
+        for block in self.history.chunks_exact(BLOCK).take(self.table.len()) {
+            let h = chain_hash(parent, block);
+            self.hashes.push(h);
+            parent = Some(h);
+        }
+        self.fed = self.table.len() * BLOCK;
+        (full, self.table.len())
+    }
+
+    /// Marks the sequence admitted to the running set; true the first time (a preempted
+    /// sequence is admitted again), when its prompt's cache hits count as reused.
+    pub fn admitted(&mut self) -> bool {
+        if self.admitted {
+            return false;
+        }
+        self.admitted = true;
+        self.reused = self.fed;
+        self.started = Instant::now();
+        true
+    }
+
+    /// Gives every block back (the full ones stay in the prefix cache); the sequence keeps
+    /// its tokens and sampler, and runs them again when it is attached again.
+    pub fn release(&mut self, pool: &mut BlockPool) {
+        for b in self.table.drain(..) {
+            pool.release(b);
+        }
+        self.hashes.clear();
+        self.fed = 0;
+    }
+
+    /// Blocks the sequence still lacks for its next `n` tokens.
+    pub fn blocks_short(&self, n: usize) -> usize {
+        blocks_for(self.fed + n).saturating_sub(self.table.len())
+    }
+
+    /// Takes blocks for the next `n` tokens; false if the pool ran out (what it took stays).
+    pub fn grow(&mut self, pool: &mut BlockPool, n: usize) -> bool {
+        while self.table.len() < blocks_for(self.fed + n) {
+            match pool.allocate() {
+                Some(b) => self.table.push(b),
+                None => return false,
+            }
+        }
+        true
+    }
+
+    /// Blocks held.
+    pub fn blocks(&self) -> usize {
+        self.table.len()
+    }
+
     pub fn need(&self) -> Need {
-        match self.last {
-            Some(_) => Need::Decode,
-            None => Need::Prefill(self.prompt().len() - self.fed),
+        let left = self.history.len() - self.fed;
+        if left == 1 && self.history.len() > self.prompt().len() {
+            Need::Decode
+        } else {
+            Need::Prefill(left)
         }
     }
 
-    /// The next `n` tokens to run, as a batch item (logits only when they end the prompt or
-    /// are a decode step).
-    pub fn batch_item(&mut self, n: usize) -> BatchItem<'_> {
-        let (tokens, logits): (&[u32], bool) = match &self.last {
-            Some(id) => (std::slice::from_ref(id), true),
-            None => {
-                let prompt = &self.job.req.prompt_ids;
-                (
-                    &prompt[self.fed..self.fed + n],
-                    self.fed + n == prompt.len(),
-                )
-            }
-        };
+    /// The next `n` tokens to run, as a batch item (logits only when they reach the last
+    /// token).
+    pub fn batch_item(&self, n: usize) -> BatchItem<'_> {
         BatchItem {
-            state: &mut self.held.state,
-            tokens,
-            logits,
+            table: &self.table,
+            start: self.fed,
+            tokens: &self.history[self.fed..self.fed + n],
+            logits: usize::from(self.fed + n == self.history.len()),
         }
     }
 
-    /// Records that the step ran the `n` tokens of [`batch_item`](Self::batch_item).
-    pub fn ran(&mut self, n: usize) {
-        match self.last.take() {
-            Some(id) => self.held.tokens.push(id),
-            None => {
-                let end = self.fed + n;
-                let run = self.job.req.prompt_ids[self.fed..end].to_vec();
-                self.held.tokens.extend(run);
-                self.fed = end;
-            }
+    /// Records that the step ran the `n` tokens of [`batch_item`](Self::batch_item), and
+    /// registers the blocks they filled in the prefix cache.
+    pub fn ran(&mut self, n: usize, pool: &mut BlockPool) {
+        self.fed += n;
+        while self.hashes.len() < self.fed / BLOCK {
+            let i = self.hashes.len();
+            let tokens = &self.history[i * BLOCK..(i + 1) * BLOCK];
+            let h = pool.register(self.table[i], self.hashes.last().copied(), tokens);
+            self.hashes.push(h);
         }
     }
 
@@ -118,11 +181,16 @@ impl Sequence {
         let logprobs = raw.map(|(raw, n)| token_logprobs(&raw, id, n));
         self.history.push(id);
         let generated = self.history.len() - self.prompt().len();
-        if self.first_token.is_none() {
-            let now = Instant::now();
-            self.prompt_ms = ms(now - self.started);
-            self.first_token = Some(now);
-        }
+        let now = Instant::now();
+        self.latency = Some(match self.last_token {
+            None => {
+                self.prompt_ms = ms(now - self.started);
+                self.first_token = Some(now);
+                Latency::FirstToken(now - self.job.submitted)
+            }
+            Some(t) => Latency::InterToken(now - t),
+        });
+        self.last_token = Some(now);
 
         let eog = !req.ignore_eos && tokenizer.is_eog(id);
         let at_limit = generated >= req.max_tokens;
@@ -164,9 +232,18 @@ impl Sequence {
         } else if at_limit {
             Progress::Finished(FinishReason::Length)
         } else {
-            self.last = Some(id);
             Progress::Running
         })
+    }
+
+    /// The latency of the last sampled token, once.
+    pub fn take_latency(&mut self) -> Option<Latency> {
+        self.latency.take()
+    }
+
+    /// Time since the request was accepted.
+    pub fn age(&self) -> std::time::Duration {
+        self.job.submitted.elapsed()
     }
 
     pub fn prompt_tokens(&self) -> usize {
@@ -200,11 +277,6 @@ impl Sequence {
     /// Sends `event` to the client (it may have left; nothing to do then).
     pub fn send(&self, event: GenEvent) {
         let _ = self.job.events.send(event);
-    }
-
-    /// The state and the tokens it holds, for the next request that shares them.
-    pub fn into_held(self) -> Held {
-        self.held
     }
 }
 

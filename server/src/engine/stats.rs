@@ -2,6 +2,7 @@
 //! sums `running + waiting` over a deployment's pods).
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
 
 use super::FinishReason;
 
@@ -38,6 +39,69 @@ impl Outcome {
     }
 }
 
+/// Upper bounds (seconds) of the latency histograms' buckets (a last `+Inf` bucket follows).
+pub const LATENCY_BUCKETS: [f64; 16] = [
+    0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// A cumulative-bucket histogram of durations (Prometheus' shape), lock-free.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Observations at most `LATENCY_BUCKETS[i]`, not cumulative (the last: larger ones).
+    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    count: AtomicU64,
+    /// Sum in microseconds.
+    sum_us: AtomicU64,
+}
+
+/// A snapshot of a [`Histogram`]: cumulative counts per bucket bound, the count and the sum.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HistogramSnapshot {
+    pub cumulative: Vec<u64>,
+    pub count: u64,
+    pub sum_seconds: f64,
+}
+
+impl Histogram {
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = LATENCY_BUCKETS
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_us
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> HistogramSnapshot {
+        let mut total = 0;
+        let cumulative = self
+            .buckets
+            .iter()
+            .map(|b| {
+                total += b.load(Ordering::Relaxed);
+                total
+            })
+            .collect();
+        HistogramSnapshot {
+            cumulative,
+            count: self.count.load(Ordering::Relaxed),
+            sum_seconds: self.sum_us.load(Ordering::Relaxed) as f64 / 1e6,
+        }
+    }
+}
+
+/// A latency the worker observed for one token or request.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Latency {
+    /// From acceptance to the first generated token.
+    FirstToken(Duration),
+    /// Between two consecutive tokens of a request.
+    InterToken(Duration),
+}
+
 /// Counters shared by the request path and the worker.
 #[derive(Debug, Default)]
 pub struct EngineStats {
@@ -47,10 +111,20 @@ pub struct EngineStats {
     prompt_tokens: AtomicU64,
     prompt_tokens_cached: AtomicU64,
     generation_tokens: AtomicU64,
+    preemptions: AtomicU64,
+    kv_blocks: AtomicU64,
+    kv_blocks_used: AtomicU64,
+    kv_blocks_cached: AtomicU64,
+    prefix_queried: AtomicU64,
+    prefix_hits: AtomicU64,
+    prefix_evicted: AtomicU64,
+    ttft: Histogram,
+    itl: Histogram,
+    e2e: Histogram,
 }
 
 /// A snapshot of [`EngineStats`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct StatsSnapshot {
     /// Requests accepted and not yet started.
     pub waiting: u64,
@@ -62,6 +136,19 @@ pub struct StatsSnapshot {
     pub prompt_tokens: u64,
     pub prompt_tokens_cached: u64,
     pub generation_tokens: u64,
+    /// Sequences preempted because the KV cache was full (they resume later).
+    pub preemptions: u64,
+    /// The KV cache in blocks of [`crate::models::BLOCK`] positions: all of them, those
+    /// running sequences hold, and unreferenced ones that keep a cached prefix.
+    pub kv_blocks: u64,
+    pub kv_blocks_used: u64,
+    pub kv_blocks_cached: u64,
+    /// Prefix-cache lookups of requests, in full prompt blocks, and cached blocks evicted.
+    pub prefix: super::blocks::PrefixStats,
+    /// Time to first token, between tokens, and from acceptance to the end of a request.
+    pub ttft: HistogramSnapshot,
+    pub itl: HistogramSnapshot,
+    pub e2e: HistogramSnapshot,
 }
 
 impl EngineStats {
@@ -83,6 +170,42 @@ impl EngineStats {
     pub(super) fn skipped(&self) {
         self.waiting.fetch_sub(1, Ordering::SeqCst);
         self.requests[Outcome::Cancelled.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn latency(&self, l: Latency) {
+        match l {
+            Latency::FirstToken(d) => self.ttft.observe(d),
+            Latency::InterToken(d) => self.itl.observe(d),
+        }
+    }
+
+    /// A request ended after `d` (from its acceptance).
+    pub(super) fn request_latency(&self, d: Duration) {
+        self.e2e.observe(d);
+    }
+
+    /// A running sequence was preempted: it waits again.
+    pub(super) fn preempted(&self) {
+        self.preemptions.fetch_add(1, Ordering::Relaxed);
+        self.running.fetch_sub(1, Ordering::SeqCst);
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The KV cache's state after a step.
+    pub(super) fn kv_cache(
+        &self,
+        blocks: usize,
+        used: usize,
+        cached: usize,
+        prefix: super::blocks::PrefixStats,
+    ) {
+        self.kv_blocks.store(blocks as u64, Ordering::Relaxed);
+        self.kv_blocks_used.store(used as u64, Ordering::Relaxed);
+        self.kv_blocks_cached
+            .store(cached as u64, Ordering::Relaxed);
+        self.prefix_queried.store(prefix.queried, Ordering::Relaxed);
+        self.prefix_hits.store(prefix.hits, Ordering::Relaxed);
+        self.prefix_evicted.store(prefix.evicted, Ordering::Relaxed);
     }
 
     pub(super) fn finished(
@@ -113,6 +236,18 @@ impl EngineStats {
             prompt_tokens: self.prompt_tokens.load(Ordering::Relaxed),
             prompt_tokens_cached: self.prompt_tokens_cached.load(Ordering::Relaxed),
             generation_tokens: self.generation_tokens.load(Ordering::Relaxed),
+            preemptions: self.preemptions.load(Ordering::Relaxed),
+            kv_blocks: self.kv_blocks.load(Ordering::Relaxed),
+            kv_blocks_used: self.kv_blocks_used.load(Ordering::Relaxed),
+            kv_blocks_cached: self.kv_blocks_cached.load(Ordering::Relaxed),
+            prefix: super::blocks::PrefixStats {
+                queried: self.prefix_queried.load(Ordering::Relaxed),
+                hits: self.prefix_hits.load(Ordering::Relaxed),
+                evicted: self.prefix_evicted.load(Ordering::Relaxed),
+            },
+            ttft: self.ttft.snapshot(),
+            itl: self.itl.snapshot(),
+            e2e: self.e2e.snapshot(),
         }
     }
 }

@@ -1,18 +1,27 @@
-//! The engine thread: continuous batching. Requests join the running set as slots free up
-//! (at most [`Limits::max_sequences`]), every step runs one forward pass over all of them (each
-//! decoding sequence's new token plus chunks of prompts, see [`scheduler`](super::scheduler)),
-//! and each sequence leaves as soon as it finishes, fails, or its client goes away.
+//! The engine thread: continuous batching over a paged KV cache. The worker owns the queues
+//! (the channel of new requests, and `waiting`: requests taken from it that did not fit yet, and
+//! preempted ones), the running set (at most [`Limits::max_sequences`]), the cache's store and
+//! its block pool. Every step runs one forward pass over the running sequences (each decoding
+//! sequence's new token plus chunks of prompts, see [`scheduler`](super::scheduler)); each
+//! sequence leaves as soon as it finishes, fails, or its client goes away, and its blocks go
+//! back to the pool at once (the full ones stay in the prefix cache).
+//!
+//! When the cache runs out of blocks in a step, the most recently admitted sequence is
+//! preempted: its blocks are released (its full blocks stay cached, so resuming it mostly hits
+//! the prefix cache) and it waits at the front of the queue with everything it has generated;
+//! it resumes where it stopped, so its client sees no difference but time.
 
+use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
 
-use super::idle::IdleStates;
+use super::blocks::BlockPool;
 use super::scheduler::{self, Need};
 use super::sequence::{check_logits, Progress, Sequence};
 use super::stats::{EngineStats, Outcome};
 use super::{GenEvent, Job};
-use crate::models::{BatchItem, CausalLm};
+use crate::models::{BatchItem, CausalLm, KvStore};
 use crate::tokenizer::Tokenizer;
 
 /// How much the engine runs at once.
@@ -20,7 +29,20 @@ use crate::tokenizer::Tokenizer;
 pub(super) struct Limits {
     pub max_sequences: usize,
     pub batch_tokens: usize,
-    pub context_length: usize,
+    /// Blocks of the KV cache.
+    pub kv_blocks: usize,
+}
+
+/// The worker's state.
+struct Worker<'a> {
+    model: &'a dyn CausalLm,
+    tokenizer: &'a Arc<Tokenizer>,
+    stats: &'a EngineStats,
+    limits: Limits,
+    store: KvStore,
+    pool: BlockPool,
+    running: Vec<Sequence>,
+    waiting: VecDeque<Sequence>,
 }
 
 pub(super) fn run(
@@ -30,161 +52,244 @@ pub(super) fn run(
     queue: Receiver<Job>,
     stats: Arc<EngineStats>,
 ) {
-    let mut running: Vec<Sequence> = Vec::new();
-    let mut idle = IdleStates::new(limits.max_sequences);
+    let mut w = Worker {
+        model: model.as_ref(),
+        tokenizer: &tokenizer,
+        stats: &stats,
+        limits,
+        store: KvStore::new(model.kv_shape(), limits.kv_blocks),
+        pool: BlockPool::new(limits.kv_blocks),
+        running: Vec::new(),
+        waiting: VecDeque::new(),
+    };
     let mut open = true;
     loop {
-        // Admit waiting requests while there is room; block only when there is nothing to run.
-        while open && running.len() < limits.max_sequences.max(1) {
-            let job = if running.is_empty() {
-                match queue.recv() {
-                    Ok(job) => job,
-                    Err(_) => {
-                        open = false;
-                        break;
-                    }
-                }
-            } else {
-                match queue.try_recv() {
-                    Ok(job) => job,
-                    Err(TryRecvError::Empty) => break,
-                    Err(TryRecvError::Disconnected) => {
-                        open = false;
-                        break;
-                    }
-                }
-            };
-            if job.events.is_closed() {
-                stats.skipped();
-                continue; // the client left while the request waited
-            }
-            stats.started();
-            let (held, reused) = idle.take(&job.req.prompt_ids, || {
-                model.new_state(limits.context_length)
-            });
-            running.push(Sequence::start(job, held, reused, &tokenizer));
-        }
-        if running.is_empty() {
-            if open {
+        open = w.admit(&queue, open);
+        if w.running.is_empty() {
+            if open || !w.waiting.is_empty() {
                 continue;
             }
             break;
         }
-
-        // Clients that went away free their slot now.
-        let mut i = 0;
-        while i < running.len() {
-            if running[i].cancelled() {
-                let seq = running.remove(i);
-                finish(&stats, &seq, Outcome::Cancelled);
-                idle.put(seq.into_held());
-            } else {
-                i += 1;
-            }
+        w.drop_cancelled();
+        if !w.running.is_empty() {
+            w.step();
         }
-        if running.is_empty() {
-            continue;
-        }
-
-        step(
-            model.as_ref(),
-            &tokenizer,
-            &stats,
-            &mut running,
-            &mut idle,
-            limits,
-        );
+        w.publish();
     }
     tracing::info!("engine worker stopped: no more handles");
 }
 
-/// One forward pass over the running sequences, then a token for each that finished its input.
-fn step(
-    model: &dyn CausalLm,
-    tokenizer: &Tokenizer,
-    stats: &EngineStats,
-    running: &mut Vec<Sequence>,
-    idle: &mut IdleStates,
-    limits: Limits,
-) {
-    let needs: Vec<Need> = running.iter().map(Sequence::need).collect();
-    let plan = scheduler::plan(&needs, limits.batch_tokens);
-    let outcome = catch_unwind(AssertUnwindSafe(|| {
-        let mut items: Vec<BatchItem<'_>> = running
-            .iter_mut()
-            .zip(&plan)
-            .filter(|(_, &n)| n > 0)
-            .map(|(seq, &n)| seq.batch_item(n))
-            .collect();
-        model.forward_batch(&mut items)
-    }));
-    let logits = match outcome {
-        Ok(Ok(logits)) => logits,
-        failure => {
-            let message = match failure {
-                Ok(Err(e)) => e.to_string(),
-                Err(panic) => format!(
-                    "the generation worker panicked: {}",
-                    panic
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "unknown panic".into())
-                ),
-                Ok(Ok(_)) => unreachable!("handled above"),
+impl Worker<'_> {
+    /// Admits waiting requests while there is room (slots and blocks); blocks on the channel
+    /// only when nothing runs or waits. Returns whether the channel is still open.
+    fn admit(&mut self, queue: &Receiver<Job>, mut open: bool) -> bool {
+        while self.running.len() < self.limits.max_sequences.max(1) {
+            let mut seq = match self.waiting.pop_front() {
+                Some(seq) => seq,
+                None if !open => break,
+                None => {
+                    let job = if self.running.is_empty() {
+                        match queue.recv() {
+                            Ok(job) => job,
+                            Err(_) => {
+                                open = false;
+                                break;
+                            }
+                        }
+                    } else {
+                        match queue.try_recv() {
+                            Ok(job) => job,
+                            Err(TryRecvError::Empty) => break,
+                            Err(TryRecvError::Disconnected) => {
+                                open = false;
+                                break;
+                            }
+                        }
+                    };
+                    Sequence::new(job, self.tokenizer)
+                }
             };
-            tracing::error!(%message, sequences = running.len(), "generation failed");
-            // Every state in the step may be half-written: none is kept.
-            for seq in running.drain(..) {
-                finish(stats, &seq, Outcome::Failed);
-                seq.send(GenEvent::Error(message.clone()));
+            if seq.cancelled() {
+                self.stats.skipped();
+                continue; // the client left while the request waited
             }
-            return;
+            let (queried, hits) = seq.attach(&mut self.pool);
+            // Room for the rest of its tokens and a block to grow into; a sequence alone
+            // always fits (requests are checked against the cache's size when submitted).
+            let want = seq.blocks_short(seq_pending(&seq)) + 1;
+            if !self.running.is_empty() && self.pool.available() < want {
+                seq.release(&mut self.pool);
+                self.waiting.push_front(seq);
+                break;
+            }
+            if seq.admitted() {
+                self.pool.note_lookup(queried, hits);
+            }
+            self.stats.started();
+            self.running.push(seq);
         }
-    };
+        open
+    }
 
-    let mut logits = logits.into_iter();
-    let mut kept = Vec::with_capacity(running.len());
-    for (mut seq, n) in running.drain(..).zip(plan) {
-        if n == 0 {
-            kept.push(seq);
-            continue;
+    /// Clients that went away free their slot and blocks now.
+    fn drop_cancelled(&mut self) {
+        let mut i = 0;
+        while i < self.running.len() {
+            if self.running[i].cancelled() {
+                let mut seq = self.running.remove(i);
+                self.finish(&mut seq, Outcome::Cancelled);
+            } else {
+                i += 1;
+            }
         }
-        seq.ran(n);
-        let progress = match logits.next().flatten() {
-            None => Ok(Progress::Running),
-            Some(l) => {
-                check_logits(&l, model.vocab_size()).and_then(|()| seq.on_logits(l, tokenizer))
-            }
-        };
-        match progress {
-            Ok(Progress::Running) => kept.push(seq),
-            Ok(Progress::Finished(reason)) => {
-                // Counted before the client hears `Done`, so a client that reads /metrics
-                // after its response sees its request.
-                finish(stats, &seq, Outcome::Finished(reason));
-                seq.send(seq.done_event(reason));
-                idle.put(seq.into_held());
-            }
-            Ok(Progress::Cancelled) => {
-                tracing::debug!(
-                    generated = seq.generated(),
-                    "client went away; generation stopped"
-                );
-                finish(stats, &seq, Outcome::Cancelled);
-                idle.put(seq.into_held());
-            }
-            Err(e) => {
-                let message = e.to_string();
-                tracing::error!(%message, "generation failed");
-                finish(stats, &seq, Outcome::Failed);
-                seq.send(GenEvent::Error(message));
-            }
+        let before = self.waiting.len();
+        self.waiting.retain(|s| !s.cancelled());
+        for _ in self.waiting.len()..before {
+            self.stats.skipped();
         }
     }
-    *running = kept;
+
+    /// The plan of the next step, with blocks for every planned token: when the pool runs
+    /// out, the newest sequences are preempted until the rest fit.
+    fn plan(&mut self) -> Vec<usize> {
+        loop {
+            let needs: Vec<Need> = self.running.iter().map(Sequence::need).collect();
+            let plan = scheduler::plan(&needs, self.limits.batch_tokens);
+            let pool = &mut self.pool;
+            let fits = self
+                .running
+                .iter_mut()
+                .zip(&plan)
+                .all(|(seq, &n)| n == 0 || seq.grow(pool, n));
+            if fits {
+                return plan;
+            }
+            let Some(mut victim) = self.running.pop() else {
+                return Vec::new();
+            };
+            tracing::debug!(
+                blocks = victim.blocks(),
+                generated = victim.generated(),
+                "KV cache full: sequence preempted"
+            );
+            victim.release(&mut self.pool);
+            self.stats.preempted();
+            self.waiting.push_front(victim);
+        }
+    }
+
+    /// One forward pass over the running sequences, then a token for each that reached its
+    /// last token.
+    fn step(&mut self) {
+        let plan = self.plan();
+        if self.running.is_empty() {
+            return;
+        }
+        let (model, store, running) = (self.model, &mut self.store, &self.running);
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            let items: Vec<BatchItem<'_>> = running
+                .iter()
+                .zip(&plan)
+                .filter(|(_, &n)| n > 0)
+                .map(|(seq, &n)| seq.batch_item(n))
+                .collect();
+            model.forward_batch(store, &items)
+        }));
+        let logits = match outcome {
+            Ok(Ok(logits)) => logits,
+            failure => {
+                let message = match failure {
+                    Ok(Err(e)) => e.to_string(),
+                    Err(panic) => format!(
+                        "the generation worker panicked: {}",
+                        panic
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_else(|| "unknown panic".into())
+                    ),
+                    Ok(Ok(_)) => unreachable!("handled above"),
+                };
+                tracing::error!(%message, sequences = self.running.len(), "generation failed");
+                // The step's new positions may be half-written; they are in private blocks
+                // (registered blocks are full and never written again), which are released.
+                for mut seq in std::mem::take(&mut self.running) {
+                    self.finish(&mut seq, Outcome::Failed);
+                    seq.send(GenEvent::Error(message.clone()));
+                }
+                return;
+            }
+        };
+
+        let mut logits = logits.into_iter();
+        let vocab = self.model.vocab_size();
+        let mut kept = Vec::with_capacity(self.running.len());
+        for (mut seq, n) in std::mem::take(&mut self.running).into_iter().zip(plan) {
+            if n == 0 {
+                kept.push(seq);
+                continue;
+            }
+            seq.ran(n, &mut self.pool);
+            let l = logits.next().unwrap_or_default();
+            let progress = if l.is_empty() {
+                Ok(Progress::Running)
+            } else {
+                check_logits(&l, vocab).and_then(|()| seq.on_logits(l, self.tokenizer))
+            };
+            if let Some(latency) = seq.take_latency() {
+                self.stats.latency(latency);
+            }
+            match progress {
+                Ok(Progress::Running) => kept.push(seq),
+                Ok(Progress::Finished(reason)) => {
+                    // Counted before the client hears `Done`, so a client that reads /metrics
+                    // after its response sees its request.
+                    self.finish(&mut seq, Outcome::Finished(reason));
+                    seq.send(seq.done_event(reason));
+                }
+                Ok(Progress::Cancelled) => {
+                    tracing::debug!(
+                        generated = seq.generated(),
+                        "client went away; generation stopped"
+                    );
+                    self.finish(&mut seq, Outcome::Cancelled);
+                }
+                Err(e) => {
+                    let message = e.to_string();
+                    tracing::error!(%message, "generation failed");
+                    self.finish(&mut seq, Outcome::Failed);
+                    seq.send(GenEvent::Error(message));
+                }
+            }
+        }
+        self.running = kept;
+    }
+
+    fn finish(&mut self, seq: &mut Sequence, outcome: Outcome) {
+        seq.release(&mut self.pool);
+        if let Outcome::Finished(_) = outcome {
+            self.stats.request_latency(seq.age());
+        }
+        self.stats
+            .finished(outcome, seq.prompt_tokens(), seq.reused(), seq.generated());
+    }
+
+    /// The cache's gauges for `/metrics`.
+    fn publish(&self) {
+        self.stats.kv_cache(
+            self.pool.capacity(),
+            self.pool.used(),
+            self.pool.cached_idle(),
+            self.pool.stats(),
+        );
+    }
 }
 
-fn finish(stats: &EngineStats, seq: &Sequence, outcome: Outcome) {
-    stats.finished(outcome, seq.prompt_tokens(), seq.reused(), seq.generated());
+/// Tokens the sequence has yet to run before its next token.
+fn seq_pending(seq: &Sequence) -> usize {
+    match seq.need() {
+        Need::Decode => 1,
+        Need::Prefill(n) => n,
+    }
 }

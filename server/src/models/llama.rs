@@ -9,14 +9,15 @@
 //! instruction set.
 
 use super::weights::{Store, Weight};
-use super::{BatchItem, CausalLm, SeqState};
+use super::{BatchItem, CausalLm, KvShape, KvStore, BLOCK};
 use crate::gguf::GgufFile;
 use crate::{Error, Result};
 use half::f16;
-use ryzanstein_kernels::attention::{self, HeadRows, ValueCols, PAD};
+use ryzanstein_kernels::attention::{self, HeadRows, ValueCols};
 use ryzanstein_kernels::matmul::{matmul_quantized_with, quantize_acts_into, QuantizedActs};
 use ryzanstein_kernels::ops::{self, Rope, RopeStyle};
 use ryzanstein_kernels::packed::matmul_packed_with;
+use ryzanstein_kernels::seg_rows::SegRows;
 use ryzanstein_kernels::Pool;
 use std::sync::Mutex;
 
@@ -172,6 +173,7 @@ struct Scratch {
     gate: Vec<f32>,
     up: Vec<f32>,
     kv16: Vec<f16>,
+    v16: Vec<f16>,
     acts: Option<QuantizedActs>,
     acts2: Option<QuantizedActs>,
 }
@@ -351,15 +353,14 @@ impl Llama {
         Ok(a)
     }
 
-    /// Causal attention of `t` new positions (queries `q`, `t x q_dim`) over the cache of one
-    /// layer, which already holds the new keys and values (`v_cache` transposed, rows of
-    /// `v_cap` positions); writes `t x q_dim` into `out`.
+    /// Causal attention of `t` new positions (queries `q`, `t x q_dim`) over one layer of a
+    /// sequence's cache (its blocks' keys and values, in position order), which already holds
+    /// the new keys and values; writes `t x q_dim` into `out`.
     fn attention(
         &self,
         q: &[f32],
-        k_cache: &[f16],
-        v_cache: &[f16],
-        v_cap: usize,
+        keys: &[&[f16]],
+        values: &[&[f16]],
         start: usize,
         out: &mut [f32],
     ) -> Result<()> {
@@ -375,28 +376,26 @@ impl Llama {
         self.pool.chunks_mut(out, hd, tasks, &|idx, o| {
             let (t, h) = (idx / cfg.n_head, idx % cfg.n_head);
             let kvh = h / group;
-            let rows = |data| HeadRows {
-                data,
+            let qh = &q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd];
+            let key_rows = HeadRows {
+                blocks: keys,
+                block_rows: BLOCK,
                 stride: kv_dim,
                 offset: kvh * hd,
                 dim: hd,
             };
-            let qh = &q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd];
             let cols = ValueCols {
-                data: &v_cache[kvh * hd * v_cap..(kvh + 1) * hd * v_cap],
-                stride: v_cap,
+                cols: SegRows {
+                    segs: values,
+                    seg_len: BLOCK,
+                    stride: BLOCK,
+                    offset: kvh * hd * BLOCK,
+                },
                 dim: hd,
             };
-            if let Err(e) = attention::attend(
-                kt,
-                qh,
-                rows(k_cache),
-                cols,
-                start + t + 1,
-                scale,
-                batched,
-                o,
-            ) {
+            if let Err(e) =
+                attention::attend(kt, qh, key_rows, cols, start + t + 1, scale, batched, o)
+            {
                 failed
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -413,22 +412,49 @@ impl Llama {
     /// (one GEMM per matrix), each item's keys and values go to its own state, and each item
     /// attends over its own cache. Returns the last position's logits of the items that ask
     /// for them. A row's result does not depend on the other rows in the batch.
-    fn forward_batch_inner(&self, items: &mut [BatchItem<'_>]) -> Result<Vec<Option<Vec<f32>>>> {
+    fn forward_batch_inner(
+        &self,
+        kv: &mut KvStore,
+        items: &[BatchItem<'_>],
+    ) -> Result<Vec<Vec<f32>>> {
         let cfg = &self.cfg;
         let (d, q_dim, kv_dim, ff) = (cfg.n_embd, cfg.q_dim(), cfg.kv_dim(), cfg.n_ff);
+        if kv.shape() != self.kv_shape() {
+            return Err(Error::Model(format!(
+                "the KV store is shaped {:?}, this model needs {:?}",
+                kv.shape(),
+                self.kv_shape()
+            )));
+        }
         // Row ranges of the items in the batch.
         let mut spans = Vec::with_capacity(items.len());
         let mut total = 0;
         for item in items.iter() {
-            let (t, start) = (item.tokens.len(), item.state.len);
+            let (t, start) = (item.tokens.len(), item.start);
             if t == 0 {
                 return Err(Error::Model("forward called with no tokens".into()));
             }
-            if start + t > item.state.max_len {
+            if start + t > cfg.context_length {
                 return Err(Error::Model(format!(
-                    "sequence of {} positions exceeds this state's capacity of {}",
+                    "sequence of {} positions exceeds the model's context length of {}",
                     start + t,
-                    item.state.max_len
+                    cfg.context_length
+                )));
+            }
+            if item.table.len() * BLOCK < start + t
+                || item.table.iter().any(|&b| b as usize >= kv.blocks())
+            {
+                return Err(Error::Model(format!(
+                    "block table {:?} does not cover {} positions in a store of {} blocks",
+                    item.table,
+                    start + t,
+                    kv.blocks()
+                )));
+            }
+            if item.logits > t {
+                return Err(Error::Model(format!(
+                    "logits of {} positions asked of an item of {t} new tokens",
+                    item.logits
                 )));
             }
             spans.push(total..total + t);
@@ -455,9 +481,8 @@ impl Llama {
                 .dequantize_row(&self.store, tok as usize, row)?;
         }
         let mut rope_cache: Vec<Vec<(f32, f32)>> = Vec::with_capacity(t);
-        for item in items.iter_mut() {
-            let start = item.state.len;
-            item.state.reserve_values(kv_dim, start + item.tokens.len());
+        for item in items.iter() {
+            let start = item.start;
             rope_cache.extend((start..start + item.tokens.len()).map(|p| cfg.rope.cache(p)));
         }
 
@@ -470,6 +495,7 @@ impl Llama {
         sized(&mut sc.gate, t * ff);
         sized(&mut sc.up, t * ff);
         sc.kv16.resize(t * kv_dim, f16::ZERO);
+        sc.v16.resize(t * kv_dim, f16::ZERO);
         let Scratch {
             x,
             h,
@@ -481,6 +507,7 @@ impl Llama {
             gate,
             up,
             kv16,
+            v16,
             acts: acts_a,
             acts2: acts_b,
         } = sc;
@@ -503,36 +530,20 @@ impl Llama {
                     .apply(&mut k[i * kv_dim..(i + 1) * kv_dim], cfg.head_dim, rope)?;
             }
             (kt.f32_to_f16)(k, kv16);
-            for (item, span) in items.iter_mut().zip(&spans) {
-                let state = &mut *item.state;
-                let start = state.len;
-                let kc = &mut state.k[li];
-                kc.truncate(start * kv_dim);
-                kc.extend_from_slice(&kv16[span.start * kv_dim..span.end * kv_dim]);
-            }
-            // Values transposed; zeros after the last position up to the padding.
-            (kt.f32_to_f16)(v, kv16);
-            for (item, span) in items.iter_mut().zip(&spans) {
-                let state = &mut *item.state;
-                let cap = state.v_cap;
-                let (start, end) = (state.len, state.len + span.len());
-                let pad_end = (end.div_ceil(PAD) * PAD).min(cap);
-                let rows = &kv16[span.start * kv_dim..span.end * kv_dim];
-                for (e, row) in state.v[li].chunks_exact_mut(cap).enumerate() {
-                    for (i, slot) in row[start..end].iter_mut().enumerate() {
-                        *slot = rows[i * kv_dim + e];
-                    }
-                    row[end..pad_end].fill(f16::ZERO);
-                }
+            (kt.f32_to_f16)(v, v16);
+            for (item, span) in items.iter().zip(&spans) {
+                let rows = span.start * kv_dim..span.end * kv_dim;
+                kv.write(li, item.table, item.start, &kv16[rows.clone()], &v16[rows]);
             }
             for (item, span) in items.iter().zip(&spans) {
-                let state = &*item.state;
+                let used = &item.table[..(item.start + span.len()).div_ceil(BLOCK)];
+                let keys: Vec<&[f16]> = used.iter().map(|&b| kv.keys(li, b)).collect();
+                let values: Vec<&[f16]> = used.iter().map(|&b| kv.values(li, b)).collect();
                 self.attention(
                     &q[span.start * q_dim..span.end * q_dim],
-                    &state.k[li],
-                    &state.v[li],
-                    state.v_cap,
-                    state.len,
+                    &keys,
+                    &values,
+                    item.start,
                     &mut attn[span.start * q_dim..span.end * q_dim],
                 )?;
             }
@@ -557,33 +568,30 @@ impl Llama {
             self.matmul(&layer.w_down, acts, proj)?;
             ops::add_assign(x, proj)?;
         }
-        for (item, span) in items.iter_mut().zip(&spans) {
-            item.state.len += span.len();
-        }
-
-        // Logits of each wanted item's last position, in one pass over the output matrix.
-        let wanted: Vec<usize> = (0..items.len()).filter(|&i| items[i].logits).collect();
-        let mut out: Vec<Option<Vec<f32>>> = vec![None; items.len()];
+        // Logits of each item's last wanted positions, in one pass over the output matrix.
+        let wanted: Vec<usize> = items
+            .iter()
+            .zip(&spans)
+            .flat_map(|(item, span)| span.end - item.logits..span.end)
+            .collect();
+        let mut out: Vec<Vec<f32>> = vec![Vec::new(); items.len()];
         if wanted.is_empty() {
             return Ok(out);
         }
         let normed = &mut h[..wanted.len() * d];
-        for (row, &i) in normed.chunks_exact_mut(d).zip(&wanted) {
-            let last = spans[i].end - 1;
-            ops::rms_norm(
-                &x[last * d..(last + 1) * d],
-                &self.output_norm,
-                cfg.rms_eps,
-                row,
-            )?;
+        for (row, &r) in normed.chunks_exact_mut(d).zip(&wanted) {
+            ops::rms_norm(&x[r * d..(r + 1) * d], &self.output_norm, cfg.rms_eps, row)?;
         }
         let out_w = self.output.as_ref().unwrap_or(&self.tok_embd);
         let acts = self.quantize_for(out_w, normed, acts_a)?;
         let vocab = cfg.vocab_size;
         let mut logits = vec![0.0f32; wanted.len() * vocab];
         self.matmul(out_w, acts, &mut logits)?;
-        for (row, &i) in logits.chunks_exact(vocab).zip(&wanted) {
-            out[i] = Some(row.to_vec());
+        let mut rows = logits.chunks_exact(vocab);
+        for (o, item) in out.iter_mut().zip(items) {
+            for row in rows.by_ref().take(item.logits) {
+                o.extend_from_slice(row);
+            }
         }
         Ok(out)
     }
@@ -599,10 +607,13 @@ impl CausalLm for Llama {
     fn architecture(&self) -> &str {
         &self.cfg.architecture
     }
-    fn new_state(&self, max_len: usize) -> SeqState {
-        SeqState::new(self.cfg.n_layer, max_len.min(self.cfg.context_length))
+    fn kv_shape(&self) -> KvShape {
+        KvShape {
+            layers: self.cfg.n_layer,
+            kv_dim: self.cfg.kv_dim(),
+        }
     }
-    fn forward_batch(&self, items: &mut [BatchItem<'_>]) -> Result<Vec<Option<Vec<f32>>>> {
-        self.forward_batch_inner(items)
+    fn forward_batch(&self, kv: &mut KvStore, items: &[BatchItem<'_>]) -> Result<Vec<Vec<f32>>> {
+        self.forward_batch_inner(kv, items)
     }
 }

@@ -2,7 +2,7 @@
 
 use crate::Result;
 
-/// A decoder-only language model: append tokens to a sequence's state, get next-token logits.
+/// A decoder-only language model: append tokens to sequences' caches, get next-token logits.
 pub trait CausalLm: Send + Sync {
     /// Number of logits per position.
     fn vocab_size(&self) -> usize;
@@ -10,101 +10,58 @@ pub trait CausalLm: Send + Sync {
     fn context_length(&self) -> usize;
     /// Architecture name, e.g. "llama".
     fn architecture(&self) -> &str;
-    /// A fresh, empty per-sequence state (KV cache) that can hold up to `max_len` positions.
-    fn new_state(&self, max_len: usize) -> SeqState;
-    /// Append each item's tokens at positions `state.len()..` of its state, in one pass, and
-    /// return the logits of each item's last position where [`BatchItem::logits`] asks for
-    /// them. An item's results are the same whatever else is in the batch.
-    fn forward_batch(&self, items: &mut [BatchItem<'_>]) -> Result<Vec<Option<Vec<f32>>>>;
+    /// What one block of its key/value cache holds.
+    fn kv_shape(&self) -> KvShape;
+    /// Append each item's tokens at positions `item.start..` of its cache (blocks of `kv`
+    /// named by its block table), in one pass, and return the logits of each item's last
+    /// [`BatchItem::logits`] positions (`logits x vocab_size` values, in position order). An
+    /// item's results are the same whatever else is in the batch.
+    fn forward_batch(&self, kv: &mut KvStore, items: &[BatchItem<'_>]) -> Result<Vec<Vec<f32>>>;
+
+    /// A fresh, empty single-sequence state that can hold up to `max_len` positions.
+    fn new_state(&self, max_len: usize) -> SeqState {
+        SeqState::new(self.kv_shape(), max_len.min(self.context_length()))
+    }
 
     /// Append `tokens` at positions `state.len()..`, and return the logits of the last one.
     fn forward(&self, state: &mut SeqState, tokens: &[u32]) -> Result<Vec<f32>> {
-        let mut items = [BatchItem {
-            state,
+        let end = state.len + tokens.len();
+        if end > state.max_len {
+            return Err(crate::Error::Model(format!(
+                "sequence of {end} positions exceeds this state's capacity of {}",
+                state.max_len
+            )));
+        }
+        state.reserve(end);
+        let item = BatchItem {
+            table: &state.table,
+            start: state.len,
             tokens,
-            logits: true,
-        }];
-        let mut out = self.forward_batch(&mut items)?;
+            logits: 1,
+        };
+        let mut out = self.forward_batch(&mut state.store, std::slice::from_ref(&item))?;
+        state.len = end;
         out.pop()
-            .flatten()
+            .filter(|l| !l.is_empty())
             .ok_or_else(|| crate::Error::Model("the forward pass returned no logits".into()))
     }
 }
 
 /// One sequence's part of a batched forward pass.
+#[derive(Debug, Clone, Copy)]
 pub struct BatchItem<'a> {
-    pub state: &'a mut SeqState,
-    /// The new tokens, appended at `state.len()..`.
+    /// The sequence's block table; it covers positions `0..start + tokens.len()`.
+    pub table: &'a [u32],
+    /// Positions already in the cache (the new tokens go at `start..`).
+    pub start: usize,
     pub tokens: &'a [u32],
-    /// Whether to compute the logits of the last new token (a prompt chunk that is not the
-    /// prompt's last needs none).
-    pub logits: bool,
+    /// Logits of this many last new positions (0: none, as for a prompt chunk that is not the
+    /// prompt's last; more than 1 to verify drafted tokens).
+    pub logits: usize,
 }
 
-/// Per-sequence state: the key/value cache of every layer, stored as f16 like llama.cpp's default.
-/// Keys are position-major; values are transposed (one row of positions per value dimension,
-/// as llama.cpp stores them without flash attention), so that each attention output is one
-/// contiguous dot product.
-pub struct SeqState {
-    /// `k[layer]` holds `len * kv_dim` values, position-major.
-    pub(crate) k: Vec<Vec<half::f16>>,
-    /// `v[layer]` holds `kv_dim` rows of `v_cap` positions; positions from `len` up to the
-    /// next multiple of 32 are zero.
-    pub(crate) v: Vec<Vec<half::f16>>,
-    /// Positions per row of `v` (a multiple of 32).
-    pub(crate) v_cap: usize,
-    pub(crate) len: usize,
-    pub(crate) max_len: usize,
-}
-
-impl SeqState {
-    /// An empty state for `layers` layers (the caches grow on demand).
-    pub(crate) fn new(layers: usize, max_len: usize) -> SeqState {
-        SeqState {
-            k: vec![Vec::new(); layers],
-            v: vec![Vec::new(); layers],
-            v_cap: 0,
-            len: 0,
-            max_len,
-        }
-    }
-    /// Make room in the value cache for `positions` positions of `kv_dim` values (the rows grow
-    /// by doubling, up to this state's capacity, keeping what they hold).
-    pub(crate) fn reserve_values(&mut self, kv_dim: usize, positions: usize) {
-        const PAD: usize = ryzanstein_kernels::attention::PAD;
-        let need = positions.div_ceil(PAD) * PAD;
-        if need <= self.v_cap {
-            return;
-        }
-        let limit = self.max_len.div_ceil(PAD) * PAD;
-        let cap = need.max((2 * self.v_cap).min(limit)).max(256.min(limit));
-        let old = self.v_cap;
-        for v in &mut self.v {
-            let mut grown = vec![half::f16::ZERO; kv_dim * cap];
-            if old > 0 {
-                for (new_row, old_row) in grown.chunks_exact_mut(cap).zip(v.chunks_exact(old)) {
-                    new_row[..old].copy_from_slice(old_row);
-                }
-            }
-            *v = grown;
-        }
-        self.v_cap = cap;
-    }
-
-    pub fn len(&self) -> usize {
-        self.len
-    }
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-    pub fn max_len(&self) -> usize {
-        self.max_len
-    }
-    /// Forget every position from `len` on (to reuse a common prompt prefix).
-    pub fn truncate(&mut self, len: usize) {
-        self.len = self.len.min(len);
-    }
-}
+pub mod kv;
+pub use kv::{KvShape, KvStore, SeqState, BLOCK};
 
 pub mod hf_llama;
 pub mod llama;
