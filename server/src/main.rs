@@ -53,6 +53,10 @@ struct ModelArgs {
     /// committed as blocks are used). Requests are limited to what it holds.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     kv_cache_memory: Option<u64>,
+    /// Do not share the KV cache of common prompt prefixes between requests (outputs are the
+    /// same either way; this only costs time).
+    #[arg(long)]
+    no_prefix_cache: bool,
 }
 
 /// A memory size: a byte count with an optional unit (K, M, G, T; KiB/KB and so on, all
@@ -118,6 +122,7 @@ impl ModelArgs {
             max_sequences: parallel,
             batch_tokens: batch_size,
             kv_cache_bytes: self.kv_cache_memory,
+            prefix_cache: !self.no_prefix_cache,
             model_sha256,
         })
     }

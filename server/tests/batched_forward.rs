@@ -85,6 +85,7 @@ impl Paged {
                 start: self.lens[i],
                 tokens,
                 logits: usize::from(logits),
+                batched: tokens.len() > 1,
             })
             .collect();
         let out = model.forward_batch(&mut self.store, &items).unwrap();
@@ -198,6 +199,7 @@ fn logits_of_several_positions_equal_those_of_shorter_chunks() {
         start: head.len(),
         tokens: tail,
         logits: tail.len(),
+        batched: true,
     }];
     let all = model.forward_batch(&mut cache.store, &items).unwrap();
     let vocab = model.vocab_size();

@@ -56,6 +56,9 @@ pub struct EngineOptions {
     /// full context, at most [`DEFAULT_KV_CACHE_BYTES`]. The context window is capped at what
     /// the cache holds.
     pub kv_cache_bytes: Option<u64>,
+    /// Share the KV blocks of common prompt prefixes between requests (`--no-prefix-cache`
+    /// turns it off; outputs are the same either way).
+    pub prefix_cache: bool,
     /// The sha256 the model's file must have (`--model-sha256`; see [`crate::source::pin`]).
     pub model_sha256: Option<crate::source::pin::Sha256Pin>,
 }
@@ -69,6 +72,7 @@ impl Default for EngineOptions {
             max_sequences: 16,
             batch_tokens: 256,
             kv_cache_bytes: None,
+            prefix_cache: true,
             model_sha256: None,
         }
     }
@@ -228,6 +232,7 @@ impl Engine {
             max_sequences,
             batch_tokens: opts.batch_tokens.max(1),
             kv_blocks,
+            prefix_cache: opts.prefix_cache,
         };
         let (jobs, queue) = sync_channel(opts.queue_capacity);
         let shared = Arc::new(Shared {

@@ -79,16 +79,37 @@ impl Sequence {
     pub fn attach(&mut self, pool: &mut BlockPool) -> (usize, usize) {
         debug_assert!(self.table.is_empty() && self.fed == 0);
         let full = (self.history.len() - 1) / BLOCK;
-        let chunks = self.history.chunks_exact(BLOCK).take(full);
-        self.table = pool.lookup(chunks);
+        let rows: Vec<usize> = (0..full).map(|i| self.batched_rows(i)).collect();
+        let blocks: Vec<(&[u32], usize)> = (0..full)
+            .map(|i| (&self.history[i * BLOCK..(i + 1) * BLOCK], rows[i]))
+            .collect();
+        let table = pool.lookup(blocks.iter().copied());
         let mut parent = None;
-        for block in self.history.chunks_exact(BLOCK).take(self.table.len()) {
-            let h = chain_hash(parent, block);
-            self.hashes.push(h);
+        let mut hashes = Vec::with_capacity(table.len());
+        for &(tokens, batched) in &blocks[..table.len()] {
+            let h = chain_hash(parent, tokens, batched);
+            hashes.push(h);
             parent = Some(h);
         }
-        self.fed = self.table.len() * BLOCK;
+        self.fed = table.len() * BLOCK;
+        self.table = table;
+        self.hashes = hashes;
         (full, self.table.len())
+    }
+
+    /// Whether prompt rows are computed in a prompt batch's order: llama.cpp's choice for a
+    /// prompt of two or more tokens (a one-token prompt runs as a decode step).
+    fn prompt_batched(&self) -> bool {
+        self.prompt().len() > 1
+    }
+
+    /// How many rows of block `i` are computed in a prompt batch's order (the rest are
+    /// generated tokens, computed as decode steps): part of the block's identity in the cache.
+    fn batched_rows(&self, i: usize) -> usize {
+        if !self.prompt_batched() {
+            return 0;
+        }
+        self.prompt().len().saturating_sub(i * BLOCK).min(BLOCK)
     }
 
     /// Marks the sequence admitted to the running set; true the first time (a preempted
@@ -134,23 +155,29 @@ impl Sequence {
         self.table.len()
     }
 
+    /// What the sequence runs next: the rest of its prompt, its last sampled token, or (after
+    /// a preemption) the generated tokens it must recompute. A step never mixes prompt and
+    /// generated tokens of one sequence (they are computed in different orders).
     pub fn need(&self) -> Need {
-        let left = self.history.len() - self.fed;
-        if left == 1 && self.history.len() > self.prompt().len() {
+        let prompt = self.prompt().len();
+        if self.fed < prompt {
+            Need::Prefill(prompt - self.fed)
+        } else if self.history.len() - self.fed == 1 {
             Need::Decode
         } else {
-            Need::Prefill(left)
+            Need::Prefill(self.history.len() - self.fed)
         }
     }
 
-    /// The next `n` tokens to run, as a batch item (logits only when they reach the last
-    /// token).
+    /// The next `n` tokens to run (at most what [`need`](Self::need) says), as a batch item
+    /// (logits only when they reach the last token).
     pub fn batch_item(&self, n: usize) -> BatchItem<'_> {
         BatchItem {
             table: &self.table,
             start: self.fed,
             tokens: &self.history[self.fed..self.fed + n],
             logits: usize::from(self.fed + n == self.history.len()),
+            batched: self.fed < self.prompt().len() && self.prompt_batched(),
         }
     }
 
@@ -161,7 +188,8 @@ impl Sequence {
         while self.hashes.len() < self.fed / BLOCK {
             let i = self.hashes.len();
             let tokens = &self.history[i * BLOCK..(i + 1) * BLOCK];
-            let h = pool.register(self.table[i], self.hashes.last().copied(), tokens);
+            let batched = self.batched_rows(i);
+            let h = pool.register(self.table[i], self.hashes.last().copied(), tokens, batched);
             self.hashes.push(h);
         }
     }

@@ -31,6 +31,7 @@ pub(super) struct Limits {
     pub batch_tokens: usize,
     /// Blocks of the KV cache.
     pub kv_blocks: usize,
+    pub prefix_cache: bool,
 }
 
 /// The worker's state.
@@ -58,7 +59,7 @@ pub(super) fn run(
         stats: &stats,
         limits,
         store: KvStore::new(model.kv_shape(), limits.kv_blocks),
-        pool: BlockPool::new(limits.kv_blocks),
+        pool: BlockPool::new(limits.kv_blocks, limits.prefix_cache),
         running: Vec::new(),
         waiting: VecDeque::new(),
     };

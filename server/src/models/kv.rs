@@ -127,7 +127,7 @@ impl KvStore {
             }
         }
         let end = start + t;
-        if t > 0 && end % BLOCK != 0 {
+        if t > 0 && !end.is_multiple_of(BLOCK) {
             let vb = &mut vc[table[end / BLOCK] as usize * n..][..n];
             for row in vb.chunks_exact_mut(BLOCK) {
                 row[end % BLOCK..].fill(f16::ZERO);

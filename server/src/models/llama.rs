@@ -355,13 +355,17 @@ impl Llama {
 
     /// Causal attention of `t` new positions (queries `q`, `t x q_dim`) over one layer of a
     /// sequence's cache (its blocks' keys and values, in position order), which already holds
-    /// the new keys and values; writes `t x q_dim` into `out`.
+    /// the new keys and values, summed in a prompt batch's order (`batched`) or a decode
+    /// step's; writes `t x q_dim` into `out`. (In a decode step's order, a row's padding holds
+    /// the later rows' values: their probabilities are exactly 0, and a product of 0 added to
+    /// an accumulator that starts at +0 never changes its bits.)
     fn attention(
         &self,
         q: &[f32],
         keys: &[&[f16]],
         values: &[&[f16]],
         start: usize,
+        batched: bool,
         out: &mut [f32],
     ) -> Result<()> {
         let cfg = &self.cfg;
@@ -369,7 +373,6 @@ impl Llama {
         let group = cfg.n_head / cfg.n_head_kv;
         let scale = 1.0 / (hd as f32).sqrt();
         let kt = ryzanstein_kernels::dispatch::kernels();
-        let batched = q.len() > q_dim;
         // One task per (position, head).
         let failed: Mutex<Option<Error>> = Mutex::new(None);
         let tasks = self.pool.chunk_for(out.len() / hd, 4, 1);
@@ -544,6 +547,7 @@ impl Llama {
                     &keys,
                     &values,
                     item.start,
+                    item.batched,
                     &mut attn[span.start * q_dim..span.end * q_dim],
                 )?;
             }

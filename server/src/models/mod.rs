@@ -38,6 +38,7 @@ pub trait CausalLm: Send + Sync {
             start: state.len,
             tokens,
             logits: 1,
+            batched: tokens.len() > 1,
         };
         let mut out = self.forward_batch(&mut state.store, std::slice::from_ref(&item))?;
         state.len = end;
@@ -58,6 +59,12 @@ pub struct BatchItem<'a> {
     /// Logits of this many last new positions (0: none, as for a prompt chunk that is not the
     /// prompt's last; more than 1 to verify drafted tokens).
     pub logits: usize,
+    /// The order attention sums in for these rows: as rows of a prompt batch (`true`), or each
+    /// row as a decode step of its own (`false`). llama.cpp uses the first for a prompt of two
+    /// or more tokens and the second for generated tokens; a row's result depends on it, and on
+    /// nothing else in the batch, so a sequence whose rows always get the same order gives the
+    /// same output however its tokens are chunked, batched, cached or recomputed.
+    pub batched: bool,
 }
 
 pub mod kv;
