@@ -57,6 +57,17 @@ struct ModelArgs {
     /// same either way; this only costs time).
     #[arg(long)]
     no_prefix_cache: bool,
+    /// Speculative decoding by prompt lookup: draft up to N tokens per step from earlier text
+    /// of the same sequence, verified in one forward pass (output unchanged; 0: off).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    draft_max: usize,
+    /// Longest n-gram the prompt lookup matches (shorter ones are tried down to
+    /// --draft-ngram-min).
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    draft_ngram: usize,
+    /// Shortest n-gram the prompt lookup matches.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    draft_ngram_min: usize,
 }
 
 /// A memory size: a byte count with an optional unit (K, M, G, T; KiB/KB and so on, all
@@ -123,6 +134,11 @@ impl ModelArgs {
             batch_tokens: batch_size,
             kv_cache_bytes: self.kv_cache_memory,
             prefix_cache: !self.no_prefix_cache,
+            draft: (self.draft_max > 0).then_some(engine::draft::DraftOptions {
+                max_tokens: self.draft_max,
+                ngram: self.draft_ngram.max(1),
+                min_ngram: self.draft_ngram_min.clamp(1, self.draft_ngram.max(1)),
+            }),
             model_sha256,
         })
     }
@@ -293,6 +309,8 @@ fn generate(args: GenerateArgs) -> Result<()> {
                         "prompt_ms": timings.prompt_ms,
                         "gen_tokens": usage.completion_tokens,
                         "gen_ms": timings.gen_ms,
+                        "draft_tokens": timings.draft_tokens,
+                        "accepted_tokens": timings.accepted_tokens,
                         "threads": opts.threads,
                     });
                     eprintln!("{line}");

@@ -124,6 +124,18 @@ pub fn render(model: &str, stats: Option<&StatsSnapshot>) -> String {
         "Cached KV blocks evicted (least recently used first) to make room.",
         &[(base.clone(), s.prefix.evicted)],
     );
+    metric(
+        "ryzanstein_spec_decode_num_draft_tokens_total",
+        "counter",
+        "Speculative decoding: tokens drafted (prompt lookup) by ended requests.",
+        &[(base.clone(), s.draft_tokens)],
+    );
+    metric(
+        "ryzanstein_spec_decode_num_accepted_tokens_total",
+        "counter",
+        "Speculative decoding: drafted tokens the model confirmed (forward steps saved).",
+        &[(base.clone(), s.accepted_tokens)],
+    );
     let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
     gauge_f64(
         &mut out,

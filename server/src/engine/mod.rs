@@ -11,6 +11,7 @@
 //! (the client went away) stops at the next step.
 
 mod blocks;
+pub mod draft;
 mod load;
 pub mod scheduler;
 mod sequence;
@@ -59,6 +60,8 @@ pub struct EngineOptions {
     /// Share the KV blocks of common prompt prefixes between requests (`--no-prefix-cache`
     /// turns it off; outputs are the same either way).
     pub prefix_cache: bool,
+    /// Speculative decoding by prompt lookup (`--draft-max`); `None`: off.
+    pub draft: Option<draft::DraftOptions>,
     /// The sha256 the model's file must have (`--model-sha256`; see [`crate::source::pin`]).
     pub model_sha256: Option<crate::source::pin::Sha256Pin>,
 }
@@ -73,6 +76,7 @@ impl Default for EngineOptions {
             batch_tokens: 256,
             kv_cache_bytes: None,
             prefix_cache: true,
+            draft: None,
             model_sha256: None,
         }
     }
@@ -124,6 +128,10 @@ pub struct Timings {
     /// Everything after the first token: one forward step per further generated token and the
     /// sampling.
     pub gen_ms: f64,
+    /// Tokens drafted for speculative decoding, and of those confirmed by the model (each one
+    /// a forward step saved).
+    pub draft_tokens: usize,
+    pub accepted_tokens: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -233,6 +241,7 @@ impl Engine {
             batch_tokens: opts.batch_tokens.max(1),
             kv_blocks,
             prefix_cache: opts.prefix_cache,
+            draft: opts.draft.filter(|d| d.max_tokens > 0 && d.ngram > 0),
         };
         let (jobs, queue) = sync_channel(opts.queue_capacity);
         let shared = Arc::new(Shared {

@@ -8,17 +8,24 @@
 /// What one running sequence has left to run before its next token can be sampled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Need {
-    /// Its last sampled token (one row).
-    Decode,
+    /// Its last sampled token and the tokens drafted after it (speculative decoding): this
+    /// many rows, at least one.
+    Decode(usize),
     /// This many prompt tokens are still to be run.
     Prefill(usize),
 }
 
 /// The tokens each sequence runs in the next step (`0`: none), for sequences in arrival order,
-/// under a budget of `budget` rows. Decoding sequences always get their one row, even past the
+/// under a budget of `budget` rows. Decoding sequences always get their rows, even past the
 /// budget; prefill chunks fill what remains, at least one row in all when anything is left.
 pub fn plan(needs: &[Need], budget: usize) -> Vec<usize> {
-    let decoding = needs.iter().filter(|n| **n == Need::Decode).count();
+    let decoding: usize = needs
+        .iter()
+        .map(|n| match n {
+            Need::Decode(rows) => *rows,
+            Need::Prefill(_) => 0,
+        })
+        .sum();
     let mut left = budget.saturating_sub(decoding);
     if decoding == 0 {
         left = left.max(1);
@@ -26,7 +33,7 @@ pub fn plan(needs: &[Need], budget: usize) -> Vec<usize> {
     needs
         .iter()
         .map(|need| match *need {
-            Need::Decode => 1,
+            Need::Decode(rows) => rows,
             Need::Prefill(pending) => {
                 let n = pending.min(left);
                 left -= n;
@@ -38,8 +45,11 @@ pub fn plan(needs: &[Need], budget: usize) -> Vec<usize> {
 
 #[cfg(test)]
 mod tests {
-    use super::Need::{Decode, Prefill};
+    use super::Need::Prefill;
     use super::*;
+
+    #[allow(non_upper_case_globals)]
+    const Decode: Need = Need::Decode(1);
 
     #[test]
     fn decoders_always_run_and_prefills_share_the_rest_oldest_first() {
@@ -54,6 +64,15 @@ mod tests {
     fn more_decoders_than_budget_still_all_run() {
         assert_eq!(plan(&[Decode; 5], 3), [1; 5]);
         assert_eq!(plan(&[Decode, Decode, Prefill(9)], 2), [1, 1, 0]);
+    }
+
+    #[test]
+    fn drafted_rows_count_against_the_budget() {
+        assert_eq!(
+            plan(&[Need::Decode(5), Prefill(100), Decode], 16),
+            [5, 10, 1]
+        );
+        assert_eq!(plan(&[Need::Decode(5), Prefill(100)], 4), [5, 0]);
     }
 
     #[test]

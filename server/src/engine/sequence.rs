@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::blocks::{chain_hash, BlockPool, ChainHash};
+use super::draft::{self, DraftOptions};
 use super::scheduler::Need;
 use super::stats::Latency;
 use super::stop::{StopMatcher, StopOutcome};
@@ -45,6 +46,11 @@ pub(super) struct Sequence {
     last_token: Option<Instant>,
     /// The latency of the token sampled last, until the worker takes it.
     latency: Option<Latency>,
+    /// This step's decode rows: the last sampled token, then the drafted ones.
+    step: Vec<u32>,
+    /// Tokens drafted, and of those accepted, over the request.
+    drafted: usize,
+    accepted: usize,
     prompt_ms: f64,
 }
 
@@ -65,6 +71,9 @@ impl Sequence {
             first_token: None,
             last_token: None,
             latency: None,
+            step: Vec::new(),
+            drafted: 0,
+            accepted: 0,
             prompt_ms: 0.0,
         }
     }
@@ -127,6 +136,7 @@ impl Sequence {
     /// Gives every block back (the full ones stay in the prefix cache); the sequence keeps
     /// its tokens and sampler, and runs them again when it is attached again.
     pub fn release(&mut self, pool: &mut BlockPool) {
+        self.step.clear();
         for b in self.table.drain(..) {
             pool.release(b);
         }
@@ -155,23 +165,54 @@ impl Sequence {
         self.table.len()
     }
 
-    /// What the sequence runs next: the rest of its prompt, its last sampled token, or (after
-    /// a preemption) the generated tokens it must recompute. A step never mixes prompt and
-    /// generated tokens of one sequence (they are computed in different orders).
+    /// Before planning a step: a decoding sequence drafts the tokens it will verify along
+    /// with its last one (none without `draft`, or past what `max_tokens` still allows).
+    pub fn prepare(&mut self, draft: Option<DraftOptions>) {
+        self.step.clear();
+        if !self.decoding() {
+            return;
+        }
+        self.step.push(self.history[self.fed]);
+        if let Some(opts) = draft {
+            let room = self.job.req.max_tokens.saturating_sub(self.generated() + 1);
+            self.step.extend(draft::propose(&self.history, opts, room));
+        }
+    }
+
+    /// Whether the next step runs the last sampled token (rather than prompt tokens, or
+    /// generated ones a preemption dropped).
+    fn decoding(&self) -> bool {
+        self.fed >= self.prompt().len() && self.history.len() - self.fed == 1
+    }
+
+    /// What the sequence runs next: the rest of its prompt, its last sampled token (and its
+    /// draft), or (after a preemption) the generated tokens it must recompute. A step never
+    /// mixes prompt and generated tokens of one sequence (they are computed in different
+    /// orders).
     pub fn need(&self) -> Need {
         let prompt = self.prompt().len();
         if self.fed < prompt {
             Need::Prefill(prompt - self.fed)
-        } else if self.history.len() - self.fed == 1 {
-            Need::Decode
+        } else if self.decoding() {
+            Need::Decode(self.step.len().max(1))
         } else {
             Need::Prefill(self.history.len() - self.fed)
         }
     }
 
-    /// The next `n` tokens to run (at most what [`need`](Self::need) says), as a batch item
-    /// (logits only when they reach the last token).
+    /// The next `n` tokens to run (what [`need`](Self::need) says, or less of a prefill), as
+    /// a batch item: logits only when they reach the last token, or of every row of a
+    /// decode step with a draft.
     pub fn batch_item(&self, n: usize) -> BatchItem<'_> {
+        if self.decoding() {
+            return BatchItem {
+                table: &self.table,
+                start: self.fed,
+                tokens: &self.step[..n],
+                logits: n,
+                batched: false,
+            };
+        }
         BatchItem {
             table: &self.table,
             start: self.fed,
@@ -181,9 +222,54 @@ impl Sequence {
         }
     }
 
-    /// Records that the step ran the `n` tokens of [`batch_item`](Self::batch_item), and
-    /// registers the blocks they filled in the prefix cache.
-    pub fn ran(&mut self, n: usize, pool: &mut BlockPool) {
+    /// After the step ran the `n` tokens of [`batch_item`](Self::batch_item) with these
+    /// `logits` (`rows x vocab`): records what the cache now holds and samples what comes
+    /// next. A decode step's draft is verified row by row: each row's token is sampled as in
+    /// plain decoding, and the next row counts only while the sampled token is the drafted
+    /// one, so the output is exactly plain decoding's (for sampling too: a draft is a point
+    /// mass, and "sample from the target, accept if equal" is rejection sampling for it).
+    pub fn advance(
+        &mut self,
+        n: usize,
+        logits: Vec<f32>,
+        vocab: usize,
+        tokenizer: &Tokenizer,
+        pool: &mut BlockPool,
+    ) -> Result<Progress> {
+        if !self.decoding() {
+            self.ran(n, pool);
+            if logits.is_empty() {
+                return Ok(Progress::Running);
+            }
+            check_logits(&logits, vocab)?;
+            return self.on_logits(logits, tokenizer);
+        }
+        if logits.len() != n * vocab || vocab == 0 {
+            return Err(Error::Engine(format!(
+                "the model returned {} logits for a decode step of {n} rows, expected {}",
+                logits.len(),
+                n * vocab
+            )));
+        }
+        let draft = self.step[1..n].to_vec();
+        self.drafted += draft.len();
+        for (j, row) in logits.chunks_exact(vocab).enumerate() {
+            self.ran(1, pool);
+            let progress = self.on_logits(row.to_vec(), tokenizer)?;
+            let confirmed = j < draft.len()
+                && progress == Progress::Running
+                && self.history.last() == Some(&draft[j]);
+            if !confirmed {
+                return Ok(progress);
+            }
+            self.accepted += 1;
+        }
+        unreachable!("the last row never confirms a draft token")
+    }
+
+    /// Records that the cache now holds `n` more tokens of `history`, and registers the
+    /// blocks they filled in the prefix cache.
+    fn ran(&mut self, n: usize, pool: &mut BlockPool) {
         self.fed += n;
         while self.hashes.len() < self.fed / BLOCK {
             let i = self.hashes.len();
@@ -192,6 +278,11 @@ impl Sequence {
             let h = pool.register(self.table[i], self.hashes.last().copied(), tokens, batched);
             self.hashes.push(h);
         }
+    }
+
+    /// Tokens drafted and accepted so far.
+    pub fn speculation(&self) -> (usize, usize) {
+        (self.drafted, self.accepted)
     }
 
     /// Whether the client stopped listening.
@@ -298,6 +389,8 @@ impl Sequence {
                 prompt_eval_tokens: self.prompt().len() - self.reused,
                 prompt_ms: self.prompt_ms,
                 gen_ms: self.first_token.map_or(0.0, |t| ms(t.elapsed())),
+                draft_tokens: self.drafted,
+                accepted_tokens: self.accepted,
             },
         }
     }
@@ -309,7 +402,7 @@ impl Sequence {
 }
 
 /// Checks that the model returned one logit per vocabulary entry.
-pub(super) fn check_logits(logits: &[f32], vocab_size: usize) -> Result<()> {
+fn check_logits(logits: &[f32], vocab_size: usize) -> Result<()> {
     if logits.len() != vocab_size || logits.is_empty() {
         return Err(Error::Engine(format!(
             "the model returned {} logits, expected {vocab_size} (its vocabulary size)",

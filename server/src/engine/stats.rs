@@ -121,6 +121,8 @@ pub struct EngineStats {
     ttft: Histogram,
     itl: Histogram,
     e2e: Histogram,
+    draft_tokens: AtomicU64,
+    accepted_tokens: AtomicU64,
 }
 
 /// A snapshot of [`EngineStats`].
@@ -149,6 +151,9 @@ pub struct StatsSnapshot {
     pub ttft: HistogramSnapshot,
     pub itl: HistogramSnapshot,
     pub e2e: HistogramSnapshot,
+    /// Speculative decoding: tokens drafted, and of those accepted, by ended requests.
+    pub draft_tokens: u64,
+    pub accepted_tokens: u64,
 }
 
 impl EngineStats {
@@ -182,6 +187,14 @@ impl EngineStats {
     /// A request ended after `d` (from its acceptance).
     pub(super) fn request_latency(&self, d: Duration) {
         self.e2e.observe(d);
+    }
+
+    /// An ended request's speculative decoding.
+    pub(super) fn speculated(&self, drafted: usize, accepted: usize) {
+        self.draft_tokens
+            .fetch_add(drafted as u64, Ordering::Relaxed);
+        self.accepted_tokens
+            .fetch_add(accepted as u64, Ordering::Relaxed);
     }
 
     /// A running sequence was preempted: it waits again.
@@ -248,6 +261,8 @@ impl EngineStats {
             ttft: self.ttft.snapshot(),
             itl: self.itl.snapshot(),
             e2e: self.e2e.snapshot(),
+            draft_tokens: self.draft_tokens.load(Ordering::Relaxed),
+            accepted_tokens: self.accepted_tokens.load(Ordering::Relaxed),
         }
     }
 }

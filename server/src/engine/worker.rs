@@ -17,8 +17,9 @@ use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
 
 use super::blocks::BlockPool;
+use super::draft::DraftOptions;
 use super::scheduler::{self, Need};
-use super::sequence::{check_logits, Progress, Sequence};
+use super::sequence::{Progress, Sequence};
 use super::stats::{EngineStats, Outcome};
 use super::{GenEvent, Job};
 use crate::models::{BatchItem, CausalLm, KvStore};
@@ -32,6 +33,7 @@ pub(super) struct Limits {
     /// Blocks of the KV cache.
     pub kv_blocks: usize,
     pub prefix_cache: bool,
+    pub draft: Option<DraftOptions>,
 }
 
 /// The worker's state.
@@ -154,6 +156,9 @@ impl Worker<'_> {
     /// The plan of the next step, with blocks for every planned token: when the pool runs
     /// out, the newest sequences are preempted until the rest fit.
     fn plan(&mut self) -> Vec<usize> {
+        for seq in &mut self.running {
+            seq.prepare(self.limits.draft);
+        }
         loop {
             let needs: Vec<Need> = self.running.iter().map(Sequence::need).collect();
             let plan = scheduler::plan(&needs, self.limits.batch_tokens);
@@ -231,13 +236,8 @@ impl Worker<'_> {
                 kept.push(seq);
                 continue;
             }
-            seq.ran(n, &mut self.pool);
             let l = logits.next().unwrap_or_default();
-            let progress = if l.is_empty() {
-                Ok(Progress::Running)
-            } else {
-                check_logits(&l, vocab).and_then(|()| seq.on_logits(l, self.tokenizer))
-            };
+            let progress = seq.advance(n, l, vocab, self.tokenizer, &mut self.pool);
             if let Some(latency) = seq.take_latency() {
                 self.stats.latency(latency);
             }
@@ -269,6 +269,8 @@ impl Worker<'_> {
 
     fn finish(&mut self, seq: &mut Sequence, outcome: Outcome) {
         seq.release(&mut self.pool);
+        let (drafted, accepted) = seq.speculation();
+        self.stats.speculated(drafted, accepted);
         if let Outcome::Finished(_) = outcome {
             self.stats.request_latency(seq.age());
         }
@@ -290,7 +292,7 @@ impl Worker<'_> {
 /// Tokens the sequence has yet to run before its next token.
 fn seq_pending(seq: &Sequence) -> usize {
     match seq.need() {
-        Need::Decode => 1,
+        Need::Decode(rows) => rows,
         Need::Prefill(n) => n,
     }
 }
