@@ -74,6 +74,7 @@ test-aarch64: ## The kernel tests for aarch64 under qemu (NEON and dotprod paths
 bench: setup-bench model build ## Compare speed and memory with llama.cpp; writes docs/BENCHMARKS.md
 	$(CARGO) build --release -p ryzanstein-kernels --example membw
 	$(PYTHON) scripts/bench.py --bin $(BIN) --membw $(CARGO_TARGET_DIR)/release/examples/membw --write docs/BENCHMARKS.md
+	$(PYTHON) scripts/bench_speculative.py --bin $(BIN) --write docs/BENCHMARKS.md
 
 # References come from llama.cpp built for AVX2 (not for this CPU): an AVX-512 build sums in
 # another order and gives other logits. A separate venv keeps the bench's native build intact.
