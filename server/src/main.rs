@@ -214,7 +214,8 @@ struct ServeArgs {
     /// HTTP requests handled at once; more get 503.
     #[arg(long, default_value_t = 256)]
     max_concurrent_requests: usize,
-    /// Seconds a request may take to produce its response (headers, for streams).
+    /// Seconds a request may take: one without its response by then gets 504, and generation
+    /// (streams too) stops at this deadline, freeing its KV cache.
     #[arg(long, default_value_t = 600)]
     request_timeout_secs: u64,
     /// Seconds in-flight requests get to finish after SIGTERM or Ctrl-C.
@@ -257,8 +258,7 @@ fn generate(args: GenerateArgs) -> Result<()> {
     if !(0.0..=2.0).contains(&args.temperature) {
         bail!("--temperature must be between 0 and 2 (0 is greedy)");
     }
-    // One request: room for it in the queue (a zero-capacity queue only accepts a request while
-    // the worker is already waiting, which races with its start-up).
+    // One request: room for it in the queue.
     let opts = args.model.engine_options(1, (1, 512))?;
     let engine = engine::load(&args.model.model, &opts)
         .with_context(|| format!("loading the model {:?}", args.model.model))?;
@@ -299,6 +299,7 @@ fn generate(args: GenerateArgs) -> Result<()> {
                 }
             }
             GenEvent::Error(message) => bail!("generation failed: {message}"),
+            GenEvent::TimedOut { after } => bail!("generation timed out after {after:?}"),
             GenEvent::Done { usage, timings, .. } => {
                 if stdout.is_terminal() && !ended_with_newline {
                     writeln!(stdout)?;

@@ -398,7 +398,7 @@ fn stop_strings_length_seed_and_ignore_eos() {
 
 #[test]
 fn a_full_queue_answers_429_with_retry_after() {
-    let server = Server::start(&["--queue-size", "0"]);
+    let server = Server::start(&["--parallel", "1", "--queue-size", "0"]);
     // Hold one generation open: its first chunk proves the engine is busy with it.
     let mut busy = server.post_stream(
         "/v1/completions",

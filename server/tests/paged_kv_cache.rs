@@ -56,6 +56,7 @@ fn generate(h: &EngineHandle, prompt: Vec<u32>, max_tokens: usize, seed: Option<
             GenEvent::Token { id, .. } => out.push(id),
             GenEvent::Done { .. } => return out,
             GenEvent::Error(e) => panic!("generation failed: {e}"),
+            GenEvent::TimedOut { after } => panic!("timed out after {after:?}"),
         }
     }
     panic!("the stream ended without Done");

@@ -48,6 +48,7 @@ fn generate(h: &EngineHandle, prompt: &str, seed: Option<u64>) -> (Vec<u32>, (us
                 return (out, (timings.draft_tokens, timings.accepted_tokens))
             }
             GenEvent::Error(e) => panic!("generation failed: {e}"),
+            GenEvent::TimedOut { after } => panic!("timed out after {after:?}"),
         }
     }
     panic!("the stream ended without Done");

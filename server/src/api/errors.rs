@@ -125,8 +125,9 @@ impl ApiError {
             ),
             ApiError::Timeout { secs } => (
                 format!(
-                    "the request took longer than the server's {secs}s timeout; ask for fewer \
-                     tokens or use stream: true"
+                    "the request took longer than the server's {secs}s timeout \
+                     (--request-timeout-secs); ask for fewer tokens (max_tokens) or send a \
+                     shorter prompt"
                 ),
                 "timeout_error",
                 None,

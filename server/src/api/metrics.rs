@@ -63,7 +63,7 @@ pub fn render(model: &str, stats: Option<&StatsSnapshot>) -> String {
     metric(
         "ryzanstein_requests_total",
         "counter",
-        "Requests the engine ended, by outcome (stop, length, cancelled, error).",
+        "Requests the engine ended, by outcome (stop, length, cancelled, error, timeout).",
         &by_outcome,
     );
     metric(
@@ -245,7 +245,7 @@ mod tests {
         let s = StatsSnapshot {
             waiting: 2,
             running: 1,
-            requests: [5, 1, 0, 3],
+            requests: [5, 1, 0, 3, 2],
             prompt_tokens: 100,
             prompt_tokens_cached: 40,
             generation_tokens: 7,
@@ -265,6 +265,8 @@ mod tests {
         assert!(
             text.contains("ryzanstein_requests_total{model_name=\"a\\\"b\",outcome=\"error\"} 3\n")
         );
+        assert!(text
+            .contains("ryzanstein_requests_total{model_name=\"a\\\"b\",outcome=\"timeout\"} 2\n"));
         assert!(text.contains("# TYPE ryzanstein_generation_tokens_total counter\n"));
         assert!(text.contains("ryzanstein_model_loaded{model_name=\"a\\\"b\"} 1\n"));
         assert!(text.contains("ryzanstein_kv_cache_usage_perc{model_name=\"a\\\"b\"} 0.4\n"));

@@ -149,10 +149,29 @@ impl AppState {
     }
 }
 
+/// How long a generation request may take, from its arrival: the HTTP layer answers 504 when
+/// a response has not begun by then, and the engine ends the request (a stream's too) at that
+/// deadline, freeing its KV blocks. Handed to the handlers as an [`axum::Extension`].
+#[derive(Debug, Clone, Copy)]
+pub struct RequestTimeout(pub Duration);
+
+impl RequestTimeout {
+    pub fn deadline_from(self, arrived: std::time::Instant) -> std::time::Instant {
+        arrived + self.0
+    }
+
+    pub fn error(self) -> ApiError {
+        ApiError::Timeout {
+            secs: self.0.as_secs(),
+        }
+    }
+}
+
 /// HTTP-level limits.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    /// A request that has not produced its response (headers, for streams) by then gets 504.
+    /// A request that has not produced its response (headers, for streams) by then gets 504;
+    /// the engine stops generation requests (streams too) at this deadline.
     pub request_timeout: Duration,
     /// Requests handled at once; more are answered 503 with `Retry-After` right away.
     pub max_concurrent_requests: usize,
@@ -204,7 +223,8 @@ pub fn router(state: Arc<AppState>, cfg: &ServerConfig) -> Router {
         .route("/v1/models", get(routes::models))
         .route("/tokenize", post(tokenize::tokenize))
         .route("/detokenize", post(tokenize::detokenize))
-        .layer(middleware);
+        .layer(middleware)
+        .layer(axum::Extension(RequestTimeout(cfg.request_timeout)));
 
     Router::new()
         .route("/healthz", get(routes::healthz))

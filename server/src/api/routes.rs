@@ -1,13 +1,14 @@
 //! Request handlers: `/v1/chat/completions`, `/v1/completions`, `/v1/models`, probes, metrics.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -20,24 +21,26 @@ use super::types::{
 use super::validation::{
     check_logit_bias_vocab, parse_body, validate, Endpoint, PromptInput, ValidRequest,
 };
-use super::{sse, AppState};
+use super::{sse, AppState, RequestTimeout};
 use crate::engine::{EngineHandle, GenEvent, GenRequest};
 use crate::sampler::TokenLogprobs;
 
 pub async fn chat_completions(
     State(state): State<Arc<AppState>>,
+    Extension(timeout): Extension<RequestTimeout>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    complete(state, headers, body, Endpoint::Chat).await
+    complete(state, timeout, headers, body, Endpoint::Chat).await
 }
 
 pub async fn completions(
     State(state): State<Arc<AppState>>,
+    Extension(timeout): Extension<RequestTimeout>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    complete(state, headers, body, Endpoint::Completions).await
+    complete(state, timeout, headers, body, Endpoint::Completions).await
 }
 
 pub async fn models(State(state): State<Arc<AppState>>) -> Json<ModelList> {
@@ -102,10 +105,12 @@ pub async fn method_not_allowed() -> ApiError {
 
 async fn complete(
     state: Arc<AppState>,
+    timeout: RequestTimeout,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
     endpoint: Endpoint,
 ) -> Result<Response, ApiError> {
+    let arrived = Instant::now();
     let engine = state.engine()?;
     let body = body.map_err(|e| match e.status() {
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge {
@@ -133,13 +138,16 @@ async fn complete(
         .max_tokens
         .unwrap_or_else(|| engine.context_length().saturating_sub(prompt_ids.len()));
     let prompt_len = prompt_ids.len();
-    let events = engine.submit(GenRequest {
+    // The engine stops the request at its deadline (streams too, which the HTTP timeout
+    // covers only until their headers), so a forgotten stream cannot hold a slot forever.
+    let request = GenRequest {
         prompt_ids,
         sampling: req.sampling.clone(),
         max_tokens,
         stop: req.stop.clone(),
         ignore_eos: req.ignore_eos,
-    })?;
+    };
+    let events = engine.submit_by(request, Some(timeout.deadline_from(arrived)))?;
     tracing::debug!(
         prompt_len,
         max_tokens,
@@ -163,9 +171,9 @@ async fn complete(
     };
     let renderer = renderer(&engine);
     if req.stream {
-        Ok(stream_response(header, &req, events, renderer))
+        Ok(stream_response(header, &req, events, renderer, timeout))
     } else {
-        whole_response(header, endpoint, events, renderer).await
+        whole_response(header, endpoint, events, renderer, timeout).await
     }
 }
 
@@ -175,6 +183,7 @@ async fn whole_response(
     endpoint: Endpoint,
     mut events: UnboundedReceiver<GenEvent>,
     renderer: Renderer<impl Fn(u32) -> Vec<u8>>,
+    timeout: RequestTimeout,
 ) -> Result<Response, ApiError> {
     let mut text = String::new();
     let mut logprobs: Option<Vec<TokenLogprobs>> = None;
@@ -191,6 +200,7 @@ async fn whole_response(
                 }
             }
             GenEvent::Error(message) => return Err(ApiError::Internal { message }),
+            GenEvent::TimedOut { .. } => return Err(timeout.error()),
             GenEvent::Done {
                 finish_reason,
                 usage,
@@ -245,6 +255,7 @@ fn stream_response(
     req: &ValidRequest,
     mut events: UnboundedReceiver<GenEvent>,
     renderer: Renderer<impl Fn(u32) -> Vec<u8> + Send + 'static>,
+    timeout: RequestTimeout,
 ) -> Response {
     let endpoint = req.endpoint;
     let include_usage = req.include_usage;
@@ -283,6 +294,10 @@ fn stream_response(
                 }
                 GenEvent::Error(message) => {
                     yield sse::frame(&ApiError::Internal { message }.body());
+                    break;
+                }
+                GenEvent::TimedOut { .. } => {
+                    yield sse::frame(&timeout.error().body());
                     break;
                 }
             }

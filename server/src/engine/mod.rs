@@ -19,7 +19,7 @@ pub mod stats;
 pub mod stop;
 mod worker;
 
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::mpsc::{channel, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -153,6 +153,9 @@ pub enum GenEvent {
     },
     /// The request failed; nothing follows.
     Error(String),
+    /// The request ran past its deadline (it had run for `after`); its blocks are freed and
+    /// nothing follows.
+    TimedOut { after: std::time::Duration },
 }
 
 /// A queued request and where its events go.
@@ -161,16 +164,20 @@ struct Job {
     events: UnboundedSender<GenEvent>,
     /// When the request was accepted (latencies count from here, queue wait included).
     submitted: std::time::Instant,
+    /// Waiting or running past this, the request ends with [`GenEvent::TimedOut`].
+    deadline: Option<std::time::Instant>,
 }
 
 struct Shared {
-    jobs: SyncSender<Job>,
+    jobs: Sender<Job>,
     tokenizer: Arc<Tokenizer>,
     template: Option<ChatTemplate>,
     context_length: usize,
     vocab_size: usize,
     architecture: String,
     queue_capacity: usize,
+    /// Requests generated at once: with `queue_capacity`, how many may be in the engine.
+    max_sequences: usize,
     stats: Arc<EngineStats>,
 }
 
@@ -243,7 +250,9 @@ impl Engine {
             prefix_cache: opts.prefix_cache,
             draft: opts.draft.filter(|d| d.max_tokens > 0 && d.ngram > 0),
         };
-        let (jobs, queue) = sync_channel(opts.queue_capacity);
+        // Unbounded: the worker moves every new job to its waiting queue at once (to watch
+        // deadlines); `submit` bounds how many wait.
+        let (jobs, queue) = channel();
         let shared = Arc::new(Shared {
             jobs,
             tokenizer: tokenizer.clone(),
@@ -252,6 +261,7 @@ impl Engine {
             vocab_size: model.vocab_size(),
             architecture: model.architecture().to_owned(),
             queue_capacity: opts.queue_capacity,
+            max_sequences: opts.max_sequences.max(1),
             stats: stats.clone(),
         });
         let worker = std::thread::Builder::new()
@@ -328,6 +338,16 @@ impl EngineHandle {
     /// [`Error::TokenOutOfRange`], [`Error::ContextOverflow`], [`Error::QueueFull`],
     /// [`Error::EngineStopped`].
     pub fn submit(&self, req: GenRequest) -> Result<UnboundedReceiver<GenEvent>> {
+        self.submit_by(req, None)
+    }
+
+    /// [`submit`](Self::submit) with a deadline: a request still waiting or generating then
+    /// ends with [`GenEvent::TimedOut`] at the next step, and its KV blocks are freed.
+    pub fn submit_by(
+        &self,
+        req: GenRequest,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<UnboundedReceiver<GenEvent>> {
         let s = &self.shared;
         if req.prompt_ids.is_empty() {
             return Err(Error::EmptyPrompt);
@@ -349,24 +369,24 @@ impl EngineHandle {
                 context_length: s.context_length,
             });
         }
-        let (events, rx) = unbounded_channel();
         // Counted before the worker can see it, so `waiting` stays consistent.
-        s.stats.queued();
+        if !s.stats.try_queue(s.max_sequences + s.queue_capacity) {
+            return Err(Error::QueueFull {
+                capacity: s.queue_capacity,
+            });
+        }
+        let (events, rx) = unbounded_channel();
         let job = Job {
             req,
             events,
             submitted: std::time::Instant::now(),
+            deadline,
         };
-        match s.jobs.try_send(job) {
+        match s.jobs.send(job) {
             Ok(()) => Ok(rx),
-            Err(e) => {
+            Err(_) => {
                 s.stats.unqueued();
-                Err(match e {
-                    TrySendError::Full(_) => Error::QueueFull {
-                        capacity: s.queue_capacity,
-                    },
-                    TrySendError::Disconnected(_) => Error::EngineStopped,
-                })
+                Err(Error::EngineStopped)
             }
         }
     }

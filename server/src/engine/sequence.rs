@@ -290,6 +290,11 @@ impl Sequence {
         self.job.events.is_closed()
     }
 
+    /// Whether the request's deadline has passed at `now`.
+    pub fn expired(&self, now: std::time::Instant) -> bool {
+        self.job.deadline.is_some_and(|d| now >= d)
+    }
+
     /// Samples the next token from `logits`, sends it to the client, and says whether the
     /// sequence goes on.
     pub fn on_logits(&mut self, mut logits: Vec<f32>, tokenizer: &Tokenizer) -> Result<Progress> {

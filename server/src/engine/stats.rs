@@ -13,14 +13,17 @@ pub enum Outcome {
     /// The client went away before the end.
     Cancelled,
     Failed,
+    /// The request ran past its deadline.
+    TimedOut,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 4] = [
+    pub const ALL: [Outcome; 5] = [
         Outcome::Finished(FinishReason::Stop),
         Outcome::Finished(FinishReason::Length),
         Outcome::Cancelled,
         Outcome::Failed,
+        Outcome::TimedOut,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -28,6 +31,7 @@ impl Outcome {
             Outcome::Finished(r) => r.as_str(),
             Outcome::Cancelled => "cancelled",
             Outcome::Failed => "error",
+            Outcome::TimedOut => "timeout",
         }
     }
 
@@ -105,9 +109,12 @@ pub enum Latency {
 /// Counters shared by the request path and the worker.
 #[derive(Debug, Default)]
 pub struct EngineStats {
+    /// Requests submitted and not yet ended (waiting, running or preempted): the bound of
+    /// [`try_queue`](Self::try_queue).
+    in_engine: AtomicI64,
     waiting: AtomicI64,
     running: AtomicI64,
-    requests: [AtomicU64; 4],
+    requests: [AtomicU64; Outcome::ALL.len()],
     prompt_tokens: AtomicU64,
     prompt_tokens_cached: AtomicU64,
     generation_tokens: AtomicU64,
@@ -133,7 +140,7 @@ pub struct StatsSnapshot {
     /// Requests being generated.
     pub running: u64,
     /// Finished requests by [`Outcome`], in [`Outcome::ALL`]'s order.
-    pub requests: [u64; 4],
+    pub requests: [u64; Outcome::ALL.len()],
     /// Prompt tokens of finished requests, and how many of them came from the prefix cache.
     pub prompt_tokens: u64,
     pub prompt_tokens_cached: u64,
@@ -157,12 +164,24 @@ pub struct StatsSnapshot {
 }
 
 impl EngineStats {
-    pub(super) fn queued(&self) {
-        self.waiting.fetch_add(1, Ordering::SeqCst);
+    /// Counts one more waiting request unless `limit` requests are already in the engine
+    /// (waiting or running); says whether it did.
+    pub(super) fn try_queue(&self, limit: usize) -> bool {
+        let counted = self
+            .in_engine
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < limit as i64).then_some(n + 1)
+            })
+            .is_ok();
+        if counted {
+            self.waiting.fetch_add(1, Ordering::SeqCst);
+        }
+        counted
     }
 
     /// A queued request was refused after all (the queue was full or the worker gone).
     pub(super) fn unqueued(&self) {
+        self.in_engine.fetch_sub(1, Ordering::SeqCst);
         self.waiting.fetch_sub(1, Ordering::SeqCst);
     }
 
@@ -171,10 +190,12 @@ impl EngineStats {
         self.running.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// A queued request was dropped before it started (its client left).
-    pub(super) fn skipped(&self) {
+    /// A queued request was dropped before it started (its client left, or its deadline
+    /// passed): `outcome` is how it ended.
+    pub(super) fn skipped(&self, outcome: Outcome) {
+        self.in_engine.fetch_sub(1, Ordering::SeqCst);
         self.waiting.fetch_sub(1, Ordering::SeqCst);
-        self.requests[Outcome::Cancelled.index()].fetch_add(1, Ordering::Relaxed);
+        self.requests[outcome.index()].fetch_add(1, Ordering::Relaxed);
     }
 
     pub(super) fn latency(&self, l: Latency) {
@@ -228,6 +249,7 @@ impl EngineStats {
         cached: usize,
         generated: usize,
     ) {
+        self.in_engine.fetch_sub(1, Ordering::SeqCst);
         self.running.fetch_sub(1, Ordering::SeqCst);
         self.requests[outcome.index()].fetch_add(1, Ordering::Relaxed);
         self.prompt_tokens

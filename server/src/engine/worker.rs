@@ -15,6 +15,7 @@ use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::blocks::BlockPool;
 use super::draft::DraftOptions;
@@ -67,56 +68,49 @@ pub(super) fn run(
     };
     let mut open = true;
     loop {
-        open = w.admit(&queue, open);
+        open = w.receive(&queue, open);
+        w.drop_ended();
+        w.admit();
         if w.running.is_empty() {
+            w.publish(); // blocks freed by dropped requests
             if open || !w.waiting.is_empty() {
                 continue;
             }
             break;
         }
-        w.drop_cancelled();
-        if !w.running.is_empty() {
-            w.step();
-        }
+        w.step();
         w.publish();
     }
     tracing::info!("engine worker stopped: no more handles");
 }
 
 impl Worker<'_> {
-    /// Admits waiting requests while there is room (slots and blocks); blocks on the channel
-    /// only when nothing runs or waits. Returns whether the channel is still open.
-    fn admit(&mut self, queue: &Receiver<Job>, mut open: bool) -> bool {
-        while self.running.len() < self.limits.max_sequences.max(1) {
-            let mut seq = match self.waiting.pop_front() {
-                Some(seq) => seq,
-                None if !open => break,
-                None => {
-                    let job = if self.running.is_empty() {
-                        match queue.recv() {
-                            Ok(job) => job,
-                            Err(_) => {
-                                open = false;
-                                break;
-                            }
-                        }
-                    } else {
-                        match queue.try_recv() {
-                            Ok(job) => job,
-                            Err(TryRecvError::Empty) => break,
-                            Err(TryRecvError::Disconnected) => {
-                                open = false;
-                                break;
-                            }
-                        }
-                    };
-                    Sequence::new(job, self.tokenizer)
-                }
+    /// Moves new requests from the channel to `waiting` (every one, so each waiting request's
+    /// deadline is watched; the handle bounds how many wait), blocking only when nothing runs
+    /// or waits. Returns whether the channel is still open.
+    fn receive(&mut self, queue: &Receiver<Job>, mut open: bool) -> bool {
+        while open {
+            let job = if self.running.is_empty() && self.waiting.is_empty() {
+                queue.recv().map_err(|_| TryRecvError::Disconnected)
+            } else {
+                queue.try_recv()
             };
-            if seq.cancelled() {
-                self.stats.skipped();
-                continue; // the client left while the request waited
+            match job {
+                Ok(job) => self.waiting.push_back(Sequence::new(job, self.tokenizer)),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => open = false,
             }
+        }
+        open
+    }
+
+    /// Admits waiting requests, oldest first, while there is room (slots and blocks). (Those
+    /// whose client left or whose deadline passed were dropped just before.)
+    fn admit(&mut self) {
+        while self.running.len() < self.limits.max_sequences.max(1) {
+            let Some(mut seq) = self.waiting.pop_front() else {
+                break;
+            };
             let (queried, hits) = seq.attach(&mut self.pool);
             // Room for the rest of its tokens and a block to grow into; a sequence alone
             // always fits (requests are checked against the cache's size when submitted).
@@ -132,24 +126,40 @@ impl Worker<'_> {
             self.stats.started();
             self.running.push(seq);
         }
-        open
     }
 
-    /// Clients that went away free their slot and blocks now.
-    fn drop_cancelled(&mut self) {
+    /// Clients that went away, and requests past their deadline, free their slot and blocks
+    /// now.
+    fn drop_ended(&mut self) {
+        let now = Instant::now();
         let mut i = 0;
         while i < self.running.len() {
-            if self.running[i].cancelled() {
+            let seq = &self.running[i];
+            if seq.cancelled() {
                 let mut seq = self.running.remove(i);
                 self.finish(&mut seq, Outcome::Cancelled);
+            } else if seq.expired(now) {
+                let mut seq = self.running.remove(i);
+                tracing::debug!(
+                    generated = seq.generated(),
+                    "deadline passed; generation stopped"
+                );
+                self.finish(&mut seq, Outcome::TimedOut);
+                seq.send(GenEvent::TimedOut { after: seq.age() });
             } else {
                 i += 1;
             }
         }
-        let before = self.waiting.len();
-        self.waiting.retain(|s| !s.cancelled());
-        for _ in self.waiting.len()..before {
-            self.stats.skipped();
+        // Waiting sequences hold no blocks (preempted ones released theirs).
+        for seq in std::mem::take(&mut self.waiting) {
+            if seq.cancelled() {
+                self.stats.skipped(Outcome::Cancelled);
+            } else if seq.expired(now) {
+                self.stats.skipped(Outcome::TimedOut);
+                seq.send(GenEvent::TimedOut { after: seq.age() });
+            } else {
+                self.waiting.push_back(seq);
+            }
         }
     }
 
