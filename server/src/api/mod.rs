@@ -18,7 +18,9 @@ pub mod logprobs;
 pub mod metrics;
 pub mod routes;
 pub mod sse;
+pub mod stream;
 pub mod tokenize;
+pub mod tools;
 pub mod types;
 pub mod validation;
 

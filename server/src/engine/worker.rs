@@ -23,6 +23,7 @@ use super::sequence::{Progress, Sequence};
 use super::stats::{EngineStats, Outcome};
 use super::{GenEvent, Job};
 use crate::models::{BatchItem, CausalLm, KvStore};
+use crate::structured::TokenTable;
 use crate::tokenizer::Tokenizer;
 
 /// How much the engine runs at once.
@@ -40,6 +41,8 @@ pub(super) struct Limits {
 struct Worker<'a> {
     model: &'a dyn CausalLm,
     tokenizer: &'a Arc<Tokenizer>,
+    /// The vocabulary as bytes, for constrained sequences.
+    tokens: Arc<TokenTable>,
     stats: &'a EngineStats,
     limits: Limits,
     store: KvStore,
@@ -58,6 +61,7 @@ pub(super) fn run(
     let mut w = Worker {
         model: model.as_ref(),
         tokenizer: &tokenizer,
+        tokens: Arc::new(TokenTable::new(&tokenizer)),
         stats: &stats,
         limits,
         store: KvStore::new(model.kv_shape(), limits.kv_blocks),
@@ -110,7 +114,7 @@ impl Worker<'_> {
                             }
                         }
                     };
-                    Sequence::new(job, self.tokenizer)
+                    Sequence::new(job, self.tokenizer, &self.tokens)
                 }
             };
             if seq.cancelled() {
