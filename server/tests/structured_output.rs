@@ -197,7 +197,7 @@ fn schema() -> impl Strategy<Value = Value> {
 #[test]
 fn random_schemas_give_valid_json() {
     let mut runner = TestRunner::new(Config {
-        cases: 20,
+        cases: 32,
         failure_persistence: None,
         max_shrink_iters: 8,
         ..Config::default()

@@ -150,13 +150,16 @@ impl Constraint {
             }
         }
         let accepting = self.matcher.accepting();
-        // After this token, one for each closing byte and one for the end.
-        let limit = remaining.saturating_sub(2);
-        let mut allowed: Vec<u32> = valid
-            .iter()
-            .filter(|&&(_, c)| c <= limit)
-            .map(|&(id, _)| id)
-            .collect();
+        // After this token, one for each closing byte and one for the end; with fewer than
+        // two tokens left only the end fits.
+        let mut allowed: Vec<u32> = match remaining.checked_sub(2) {
+            Some(limit) => valid
+                .iter()
+                .filter(|&&(_, c)| c <= limit)
+                .map(|&(id, _)| id)
+                .collect(),
+            None => Vec::new(),
+        };
         if accepting {
             allowed.extend_from_slice(&t.eog);
         }
@@ -279,6 +282,16 @@ mod tests {
         assert!(c.complete());
         assert_eq!(c.allowed(100).unwrap(), vec![300]);
         c.accept(300).unwrap();
+    }
+
+    #[test]
+    fn a_complete_value_with_one_token_left_ends() {
+        let t = table();
+        let g = Arc::new(Grammar::from_schema(&json!({"type": "integer"})).unwrap());
+        let mut c = Constraint::new(g, t);
+        c.accept(b'7' as u32).unwrap();
+        assert!(c.allowed(2).unwrap().contains(&(b'1' as u32)));
+        assert_eq!(c.allowed(1).unwrap(), vec![300]);
     }
 
     #[test]
