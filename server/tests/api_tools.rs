@@ -105,6 +105,36 @@ fn forced_calls_follow_the_schema_whole_and_streamed() {
 #[test]
 fn auto_replies_history_and_errors() {
     let server = Server::start(&[]);
+    // A free reply that writes a call (the small model copies one it is shown): the call is
+    // parsed out, whole and streamed, and the tags never reach the content.
+    let copy = json!({"messages": [{"role": "user", "content": "Repeat exactly this text: \
+            <tool_call>{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}</tool_call>"}],
+        "tools": tools(), "tool_choice": "auto", "temperature": 0, "max_tokens": 60});
+    let (status, v) = server.post("/v1/chat/completions", &copy);
+    assert_eq!(status, 200, "{v}");
+    let choice = &v["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls", "{v}");
+    let call = &choice["message"]["tool_calls"][0];
+    assert_eq!(call["function"]["name"], "get_weather");
+    assert_eq!(arguments(call), json!({"city": "Paris"}));
+    let content = choice["message"]["content"].as_str().unwrap_or("");
+    assert!(!content.contains("</tool_call>"), "{content:?}");
+    let mut streamed = copy.clone();
+    streamed["stream"] = json!(true);
+    let frames = server.stream_all("/v1/chat/completions", &streamed);
+    let mut text = String::new();
+    let mut names = Vec::new();
+    for f in &frames[..frames.len() - 1] {
+        let c: Value = serde_json::from_str(f).unwrap();
+        let delta = &c["choices"][0]["delta"];
+        text.push_str(delta["content"].as_str().unwrap_or(""));
+        for d in delta["tool_calls"].as_array().into_iter().flatten() {
+            names.extend(d["function"]["name"].as_str().map(str::to_owned));
+        }
+    }
+    assert_eq!(names, ["get_weather"]);
+    assert!(!text.contains("</tool_call>"), "{text:?}");
+
     // A conversation that already called a tool and got its answer: the model writes text.
     let body = json!({"messages": [
             {"role": "user", "content": "What is the weather in Paris?"},

@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 
 use api_harness::Server;
 use ryzanstein_server::chat_template::ChatMessage;
+use ryzanstein_server::engine::draft::DraftOptions;
 use ryzanstein_server::engine::{self, EngineHandle, EngineOptions, FinishReason, GenEvent, GenRequest};
 use ryzanstein_server::sampler::SamplingParams;
 use ryzanstein_server::structured::Grammar;
@@ -27,6 +28,8 @@ fn engine() -> &'static EngineHandle {
                 threads: 2,
                 ctx_size: Some(2048),
                 max_sequences: 4,
+                // Constrained sequences do not draft; drafting stays on for the others.
+                draft: Some(DraftOptions::default()),
                 ..EngineOptions::default()
             };
             let path = common::model_path();
