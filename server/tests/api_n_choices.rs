@@ -44,17 +44,29 @@ fn n_choices_whole_streamed_and_bounded() {
     let t3 = texts(&three);
     assert_eq!(t3.len(), 3);
     assert_eq!(t3[0], texts(&one)[0], "choice 0 uses the request's seed");
-    assert!(t3[1] != t3[0] || t3[2] != t3[0], "other choices get other seeds: {t3:?}");
+    assert!(
+        t3[1] != t3[0] || t3[2] != t3[0],
+        "other choices get other seeds: {t3:?}"
+    );
     let (_, again) = server.post("/v1/chat/completions", &chat(3, json!({})));
     assert_eq!(texts(&again), t3, "derived seeds are deterministic");
     let u1 = &one["usage"];
     let u3 = &three["usage"];
-    assert_eq!(u3["prompt_tokens"], u1["prompt_tokens"], "the prompt counts once");
+    assert_eq!(
+        u3["prompt_tokens"], u1["prompt_tokens"],
+        "the prompt counts once"
+    );
     let completion: u64 = three["choices"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|c| if c["finish_reason"] == "length" { 12 } else { 0 })
+        .map(|c| {
+            if c["finish_reason"] == "length" {
+                12
+            } else {
+                0
+            }
+        })
         .sum();
     assert!(u3["completion_tokens"].as_u64().unwrap() >= completion);
     assert_eq!(
@@ -65,7 +77,10 @@ fn n_choices_whole_streamed_and_bounded() {
     // Streamed: every chunk names its choice; the texts are the same as whole.
     let frames = server.stream_all(
         "/v1/chat/completions",
-        &chat(3, json!({"stream": true, "stream_options": {"include_usage": true}})),
+        &chat(
+            3,
+            json!({"stream": true, "stream_options": {"include_usage": true}}),
+        ),
     );
     assert_eq!(frames.last().map(String::as_str), Some("[DONE]"));
     let mut by_index: BTreeMap<u64, String> = BTreeMap::new();

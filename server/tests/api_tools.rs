@@ -32,7 +32,9 @@ fn ask(choice: Value) -> Value {
 fn arguments(call: &Value) -> Value {
     assert_eq!(call["type"], "function", "{call}");
     assert!(call["id"].as_str().unwrap().starts_with("call_"), "{call}");
-    let text = call["function"]["arguments"].as_str().expect("arguments is a string");
+    let text = call["function"]["arguments"]
+        .as_str()
+        .expect("arguments is a string");
     let v: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"));
     assert!(v.is_object(), "{v}");
     v
@@ -99,7 +101,11 @@ fn forced_calls_follow_the_schema_whole_and_streamed() {
         .iter()
         .map(|d| d["function"]["arguments"].as_str().unwrap_or(""))
         .collect();
-    assert_eq!(Value::String(streamed_args), whole_args, "greedy: the same call");
+    assert_eq!(
+        Value::String(streamed_args),
+        whole_args,
+        "greedy: the same call"
+    );
 }
 
 #[test]
@@ -163,7 +169,10 @@ fn auto_replies_history_and_errors() {
     assert_ne!(v["choices"][0]["finish_reason"], "tool_calls");
 
     for (body, param) in [
-        (ask(json!({"type": "function", "function": {"name": "nope"}})), "tool_choice"),
+        (
+            ask(json!({"type": "function", "function": {"name": "nope"}})),
+            "tool_choice",
+        ),
         (ask(json!("maybe")), "tool_choice"),
         (
             json!({"messages": [{"role": "user", "content": "x"}],
@@ -188,10 +197,7 @@ fn auto_replies_history_and_errors() {
         assert_eq!(status, 400, "{v}");
         assert_eq!(v["error"]["param"], param, "{v}");
     }
-    let (status, v) = server.post(
-        "/v1/completions",
-        &json!({"prompt": "x", "tools": tools()}),
-    );
+    let (status, v) = server.post("/v1/completions", &json!({"prompt": "x", "tools": tools()}));
     assert_eq!(status, 400, "{v}");
     assert_eq!(v["error"]["param"], "tools");
 }

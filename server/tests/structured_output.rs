@@ -16,7 +16,9 @@ use serde_json::{json, Value};
 use api_harness::Server;
 use ryzanstein_server::chat_template::ChatMessage;
 use ryzanstein_server::engine::draft::DraftOptions;
-use ryzanstein_server::engine::{self, EngineHandle, EngineOptions, FinishReason, GenEvent, GenRequest};
+use ryzanstein_server::engine::{
+    self, EngineHandle, EngineOptions, FinishReason, GenEvent, GenRequest,
+};
 use ryzanstein_server::sampler::SamplingParams;
 use ryzanstein_server::structured::Grammar;
 
@@ -135,10 +137,16 @@ fn validate(schema: &Value, v: &Value, at: &str) -> Result<(), String> {
     }
     if let Value::Array(a) = v {
         let n = a.len() as u64;
-        if s.get("minItems").and_then(Value::as_u64).is_some_and(|m| n < m) {
+        if s.get("minItems")
+            .and_then(Value::as_u64)
+            .is_some_and(|m| n < m)
+        {
             return fail("too few items".into());
         }
-        if s.get("maxItems").and_then(Value::as_u64).is_some_and(|m| n > m) {
+        if s.get("maxItems")
+            .and_then(Value::as_u64)
+            .is_some_and(|m| n > m)
+        {
             return fail("too many items".into());
         }
         if let Some(items) = s.get("items") {
@@ -271,7 +279,9 @@ fn response_format_over_http() {
         .filter(|f| f.as_str() != "[DONE]")
         .filter_map(|f| {
             let c: Value = serde_json::from_str(f).unwrap();
-            c["choices"][0]["delta"]["content"].as_str().map(str::to_owned)
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
         })
         .collect();
     assert_eq!(streamed, content);
@@ -307,7 +317,13 @@ fn response_format_over_http() {
     );
     assert_eq!(status, 400, "{v}");
     assert_eq!(v["error"]["param"], "response_format.json_schema.schema");
-    assert!(v["error"]["message"].as_str().unwrap().contains("`pattern`"), "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`pattern`"),
+        "{v}"
+    );
     let (status, v) = server.post(
         "/v1/chat/completions",
         &json!({"messages": [{"role": "user", "content": "x"}],

@@ -267,7 +267,8 @@ async fn whole_response(
                 .enumerate()
                 .map(|(i, g)| {
                     let logprobs = g.logprobs.map(|lp| renderer.chat(&lp));
-                    let (message, finish_reason) = assistant_message(g.text, g.finish_reason, calls);
+                    let (message, finish_reason) =
+                        assistant_message(g.text, g.finish_reason, calls);
                     ChatChoice {
                         index: i as u32,
                         message,
@@ -341,7 +342,9 @@ pub(super) fn call_out(c: ToolCall) -> ToolCallOut {
 }
 
 /// Renders token ids with the engine's tokenizer (special tokens written out).
-pub(super) fn renderer(engine: &EngineHandle) -> Renderer<impl Fn(u32) -> Vec<u8> + Send + 'static> {
+pub(super) fn renderer(
+    engine: &EngineHandle,
+) -> Renderer<impl Fn(u32) -> Vec<u8> + Send + 'static> {
     let tokenizer = engine.tokenizer().clone();
     Renderer::new(move |id| {
         tokenizer

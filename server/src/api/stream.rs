@@ -16,13 +16,13 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use super::errors::ApiError;
 use super::logprobs::Renderer;
+use super::sse;
 use super::tools::{CallMode, CallSplitter, Piece, ToolCall};
 use super::types::{
     ChatChunk, ChatChunkChoice, Completion, CompletionChoice, Delta, FunctionCallDelta, Header,
     ToolCallDelta, Usage,
 };
 use super::validation::{Endpoint, ValidRequest};
-use super::sse;
 use crate::engine::GenEvent;
 use crate::sampler::TokenLogprobs;
 

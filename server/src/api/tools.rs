@@ -224,13 +224,19 @@ fn tool_def(i: usize, t: &Value) -> Result<ToolDef, ApiError> {
     if t.get("type").and_then(Value::as_str) != Some("function") {
         return Err(ApiError::invalid(
             at(".type"),
-            format!("{} must be \"function\" (the only kind of tool)", at(".type")),
+            format!(
+                "{} must be \"function\" (the only kind of tool)",
+                at(".type")
+            ),
         ));
     }
     let Some(f) = t.get("function").filter(|f| f.is_object()) else {
         return Err(ApiError::invalid(
             at(".function"),
-            format!("{} is missing: {{\"name\", \"description\", \"parameters\"}}", at(".function")),
+            format!(
+                "{} is missing: {{\"name\", \"description\", \"parameters\"}}",
+                at(".function")
+            ),
         ));
     };
     let name = f.get("name").and_then(Value::as_str).unwrap_or("");
@@ -254,7 +260,10 @@ fn tool_def(i: usize, t: &Value) -> Result<ToolDef, ApiError> {
         Some(_) => {
             return Err(ApiError::invalid(
                 at(".function.parameters"),
-                format!("{} must be a JSON schema object", at(".function.parameters")),
+                format!(
+                    "{} must be a JSON schema object",
+                    at(".function.parameters")
+                ),
             ))
         }
     };
@@ -450,7 +459,10 @@ mod tests {
 
     #[test]
     fn choices_parse_and_bad_ones_name_their_field() {
-        assert_eq!(tools(json!("auto")).unwrap().unwrap().choice, ToolChoice::Auto);
+        assert_eq!(
+            tools(json!("auto")).unwrap().unwrap().choice,
+            ToolChoice::Auto
+        );
         assert_eq!(tools(json!("none")).unwrap().unwrap().mode(), None);
         assert_eq!(
             tools(json!({"type": "function", "function": {"name": "now"}}))
@@ -463,9 +475,15 @@ mod tests {
             Err(ApiError::InvalidRequest { param, .. }) => param,
             other => panic!("expected a 400, got {other:?}"),
         };
-        assert_eq!(param(tools(json!("sometimes"))).as_deref(), Some("tool_choice"));
         assert_eq!(
-            param(tools(json!({"type": "function", "function": {"name": "nope"}}))).as_deref(),
+            param(tools(json!("sometimes"))).as_deref(),
+            Some("tool_choice")
+        );
+        assert_eq!(
+            param(tools(
+                json!({"type": "function", "function": {"name": "nope"}})
+            ))
+            .as_deref(),
             Some("tool_choice")
         );
         assert_eq!(
@@ -478,7 +496,9 @@ mod tests {
         );
         let bad = json!([{"type": "function", "function": {"name": "f",
             "parameters": {"type": "object", "properties": {"d": {"format": "date"}}}}}]);
-        let t = validate(Some(&bad), Some(&json!("required"))).unwrap().unwrap();
+        let t = validate(Some(&bad), Some(&json!("required")))
+            .unwrap()
+            .unwrap();
         let e = t.forced_grammar().unwrap_err();
         assert_eq!(
             e.body().error.param.as_deref(),
@@ -528,7 +548,10 @@ mod tests {
         for chunk in text.as_bytes().chunks(3) {
             pieces.extend(s.push(std::str::from_utf8(chunk).unwrap()));
             if let Some(Piece::Content(c)) = pieces.last() {
-                assert!(!c.contains('<'), "a tag's start is never released as content: {c:?}");
+                assert!(
+                    !c.contains('<'),
+                    "a tag's start is never released as content: {c:?}"
+                );
             }
         }
         pieces.extend(s.finish());

@@ -172,7 +172,12 @@ pub fn validate(
         }
         Endpoint::Completions => None,
     };
-    if let Some(grammar) = tools.as_ref().map(Tools::forced_grammar).transpose()?.flatten() {
+    if let Some(grammar) = tools
+        .as_ref()
+        .map(Tools::forced_grammar)
+        .transpose()?
+        .flatten()
+    {
         if sampling.grammar.is_some() {
             return Err(ApiError::invalid(
                 "tool_choice",
@@ -318,7 +323,9 @@ fn validate_response_format(raw: &RawRequest) -> Result<Option<Grammar>, ApiErro
             format!(
                 "response_format.type is {}; it must be \"text\", \"json_object\" or \
                  \"json_schema\"",
-                format.get("type").map_or("missing".to_owned(), Value::to_string)
+                format
+                    .get("type")
+                    .map_or("missing".to_owned(), Value::to_string)
             ),
         )),
     }
@@ -872,7 +879,10 @@ mod tests {
         let text = chat(json!({"response_format": {"type": "text"}})).unwrap();
         assert!(text.sampling.grammar.is_none());
         let obj = chat(json!({"response_format": {"type": "json_object"}})).unwrap();
-        assert_eq!(obj.sampling.grammar.as_deref(), Some(&Grammar::any_object()));
+        assert_eq!(
+            obj.sampling.grammar.as_deref(),
+            Some(&Grammar::any_object())
+        );
         let schema = json!({"type": "object", "properties": {"a": {"type": "integer"}}});
         let v = chat(json!({"response_format": {"type": "json_schema",
             "json_schema": {"name": "x", "schema": schema, "strict": true}}}))
@@ -888,7 +898,10 @@ mod tests {
         .unwrap();
         assert!(c.sampling.grammar.is_some());
         for (extra, param) in [
-            (json!({"response_format": {"type": "xml"}}), "response_format.type"),
+            (
+                json!({"response_format": {"type": "xml"}}),
+                "response_format.type",
+            ),
             (
                 json!({"response_format": {"type": "json_schema"}}),
                 "response_format.json_schema",
@@ -910,8 +923,10 @@ mod tests {
                 "{extra}"
             );
         }
-        let e = chat(json!({"response_format": {"type": "json_schema", "json_schema":
-            {"name": "s", "schema": {"type": "string", "format": "date"}}}}))
+        let e = chat(
+            json!({"response_format": {"type": "json_schema", "json_schema":
+            {"name": "s", "schema": {"type": "string", "format": "date"}}}}),
+        )
         .unwrap_err();
         assert!(e.body().error.message.contains("`format`"), "{e:?}");
     }

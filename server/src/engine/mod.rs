@@ -317,7 +317,11 @@ impl EngineHandle {
     }
 
     /// [`encode_chat`](Self::encode_chat) with the assistant's reply begun by `prefix`.
-    pub fn encode_chat_with_prefix(&self, messages: &[ChatMessage], prefix: &str) -> Result<Vec<u32>> {
+    pub fn encode_chat_with_prefix(
+        &self,
+        messages: &[ChatMessage],
+        prefix: &str,
+    ) -> Result<Vec<u32>> {
         let template = self.shared.template.as_ref().ok_or_else(|| {
             Error::ChatTemplate(
                 "this model has no chat template (no tokenizer.chat_template in the GGUF, no \

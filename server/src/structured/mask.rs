@@ -277,7 +277,10 @@ mod tests {
         let in_string = c.allowed(100).unwrap();
         assert!(in_string.contains(&264), "plain text in a string"); // hello world
         assert!(in_string.contains(&263)); // `"}` closes both
-        assert!(in_string.contains(&265) && !in_string.contains(&266), "UTF-8 order");
+        assert!(
+            in_string.contains(&265) && !in_string.contains(&266),
+            "UTF-8 order"
+        );
         c.accept(263).unwrap();
         assert!(c.complete());
         assert_eq!(c.allowed(100).unwrap(), vec![300]);
@@ -298,8 +301,7 @@ mod tests {
     fn the_budget_forces_the_value_closed() {
         let t = table();
         let g = Arc::new(
-            Grammar::from_schema(&json!({"type": "array", "items": {"type": "string"}}))
-                .unwrap(),
+            Grammar::from_schema(&json!({"type": "array", "items": {"type": "string"}})).unwrap(),
         );
         let mut c = Constraint::new(g, t.clone());
         c.accept(b'[' as u32).unwrap();

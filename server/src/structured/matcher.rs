@@ -45,7 +45,10 @@ enum Esc {
     None,
     Backslash,
     /// `\u` and this many hex digits; `d`: the first was `d`/`D` (a surrogate must not follow).
-    Hex { seen: u8, d: bool },
+    Hex {
+        seen: u8,
+        d: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,7 +161,10 @@ enum NumPhase {
 
 impl NumPhase {
     fn accepting(self) -> bool {
-        matches!(self, NumPhase::Zero | NumPhase::Int | NumPhase::Frac | NumPhase::Exp)
+        matches!(
+            self,
+            NumPhase::Zero | NumPhase::Int | NumPhase::Frac | NumPhase::Exp
+        )
     }
 }
 
@@ -184,7 +190,10 @@ enum ArrPhase {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Frame {
     /// A value of `node` is due (whitespace may come first).
-    Value { node: NodeId, ws: u8 },
+    Value {
+        node: NodeId,
+        ws: u8,
+    },
     Str(StrState),
     Num {
         integer: bool,
@@ -327,11 +336,10 @@ impl Matcher {
     pub fn plain_string(&self) -> Option<StrState> {
         match self.stacks.as_slice() {
             [s] => match s.last() {
-                Some(Frame::Str(st)) | Some(Frame::Key { other: true, s: st, .. })
-                    if st.plain() =>
-                {
-                    Some(*st)
-                }
+                Some(Frame::Str(st))
+                | Some(Frame::Key {
+                    other: true, s: st, ..
+                }) if st.plain() => Some(*st),
                 _ => None,
             },
             _ => None,
@@ -832,8 +840,7 @@ fn stack_cost(g: &Grammar, st: &[Frame]) -> usize {
                 other,
                 s,
             } => {
-                let Some(&Frame::Obj { node, used, .. }) = i.checked_sub(1).map(|j| &st[j])
-                else {
+                let Some(&Frame::Obj { node, used, .. }) = i.checked_sub(1).map(|j| &st[j]) else {
                     unreachable!("a key frame sits on an object frame");
                 };
                 let o = g.object(node);
@@ -851,9 +858,9 @@ fn stack_cost(g: &Grammar, st: &[Frame]) -> usize {
                         })
                         .min()
                 };
-                let additional = o
-                    .additional
-                    .map(|a| s.pending() + 1 + g.min_bytes(a) + required_rest(g, o, used, None) + 1);
+                let additional = o.additional.map(|a| {
+                    s.pending() + 1 + g.min_bytes(a) + required_rest(g, o, used, None) + 1
+                });
                 declared.into_iter().chain(additional).min().unwrap_or(0)
             }
             Frame::Arr {
@@ -924,7 +931,10 @@ mod tests {
         assert!(m.feed(b'"') && m.feed(0xC3));
         assert!(!m.clone().feed(b'"'), "a quote cannot end half a character");
         assert_eq!(m.min_close(), 2);
-        assert!(!matcher(s.clone()).feed_all(&[b'"', 0xC0]), "overlong lead byte");
+        assert!(
+            !matcher(s.clone()).feed_all(&[b'"', 0xC0]),
+            "overlong lead byte"
+        );
         assert!(!matcher(s).feed_all(&[b'"', 0xED, 0xA0]), "UTF-8 surrogate");
     }
 
@@ -966,12 +976,21 @@ mod tests {
         let mut m = Matcher::new(g.clone());
         assert!(m.feed_all(br#"{"a": [1, {"b": null}, "x\"y"], "c": {"d": [true, -2.5e3]}}"#));
         assert!(m.accepting() && m.closed());
-        assert!(!Matcher::new(g.clone()).feed_all(b"[1]"), "json_object is an object");
+        assert!(
+            !Matcher::new(g.clone()).feed_all(b"[1]"),
+            "json_object is an object"
+        );
         let s = json!({"type": "object", "properties": {"id": {"type": "integer"}},
             "additionalProperties": {"type": "string"}});
         assert!(accepts(&s, r#"{"id":1,"idx":"s","i":"t"}"#));
-        assert!(!prefix(&s, r#"{"id":"x""#), "a declared key keeps its schema");
-        assert!(!prefix(&s, r#"{"idx":1"#), "other keys follow additionalProperties");
+        assert!(
+            !prefix(&s, r#"{"id":"x""#),
+            "a declared key keeps its schema"
+        );
+        assert!(
+            !prefix(&s, r#"{"idx":1"#),
+            "other keys follow additionalProperties"
+        );
         assert!(!prefix(&s, r#"{"id":1,"id""#));
     }
 
@@ -1045,7 +1064,9 @@ mod tests {
                         let mut n = m.clone();
                         n.feed(b) && n.min_close() + 1 == want
                     })
-                    .unwrap_or_else(|| panic!("no byte shortens {:?}", String::from_utf8_lossy(&out)));
+                    .unwrap_or_else(|| {
+                        panic!("no byte shortens {:?}", String::from_utf8_lossy(&out))
+                    });
                 assert!(m.feed(b));
                 out.push(b);
             }

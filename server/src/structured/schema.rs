@@ -31,7 +31,9 @@ pub const MAX_MIN_ITEMS: u64 = 1024;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Node {
     /// A JSON number; `integer`: no fraction or exponent.
-    Number { integer: bool },
+    Number {
+        integer: bool,
+    },
     /// Any JSON string.
     String,
     /// Exactly one of these serializations (`enum`, `const`, `true`/`false`/`null`), sorted
@@ -400,12 +402,7 @@ impl Builder {
         let declared = match map.get("properties") {
             None => None,
             Some(Value::Object(p)) => Some(p),
-            Some(_) => {
-                return Err(schema_error(
-                    ptr,
-                    "`properties` must map names to schemas",
-                ))
-            }
+            Some(_) => return Err(schema_error(ptr, "`properties` must map names to schemas")),
         };
         let mut props = Vec::new();
         if let Some(declared) = declared {
@@ -419,13 +416,15 @@ impl Builder {
                 ));
             }
             for (name, sub) in declared {
-                let value =
-                    self.compile(sub, &format!("{ptr}/properties/{name}"), depth + 1)?;
+                let value = self.compile(sub, &format!("{ptr}/properties/{name}"), depth + 1)?;
                 let quoted = serde_json::to_vec(name).expect("a string serializes");
-                props.push((name.clone(), Property {
-                    key: quoted[1..quoted.len() - 1].to_vec(),
-                    value,
-                }));
+                props.push((
+                    name.clone(),
+                    Property {
+                        key: quoted[1..quoted.len() - 1].to_vec(),
+                        value,
+                    },
+                ));
             }
         }
         props.sort_by(|a, b| a.1.key.cmp(&b.1.key));
@@ -469,11 +468,7 @@ impl Builder {
             Some(Value::Bool(true)) => Some(self.any()),
             None if declared.is_some() => None,
             None => Some(self.any()),
-            Some(s) => Some(self.compile(
-                s,
-                &format!("{ptr}/additionalProperties"),
-                depth + 1,
-            )?),
+            Some(s) => Some(self.compile(s, &format!("{ptr}/additionalProperties"), depth + 1)?),
         };
         let props = props.into_iter().map(|(_, p)| p).collect();
         Ok(self.push(Node::Object(ObjectNode {
@@ -533,7 +528,10 @@ impl Builder {
             min_of(&self.nodes, id as NodeId, &mut min, 0);
         }
         Grammar {
-            min_bytes: min.into_iter().map(|m| m.unwrap_or(usize::MAX / 4)).collect(),
+            min_bytes: min
+                .into_iter()
+                .map(|m| m.unwrap_or(usize::MAX / 4))
+                .collect(),
             nodes: self.nodes,
             root,
         }
