@@ -113,6 +113,39 @@ fn n_choices_whole_streamed_and_bounded() {
     assert_eq!(g.len(), 2);
     assert_eq!(g[0], g[1]);
 
+    // The choices share the prompt: after the first has run it, the others find its full
+    // blocks in the prefix cache.
+    let hits = || -> u64 {
+        let text = api_harness::client()
+            .get(server.url("/metrics"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("ryzanstein_prefix_cache_hits_total"))
+            .unwrap_or_else(|| panic!("no prefix hits metric in\n{text}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let before = hits();
+    let long = "Here is a list of fruits: apple, banana, cherry, date, elderberry, fig, grape, \
+                honeydew, kiwi, lemon, mango, nectarine, orange, papaya, quince, raspberry, \
+                strawberry, tangerine. Which of them is yellow?";
+    let (status, v) = server.post(
+        "/v1/chat/completions",
+        &json!({"messages": [{"role": "user", "content": long}], "n": 3, "max_tokens": 4,
+                "seed": 9}),
+    );
+    assert_eq!(status, 200, "{v}");
+    let full_blocks = (v["usage"]["prompt_tokens"].as_u64().unwrap() - 1) / 32;
+    assert!(full_blocks >= 2, "{v}");
+    assert!(
+        hits() - before >= 2 * full_blocks,
+        "choices 1 and 2 reuse choice 0's {full_blocks} prompt blocks: {} hits",
+        hits() - before
+    );
+
     for n in [0, 5, 17] {
         let (status, v) = server.post("/v1/chat/completions", &chat(n, json!({})));
         assert_eq!(status, 400, "n = {n}: {v}");

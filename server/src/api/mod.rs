@@ -18,7 +18,7 @@ pub mod logprobs;
 pub mod metrics;
 pub mod routes;
 pub mod sse;
-pub mod stream;
+mod stream;
 pub mod tokenize;
 pub mod tools;
 pub mod types;

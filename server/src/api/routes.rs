@@ -148,19 +148,33 @@ async fn complete(
         .max_tokens
         .unwrap_or_else(|| engine.context_length().saturating_sub(prompt_ids.len()));
     let prompt_len = prompt_ids.len();
-    // One sequence per choice; they share the prompt's KV blocks through the prefix cache.
-    // A failure part-way drops the receivers already made, which cancels their sequences.
-    let mut choices = Vec::with_capacity(req.n);
-    for i in 0..req.n {
+    // One sequence per choice. With several, the first runs its prompt alone: once it has a
+    // token its prompt's full blocks are in the prefix cache, and the others start from them
+    // instead of computing the same prompt side by side. A failure part-way drops the
+    // receivers already made, which cancels their sequences.
+    let make = |i: usize| {
         let mut sampling = req.sampling.clone();
         sampling.seed = req.sampling.seed.map(|s| choice_seed(s, i));
-        choices.push(engine.submit(GenRequest {
+        GenRequest {
             prompt_ids: prompt_ids.clone(),
             sampling,
             max_tokens,
             stop: req.stop.clone(),
             ignore_eos: req.ignore_eos,
-        })?);
+        }
+    };
+    let mut first = engine.submit(make(0))?;
+    let head = match req.n {
+        1 => None,
+        _ => first.recv().await,
+    };
+    let mut choices = Vec::with_capacity(req.n);
+    choices.push(ChoiceEvents { head, rx: first });
+    for i in 1..req.n {
+        choices.push(ChoiceEvents {
+            head: None,
+            rx: engine.submit(make(i))?,
+        });
     }
     tracing::debug!(
         prompt_len,
@@ -199,6 +213,27 @@ pub fn choice_seed(seed: u64, i: usize) -> u64 {
     seed.wrapping_add((i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }
 
+/// One choice's events; the first may have been read already.
+pub(super) struct ChoiceEvents {
+    head: Option<GenEvent>,
+    rx: UnboundedReceiver<GenEvent>,
+}
+
+impl ChoiceEvents {
+    async fn recv(&mut self) -> Option<GenEvent> {
+        match self.head.take() {
+            Some(ev) => Some(ev),
+            None => self.rx.recv().await,
+        }
+    }
+
+    pub(super) fn into_stream(self) -> impl futures::Stream<Item = GenEvent> + Unpin + Send {
+        use futures::StreamExt;
+        futures::stream::iter(self.head)
+            .chain(tokio_stream::wrappers::UnboundedReceiverStream::new(self.rx))
+    }
+}
+
 /// One choice's generation, whole.
 struct Generated {
     text: String,
@@ -207,7 +242,7 @@ struct Generated {
     usage: crate::engine::Usage,
 }
 
-async fn collect(mut events: UnboundedReceiver<GenEvent>) -> Result<Generated, ApiError> {
+async fn collect(mut events: ChoiceEvents) -> Result<Generated, ApiError> {
     let mut text = String::new();
     let mut logprobs: Option<Vec<TokenLogprobs>> = None;
     while let Some(ev) = events.recv().await {
@@ -248,7 +283,7 @@ async fn whole_response(
     header: Header,
     endpoint: Endpoint,
     calls: Option<CallMode>,
-    choices: Vec<UnboundedReceiver<GenEvent>>,
+    choices: Vec<ChoiceEvents>,
     renderer: Renderer<impl Fn(u32) -> Vec<u8>>,
 ) -> Result<Response, ApiError> {
     let mut done = Vec::with_capacity(choices.len());

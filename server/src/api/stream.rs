@@ -11,11 +11,10 @@
 use axum::body::Bytes;
 use axum::response::Response;
 use futures::StreamExt;
-use tokio::sync::mpsc::UnboundedReceiver;
-use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use super::errors::ApiError;
 use super::logprobs::Renderer;
+use super::routes::ChoiceEvents;
 use super::sse;
 use super::tools::{CallMode, CallSplitter, Piece, ToolCall};
 use super::types::{
@@ -27,11 +26,11 @@ use crate::engine::GenEvent;
 use crate::sampler::TokenLogprobs;
 
 /// The SSE response of every choice's events, interleaved as they come.
-pub fn response(
+pub(super) fn response(
     header: Header,
     req: &ValidRequest,
     calls: Option<CallMode>,
-    choices: Vec<UnboundedReceiver<GenEvent>>,
+    choices: Vec<ChoiceEvents>,
     renderer: Renderer<impl Fn(u32) -> Vec<u8> + Send + 'static>,
 ) -> Response {
     let endpoint = req.endpoint;
@@ -41,7 +40,7 @@ pub fn response(
         choices
             .into_iter()
             .enumerate()
-            .map(|(i, rx)| UnboundedReceiverStream::new(rx).map(move |ev| (i, ev))),
+            .map(|(i, c)| c.into_stream().map(move |ev| (i, ev))),
     );
     let frames = async_stream::stream! {
         let mut chunker = Chunker { header, endpoint, renderer };
