@@ -28,6 +28,12 @@ pub enum Error {
     #[error("chat template: {0}")]
     ChatTemplate(String),
 
+    // --- structured output ---
+    /// A JSON schema (`response_format`, a tool's `parameters`) that constrained decoding
+    /// cannot enforce; `pointer` says where in the schema.
+    #[error("schema at {pointer}: {what}")]
+    Schema { pointer: String, what: String },
+
     // --- model construction / forward ---
     #[error("model: {0}")]
     Model(String),

@@ -8,6 +8,7 @@
 //! - [`models`]: architectures (llama family) over the `ryzanstein-kernels` crate.
 //! - [`embeddings`]: the BERT sentence encoder behind `/v1/embeddings` (all-MiniLM-L6-v2).
 //! - [`sampler`]: logits to token ids (greedy, temperature, top-k/p, min-p, penalties, seed).
+//! - [`structured`]: JSON-schema-constrained decoding (`response_format`, tool calls).
 //! - [`engine`]: owns the model on a worker thread, runs generation requests, streams tokens.
 //! - [`api`]: the OpenAI-compatible HTTP surface (axum).
 
@@ -21,6 +22,7 @@ pub mod models;
 pub mod safetensors_dir;
 pub mod sampler;
 pub mod source;
+pub mod structured;
 pub mod tokenizer;
 
 pub use error::{Error, Result};

@@ -40,6 +40,10 @@ pub struct SamplingParams {
     /// [`token_logprobs`]); `None` reports nothing. Not a sampling transform: the reported
     /// numbers come from the model's raw logits.
     pub logprobs: Option<usize>,
+    /// Constrain the output to JSON this grammar accepts (`response_format`, tool calls): the
+    /// engine masks the tokens that cannot extend it before each draw (see
+    /// [`crate::structured`]).
+    pub grammar: Option<std::sync::Arc<crate::structured::Grammar>>,
 }
 
 impl Default for SamplingParams {
@@ -56,6 +60,7 @@ impl Default for SamplingParams {
             seed: None,
             logit_bias: Vec::new(),
             logprobs: None,
+            grammar: None,
         }
     }
 }
@@ -126,11 +131,12 @@ impl Sampler {
             logits
                 .iter()
                 .enumerate()
-                .filter(|(_, l)| !l.is_nan())
+                // A masked token (-inf) is never drawn, not even as the rounding fallback.
+                .filter(|(_, l)| !l.is_nan() && **l != f32::NEG_INFINITY)
                 .map(|(i, &l)| (i as u32, l)),
         );
         if cands.is_empty() {
-            // Every logit is NaN: nothing to rank; stay deterministic.
+            // Every logit is NaN or masked: nothing to rank; stay deterministic.
             return 0;
         }
         // Sort descending by logit (lowest id first on ties), only as far as needed.

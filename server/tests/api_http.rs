@@ -224,7 +224,7 @@ fn bad_requests_get_openai_errors_naming_the_field() {
         ),
         (
             "/v1/chat/completions",
-            json!({"messages": msgs, "n": 2}),
+            json!({"messages": msgs, "n": 17}),
             400,
             Some("n"),
         ),

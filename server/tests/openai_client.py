@@ -5,9 +5,11 @@ Exits non-zero (with an assertion message) on the first thing that is not as an 
 expects. Run by server/tests/openai_client.rs against the real server binary.
 """
 
+import json
 import sys
 
 import openai
+import pydantic
 from openai import OpenAI
 
 QUESTION = "What is the capital of France?"
@@ -84,6 +86,52 @@ def main() -> None:
         if c.choices
     )
     assert streamed == comp.choices[0].text, (streamed, comp.choices[0].text)
+
+    # Structured output: the client's own parse() with a pydantic model (a strict json_schema).
+    class Capital(pydantic.BaseModel):
+        city: str
+        population: int
+
+    parsed = client.chat.completions.parse(
+        model=model,
+        messages=[{"role": "user", "content": QUESTION + " Answer in JSON."}],
+        response_format=Capital,
+        max_tokens=40,
+        temperature=0,
+    )
+    assert parsed.choices[0].finish_reason == "stop", parsed
+    assert isinstance(parsed.choices[0].message.parsed, Capital), parsed
+
+    # A required tool call, whole and streamed, as the client reads them.
+    tools = [{"type": "function", "function": {
+        "name": "get_weather", "description": "The weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                       "required": ["city"], "additionalProperties": False}}}]
+    ask = dict(model=model, messages=[{"role": "user", "content": "Weather in Paris?"}],
+               tools=tools, tool_choice="required", max_tokens=40, temperature=0)
+    called = client.chat.completions.create(**ask)
+    assert called.choices[0].finish_reason == "tool_calls", called
+    call = called.choices[0].message.tool_calls[0]
+    assert call.type == "function" and call.id.startswith("call_"), call
+    assert call.function.name == "get_weather", call
+    assert isinstance(json.loads(call.function.arguments)["city"], str), call
+    name, args, finish = None, "", None
+    for chunk in client.chat.completions.create(**ask, stream=True):
+        for c in chunk.choices:
+            for d in c.delta.tool_calls or []:
+                assert d.index == 0, d
+                name = name or d.function.name
+                args += d.function.arguments or ""
+            finish = c.finish_reason or finish
+    assert (name, args, finish) == ("get_weather", call.function.arguments, "tool_calls"), (
+        name, args, finish)
+
+    # n choices.
+    several = client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": QUESTION}], n=2, max_tokens=4,
+        seed=1,
+    )
+    assert [c.index for c in several.choices] == [0, 1], several
 
     # Errors surface as the client's typed exceptions.
     try:

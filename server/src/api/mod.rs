@@ -18,7 +18,9 @@ pub mod logprobs;
 pub mod metrics;
 pub mod routes;
 pub mod sse;
+mod stream;
 pub mod tokenize;
+pub mod tools;
 pub mod types;
 pub mod validation;
 

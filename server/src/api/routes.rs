@@ -14,15 +14,14 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::errors::ApiError;
 use super::logprobs::Renderer;
+use super::tools::{self, CallMode, ToolCall};
 use super::types::{
-    AssistantMessage, ChatChoice, ChatChunk, ChatChunkChoice, ChatCompletion, Completion,
-    CompletionChoice, Delta, Header, ModelCard, ModelList, Usage,
+    AssistantMessage, ChatChoice, ChatCompletion, Completion, CompletionChoice, FunctionCallOut,
+    Header, ModelCard, ModelList, ToolCallOut, Usage,
 };
-use super::validation::{
-    check_logit_bias_vocab, parse_body, validate, Endpoint, PromptInput, ValidRequest,
-};
-use super::{sse, AppState, RequestTimeout};
-use crate::engine::{EngineHandle, GenEvent, GenRequest};
+use super::validation::{check_logit_bias_vocab, parse_body, validate, Endpoint, PromptInput};
+use super::{stream, AppState, RequestTimeout};
+use crate::engine::{EngineHandle, FinishReason, GenEvent, GenRequest};
 use crate::sampler::TokenLogprobs;
 
 pub async fn chat_completions(
@@ -120,12 +119,28 @@ async fn complete(
     })?;
     let req = validate(parse_body(&headers, &body)?, endpoint, &state.served_name)?;
     check_logit_bias_vocab(&req.sampling.logit_bias, engine.vocab_size())?;
+    if req.n > engine.max_sequences() {
+        return Err(ApiError::invalid(
+            "n",
+            format!(
+                "n is {}, but this server generates at most {} sequences at once (--parallel); \
+                 ask for fewer choices",
+                req.n,
+                engine.max_sequences()
+            ),
+        ));
+    }
 
     // Tokenizing (and rendering the template) is CPU work: keep it off the async workers.
     let input = req.input.clone();
+    let prefix = req
+        .tools
+        .as_ref()
+        .and_then(|t| t.reply_prefix())
+        .unwrap_or_default();
     let tokenizing = engine.clone();
     let prompt_ids = tokio::task::spawn_blocking(move || match input {
-        PromptInput::Chat(messages) => tokenizing.encode_chat(&messages),
+        PromptInput::Chat(messages) => tokenizing.encode_chat_with_prefix(&messages, &prefix),
         PromptInput::Text(text) => tokenizing.encode_text(&text),
         PromptInput::Tokens(ids) => Ok(ids),
     })
@@ -138,19 +153,41 @@ async fn complete(
         .max_tokens
         .unwrap_or_else(|| engine.context_length().saturating_sub(prompt_ids.len()));
     let prompt_len = prompt_ids.len();
-    // The engine stops the request at its deadline (streams too, which the HTTP timeout
-    // covers only until their headers), so a forgotten stream cannot hold a slot forever.
-    let request = GenRequest {
-        prompt_ids,
-        sampling: req.sampling.clone(),
-        max_tokens,
-        stop: req.stop.clone(),
-        ignore_eos: req.ignore_eos,
+    // One sequence per choice. With several, the first runs its prompt alone: once it has a
+    // token its prompt's full blocks are in the prefix cache, and the others start from them
+    // instead of computing the same prompt side by side. A failure part-way drops the
+    // receivers already made, which cancels their sequences.
+    let make = |i: usize| {
+        let mut sampling = req.sampling.clone();
+        sampling.seed = req.sampling.seed.map(|s| choice_seed(s, i));
+        GenRequest {
+            prompt_ids: prompt_ids.clone(),
+            sampling,
+            max_tokens,
+            stop: req.stop.clone(),
+            ignore_eos: req.ignore_eos,
+        }
     };
-    let events = engine.submit_by(request, Some(timeout.deadline_from(arrived)))?;
+    // The engine stops every choice at the request's deadline (streams too, which the HTTP
+    // timeout covers only until their headers), so a forgotten stream cannot hold a slot.
+    let deadline = Some(timeout.deadline_from(arrived));
+    let mut first = engine.submit_by(make(0), deadline)?;
+    let head = match req.n {
+        1 => None,
+        _ => first.recv().await,
+    };
+    let mut choices = Vec::with_capacity(req.n);
+    choices.push(ChoiceEvents { head, rx: first });
+    for i in 1..req.n {
+        choices.push(ChoiceEvents {
+            head: None,
+            rx: engine.submit_by(make(i), deadline)?,
+        });
+    }
     tracing::debug!(
         prompt_len,
         max_tokens,
+        n = req.n,
         stream = req.stream,
         "request queued"
     );
@@ -170,21 +207,53 @@ async fn complete(
         system_fingerprint: system_fingerprint(),
     };
     let renderer = renderer(&engine);
+    let calls = req.tools.as_ref().and_then(|t| t.mode());
     if req.stream {
-        Ok(stream_response(header, &req, events, renderer, timeout))
+        Ok(stream::response(
+            header, &req, calls, choices, renderer, timeout,
+        ))
     } else {
-        whole_response(header, endpoint, events, renderer, timeout).await
+        whole_response(header, endpoint, calls, choices, renderer, timeout).await
     }
 }
 
-/// Waits for the whole completion and answers with one JSON object.
-async fn whole_response(
-    header: Header,
-    endpoint: Endpoint,
-    mut events: UnboundedReceiver<GenEvent>,
-    renderer: Renderer<impl Fn(u32) -> Vec<u8>>,
-    timeout: RequestTimeout,
-) -> Result<Response, ApiError> {
+/// The seed of choice `i` when the request gives `seed`: the seed itself for the first
+/// choice (so `n: 1` is unchanged), distinct deterministic seeds for the others.
+pub fn choice_seed(seed: u64, i: usize) -> u64 {
+    seed.wrapping_add((i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+}
+
+/// One choice's events; the first may have been read already.
+pub(super) struct ChoiceEvents {
+    head: Option<GenEvent>,
+    rx: UnboundedReceiver<GenEvent>,
+}
+
+impl ChoiceEvents {
+    async fn recv(&mut self) -> Option<GenEvent> {
+        match self.head.take() {
+            Some(ev) => Some(ev),
+            None => self.rx.recv().await,
+        }
+    }
+
+    pub(super) fn into_stream(self) -> impl futures::Stream<Item = GenEvent> + Unpin + Send {
+        use futures::StreamExt;
+        futures::stream::iter(self.head).chain(
+            tokio_stream::wrappers::UnboundedReceiverStream::new(self.rx),
+        )
+    }
+}
+
+/// One choice's generation, whole.
+struct Generated {
+    text: String,
+    logprobs: Option<Vec<TokenLogprobs>>,
+    finish_reason: FinishReason,
+    usage: crate::engine::Usage,
+}
+
+async fn collect(mut events: ChoiceEvents, timeout: RequestTimeout) -> Result<Generated, ApiError> {
     let mut text = String::new();
     let mut logprobs: Option<Vec<TokenLogprobs>> = None;
     while let Some(ev) = events.recv().await {
@@ -206,36 +275,12 @@ async fn whole_response(
                 usage,
                 ..
             } => {
-                let usage = Usage::new(usage.prompt_tokens, usage.completion_tokens);
-                let finish_reason = finish_reason.as_str();
-                let resp = match endpoint {
-                    Endpoint::Chat => Json(ChatCompletion {
-                        header,
-                        choices: vec![ChatChoice {
-                            index: 0,
-                            message: AssistantMessage {
-                                role: "assistant",
-                                content: text,
-                            },
-                            logprobs: logprobs.map(|lp| renderer.chat(&lp)),
-                            finish_reason,
-                        }],
-                        usage,
-                    })
-                    .into_response(),
-                    Endpoint::Completions => Json(Completion {
-                        header,
-                        choices: vec![CompletionChoice {
-                            index: 0,
-                            text,
-                            logprobs: logprobs.map(|lp| renderer.completion(&lp, 0).0),
-                            finish_reason: Some(finish_reason),
-                        }],
-                        usage: Some(usage),
-                    })
-                    .into_response(),
-                };
-                return Ok(resp);
+                return Ok(Generated {
+                    text,
+                    logprobs,
+                    finish_reason,
+                    usage,
+                })
             }
         }
     }
@@ -244,138 +289,110 @@ async fn whole_response(
     })
 }
 
-/// Streams the completion as SSE chunks. The event receiver lives inside the stream, so a
-/// client that disconnects drops it and the engine stops at its next token.
-///
-/// With logprobs, each chunk carries the logprobs of the tokens whose text it releases; tokens
-/// whose text is held back (a possible stop string, part of a character) are reported with the
-/// next chunk that has text, or with the finishing chunk.
-fn stream_response(
-    header: Header,
-    req: &ValidRequest,
-    mut events: UnboundedReceiver<GenEvent>,
-    renderer: Renderer<impl Fn(u32) -> Vec<u8> + Send + 'static>,
-    timeout: RequestTimeout,
-) -> Response {
-    let endpoint = req.endpoint;
-    let include_usage = req.include_usage;
-    let frames = async_stream::stream! {
-        let mut chunker = Chunker { header, endpoint, renderer, offset: 0 };
-        if endpoint == Endpoint::Chat {
-            let opening = Delta { role: Some("assistant"), content: Some(String::new()) };
-            yield chunker.chat(opening, &mut None, None);
-        }
-        let mut pending: Option<Vec<TokenLogprobs>> = None;
-        while let Some(ev) = events.recv().await {
-            match ev {
-                GenEvent::Token { text, logprobs, .. } => {
-                    if let Some(lp) = logprobs {
-                        pending.get_or_insert_with(Vec::new).push(lp);
-                    }
-                    if !text.is_empty() {
-                        yield chunker.text(text, &mut pending, None);
-                    }
-                }
-                GenEvent::Done { finish_reason, usage, .. } => {
-                    yield chunker.text(String::new(), &mut pending, Some(finish_reason.as_str()));
-                    if include_usage {
-                        let usage = Some(Usage::new(usage.prompt_tokens, usage.completion_tokens));
-                        let header = chunker.header.clone();
-                        match endpoint {
-                            Endpoint::Chat => yield sse::frame(&ChatChunk {
-                                header, choices: vec![], usage,
-                            }),
-                            Endpoint::Completions => yield sse::frame(&Completion {
-                                header, choices: vec![], usage,
-                            }),
-                        }
-                    }
-                    break;
-                }
-                GenEvent::Error(message) => {
-                    yield sse::frame(&ApiError::Internal { message }.body());
-                    break;
-                }
-                GenEvent::TimedOut { .. } => {
-                    yield sse::frame(&timeout.error().body());
-                    break;
-                }
-            }
-        }
-        yield Bytes::from_static(sse::DONE);
-    };
-    sse::response(frames)
-}
-
-/// Builds the SSE chunks of one streamed response.
-struct Chunker<F: Fn(u32) -> Vec<u8>> {
+/// Waits for every choice and answers with one JSON object. Usage counts the prompt once and
+/// the completion tokens of every choice.
+async fn whole_response(
     header: Header,
     endpoint: Endpoint,
-    renderer: Renderer<F>,
-    /// Characters of completion text before the next token (the legacy `text_offset`).
-    offset: usize,
+    calls: Option<CallMode>,
+    choices: Vec<ChoiceEvents>,
+    renderer: Renderer<impl Fn(u32) -> Vec<u8>>,
+    timeout: RequestTimeout,
+) -> Result<Response, ApiError> {
+    let mut done = Vec::with_capacity(choices.len());
+    // The sequences run together in the engine; waiting on them in turn loses nothing.
+    for events in choices {
+        done.push(collect(events, timeout).await?);
+    }
+    let prompt_tokens = done.first().map_or(0, |g| g.usage.prompt_tokens);
+    let completion_tokens = done.iter().map(|g| g.usage.completion_tokens).sum();
+    let usage = Usage::new(prompt_tokens, completion_tokens);
+    let resp = match endpoint {
+        Endpoint::Chat => Json(ChatCompletion {
+            header,
+            choices: done
+                .into_iter()
+                .enumerate()
+                .map(|(i, g)| {
+                    let logprobs = g.logprobs.map(|lp| renderer.chat(&lp));
+                    let (message, finish_reason) =
+                        assistant_message(g.text, g.finish_reason, calls);
+                    ChatChoice {
+                        index: i as u32,
+                        message,
+                        logprobs,
+                        finish_reason,
+                    }
+                })
+                .collect(),
+            usage,
+        })
+        .into_response(),
+        Endpoint::Completions => Json(Completion {
+            header,
+            choices: done
+                .into_iter()
+                .enumerate()
+                .map(|(i, g)| CompletionChoice {
+                    index: i as u32,
+                    text: g.text,
+                    logprobs: g.logprobs.map(|lp| renderer.completion(&lp, 0).0),
+                    finish_reason: Some(g.finish_reason.as_str()),
+                })
+                .collect(),
+            usage: Some(usage),
+        })
+        .into_response(),
+    };
+    Ok(resp)
 }
 
-impl<F: Fn(u32) -> Vec<u8>> Chunker<F> {
-    /// A chunk with `text` and the logprobs in `pending` (taken).
-    fn text(
-        &mut self,
-        text: String,
-        pending: &mut Option<Vec<TokenLogprobs>>,
-        finish: Option<&'static str>,
-    ) -> Bytes {
-        match self.endpoint {
-            Endpoint::Chat => {
-                let delta = match finish {
-                    Some(_) => Delta::default(),
-                    None => Delta {
-                        role: None,
-                        content: Some(text),
-                    },
-                };
-                self.chat(delta, pending, finish)
-            }
-            Endpoint::Completions => {
-                let logprobs = pending.take().map(|lp| {
-                    let (out, next) = self.renderer.completion(&lp, self.offset);
-                    self.offset = next;
-                    out
-                });
-                sse::frame(&Completion {
-                    header: self.header.clone(),
-                    choices: vec![CompletionChoice {
-                        index: 0,
-                        text,
-                        logprobs,
-                        finish_reason: finish,
-                    }],
-                    usage: None,
-                })
-            }
-        }
+/// The reply as a message: its tool calls parsed out when the request has tools, and the
+/// finish reason `tool_calls` when it made any.
+fn assistant_message(
+    text: String,
+    finish: FinishReason,
+    calls: Option<CallMode>,
+) -> (AssistantMessage, &'static str) {
+    let (content, calls) = match calls {
+        None => (text, Vec::new()),
+        Some(CallMode::Auto) => tools::parse_reply(&text),
+        Some(CallMode::Forced) => match tools::parse_call(&text) {
+            Some(call) => (String::new(), vec![call]),
+            None => (text, Vec::new()),
+        },
+    };
+    if calls.is_empty() {
+        let message = AssistantMessage {
+            role: "assistant",
+            content: Some(content),
+            tool_calls: None,
+        };
+        return (message, finish.as_str());
     }
+    let message = AssistantMessage {
+        role: "assistant",
+        content: (!content.is_empty()).then_some(content),
+        tool_calls: Some(calls.into_iter().map(call_out).collect()),
+    };
+    (message, "tool_calls")
+}
 
-    fn chat(
-        &mut self,
-        delta: Delta,
-        pending: &mut Option<Vec<TokenLogprobs>>,
-        finish: Option<&'static str>,
-    ) -> Bytes {
-        sse::frame(&ChatChunk {
-            header: self.header.clone(),
-            choices: vec![ChatChunkChoice {
-                index: 0,
-                delta,
-                logprobs: pending.take().map(|lp| self.renderer.chat(&lp)),
-                finish_reason: finish,
-            }],
-            usage: None,
-        })
+pub(super) fn call_out(c: ToolCall) -> ToolCallOut {
+    ToolCallOut {
+        id: c.id,
+        kind: "function",
+        function: FunctionCallOut {
+            name: c.name,
+            arguments: c.arguments,
+        },
     }
 }
 
 /// Renders token ids with the engine's tokenizer (special tokens written out).
-fn renderer(engine: &EngineHandle) -> Renderer<impl Fn(u32) -> Vec<u8> + Send + 'static> {
+pub(super) fn renderer(
+    engine: &EngineHandle,
+) -> Renderer<impl Fn(u32) -> Vec<u8> + Send + 'static> {
     let tokenizer = engine.tokenizer().clone();
     Renderer::new(move |id| {
         tokenizer

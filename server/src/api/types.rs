@@ -37,6 +37,16 @@ pub struct RawRequest {
     pub logit_bias: Option<std::collections::BTreeMap<String, f64>>,
     pub echo: Option<bool>,
     pub user: Option<String>,
+    /// `{"type": "text" | "json_object" | "json_schema", "json_schema": {"name", "schema",
+    /// "strict"}}`; checked in `validation`.
+    pub response_format: Option<serde_json::Value>,
+    /// llama.cpp's shorthand on `/v1/completions`: the schema itself.
+    pub json_schema: Option<serde_json::Value>,
+    /// Function tools and the choice among them; checked in `tools`.
+    pub tools: Option<serde_json::Value>,
+    pub tool_choice: Option<serde_json::Value>,
+    /// Accepted for compatibility: a forced reply holds one call, a free one any number.
+    pub parallel_tool_calls: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -45,6 +55,10 @@ pub struct RawMessage {
     #[serde(default)]
     pub content: Option<RawContent>,
     pub name: Option<String>,
+    /// An assistant turn's earlier function calls.
+    pub tool_calls: Option<Vec<serde_json::Value>>,
+    /// A `tool` turn: which call it answers.
+    pub tool_call_id: Option<String>,
 }
 
 /// Message content: a string, or an array of parts (only `{"type": "text", "text": ...}`).
@@ -132,7 +146,46 @@ pub struct ChatChoice {
 #[derive(Debug, Serialize)]
 pub struct AssistantMessage {
     pub role: &'static str,
-    pub content: String,
+    /// `null` when the reply is only tool calls.
+    pub content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCallOut>>,
+}
+
+/// A function call in a reply.
+#[derive(Debug, Clone, Serialize)]
+pub struct ToolCallOut {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub function: FunctionCallOut,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FunctionCallOut {
+    pub name: String,
+    /// The arguments object as JSON text.
+    pub arguments: String,
+}
+
+/// A streamed piece of a function call: the id, type and name come first, then the
+/// arguments' text.
+#[derive(Debug, Clone, Serialize)]
+pub struct ToolCallDelta {
+    pub index: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<&'static str>,
+    pub function: FunctionCallDelta,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FunctionCallDelta {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -158,6 +211,8 @@ pub struct Delta {
     pub role: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCallDelta>>,
 }
 
 /// A `text_completion` object: the whole response, or one streamed chunk.

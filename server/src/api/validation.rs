@@ -4,12 +4,17 @@
 //! ranges and the fields we do not support. What needs the model (tokenizing, the context
 //! length, the vocabulary) is checked by the engine when the request is submitted.
 
+use std::sync::Arc;
+
 use axum::http::{header, HeaderMap};
+use serde_json::Value;
 
 use super::errors::ApiError;
+use super::tools::{self, Tools};
 use super::types::{RawContent, RawMessage, RawPrompt, RawRequest, RawStop};
 use crate::chat_template::ChatMessage;
 use crate::sampler::SamplingParams;
+use crate::structured::Grammar;
 
 /// Which endpoint a request came to; it decides whether `messages` or `prompt` is required.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,7 +48,14 @@ pub struct ValidRequest {
     pub stream: bool,
     pub include_usage: bool,
     pub ignore_eos: bool,
+    /// Choices to generate (`n`), each its own sequence.
+    pub n: usize,
+    /// Function tools (chat only), when the request has any.
+    pub tools: Option<Tools>,
 }
+
+/// Most choices one request may ask for (`n`); the server's `--parallel` may lower it.
+pub const MAX_N: i64 = 16;
 
 /// Checks the Content-Type and parses the body, naming the field whose JSON type is wrong.
 pub fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<RawRequest, ApiError> {
@@ -148,20 +160,54 @@ pub fn validate(
 
     let mut sampling = validate_sampling(&raw)?;
     sampling.logprobs = validate_logprobs(&raw, endpoint)?;
+    sampling.grammar = validate_response_format(&raw)?.map(Arc::new);
     sampling.logit_bias = validate_logit_bias(raw.logit_bias.as_ref())?;
+    let tools = match endpoint {
+        Endpoint::Chat => tools::validate(raw.tools.as_ref(), raw.tool_choice.as_ref())?,
+        Endpoint::Completions if raw.tools.is_some() => {
+            return Err(ApiError::invalid(
+                "tools",
+                "tools are for /v1/chat/completions; /v1/completions continues a prompt",
+            ))
+        }
+        Endpoint::Completions => None,
+    };
+    if let Some(grammar) = tools
+        .as_ref()
+        .map(Tools::forced_grammar)
+        .transpose()?
+        .flatten()
+    {
+        if sampling.grammar.is_some() {
+            return Err(ApiError::invalid(
+                "tool_choice",
+                "a required tool call already fixes the reply's format; leave out \
+                 response_format or set tool_choice to \"auto\"",
+            ));
+        }
+        sampling.grammar = Some(Arc::new(grammar));
+    }
     let input = match endpoint {
-        Endpoint::Chat => PromptInput::Chat(validate_messages(raw.messages)?),
+        Endpoint::Chat => {
+            let messages = validate_messages(raw.messages)?;
+            PromptInput::Chat(match &tools {
+                Some(t) => t.prompt(messages),
+                None => messages,
+            })
+        }
         Endpoint::Completions => validate_prompt(raw.prompt)?,
     };
 
-    if let Some(n) = raw.n {
-        if n != 1 {
+    let n = match raw.n {
+        None => 1,
+        Some(n) if (1..=MAX_N).contains(&n) => n as usize,
+        Some(n) => {
             return Err(ApiError::invalid(
                 "n",
-                format!("n is {n}, but only n = 1 (one choice per request) is supported"),
-            ));
+                format!("n is {n}; it must be between 1 and {MAX_N} (choices per request)"),
+            ))
         }
-    }
+    };
     if raw.echo == Some(true) {
         return Err(ApiError::invalid(
             "echo",
@@ -212,7 +258,82 @@ pub fn validate(
                 .and_then(|o| o.include_usage)
                 .unwrap_or(false),
         ignore_eos: raw.ignore_eos.unwrap_or(false),
+        n,
+        tools,
     })
+}
+
+/// `response_format` (both endpoints) and llama.cpp's `json_schema` (completions) to the
+/// grammar the output must follow; `None` for free text.
+fn validate_response_format(raw: &RawRequest) -> Result<Option<Grammar>, ApiError> {
+    if let Some(schema) = &raw.json_schema {
+        if raw.response_format.is_some() {
+            return Err(ApiError::invalid(
+                "json_schema",
+                "send either response_format or json_schema, not both",
+            ));
+        }
+        return compile_schema(schema, "json_schema").map(Some);
+    }
+    let Some(format) = &raw.response_format else {
+        return Ok(None);
+    };
+    let kind = format.get("type").and_then(Value::as_str);
+    match kind {
+        Some("text") => Ok(None),
+        Some("json_object") => match format.get("schema") {
+            // llama.cpp also takes a schema here.
+            Some(schema) => compile_schema(schema, "response_format.schema").map(Some),
+            None => Ok(Some(Grammar::any_object())),
+        },
+        Some("json_schema") => {
+            let Some(spec) = format.get("json_schema").filter(|s| s.is_object()) else {
+                return Err(ApiError::invalid(
+                    "response_format.json_schema",
+                    "response_format of type json_schema needs a json_schema object: \
+                     {\"name\": ..., \"schema\": {...}, \"strict\": true}",
+                ));
+            };
+            if let Some(name) = spec.get("name") {
+                let ok = name.as_str().is_some_and(|n| {
+                    !n.is_empty()
+                        && n.len() <= 64
+                        && n.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                });
+                if !ok {
+                    return Err(ApiError::invalid(
+                        "response_format.json_schema.name",
+                        format!(
+                            "response_format.json_schema.name is {name}; it must be 1 to 64                              letters, digits, underscores or dashes"
+                        ),
+                    ));
+                }
+            }
+            match spec.get("schema") {
+                Some(schema) => {
+                    compile_schema(schema, "response_format.json_schema.schema").map(Some)
+                }
+                // No schema: any JSON value.
+                None => compile_schema(&Value::Object(Default::default()), "").map(Some),
+            }
+        }
+        _ => Err(ApiError::invalid(
+            "response_format.type",
+            format!(
+                "response_format.type is {}; it must be \"text\", \"json_object\" or \
+                 \"json_schema\"",
+                format
+                    .get("type")
+                    .map_or("missing".to_owned(), Value::to_string)
+            ),
+        )),
+    }
+}
+
+/// Compiles a schema sent in field `param`, answering what it cannot enforce with a 400.
+pub fn compile_schema(schema: &Value, param: &str) -> Result<Grammar, ApiError> {
+    Grammar::from_schema(schema).map_err(|e| ApiError::invalid(param, format!("{param}: {e}")))
 }
 
 /// Most alternatives per token: `top_logprobs` (chat) and `logprobs` (completions).
@@ -443,7 +564,7 @@ fn validate_messages(messages: Option<Vec<RawMessage>>) -> Result<Vec<ChatMessag
                     ))
                 }
             };
-            let content = match m.content {
+            let mut content = match m.content {
                 None => String::new(),
                 Some(RawContent::Text(s)) => s,
                 Some(RawContent::Parts(parts)) => {
@@ -470,6 +591,22 @@ fn validate_messages(messages: Option<Vec<RawMessage>>) -> Result<Vec<ChatMessag
                     text
                 }
             };
+            if let Some(calls) = m.tool_calls.as_deref().filter(|c| !c.is_empty()) {
+                if role != "assistant" {
+                    return Err(ApiError::invalid(
+                        format!("messages[{i}].tool_calls"),
+                        format!("messages[{i}] has tool_calls, which only assistant messages have"),
+                    ));
+                }
+                let calls = tools::render_calls(calls, &format!("messages[{i}].tool_calls"))?;
+                if !content.is_empty() {
+                    content.push('\n');
+                }
+                content.push_str(&calls);
+            }
+            if role == "tool" {
+                content = format!("<tool_response>\n{content}\n</tool_response>");
+            }
             Ok(ChatMessage { role, content })
         })
         .collect()
@@ -593,7 +730,8 @@ mod tests {
                 json!({"max_completion_tokens": -3}),
                 "max_completion_tokens",
             ),
-            (json!({"n": 2}), "n"),
+            (json!({"n": 0}), "n"),
+            (json!({"n": 17}), "n"),
             (json!({"logprobs": 3}), "logprobs"),
             (
                 json!({"logprobs": true, "top_logprobs": 21}),
@@ -732,5 +870,64 @@ mod tests {
             .unwrap();
         assert_eq!(v.max_tokens, Some(4));
         assert_eq!(v.sampling.seed, None);
+    }
+
+    #[test]
+    fn response_format_compiles_a_grammar_or_names_what_is_wrong() {
+        use serde_json::json;
+        assert!(chat(json!({})).unwrap().sampling.grammar.is_none());
+        let text = chat(json!({"response_format": {"type": "text"}})).unwrap();
+        assert!(text.sampling.grammar.is_none());
+        let obj = chat(json!({"response_format": {"type": "json_object"}})).unwrap();
+        assert_eq!(
+            obj.sampling.grammar.as_deref(),
+            Some(&Grammar::any_object())
+        );
+        let schema = json!({"type": "object", "properties": {"a": {"type": "integer"}}});
+        let v = chat(json!({"response_format": {"type": "json_schema",
+            "json_schema": {"name": "x", "schema": schema, "strict": true}}}))
+        .unwrap();
+        assert_eq!(
+            v.sampling.grammar.as_deref(),
+            Some(&Grammar::from_schema(&schema).unwrap())
+        );
+        let c = check(
+            json!({"prompt": "x", "json_schema": schema}),
+            Endpoint::Completions,
+        )
+        .unwrap();
+        assert!(c.sampling.grammar.is_some());
+        for (extra, param) in [
+            (
+                json!({"response_format": {"type": "xml"}}),
+                "response_format.type",
+            ),
+            (
+                json!({"response_format": {"type": "json_schema"}}),
+                "response_format.json_schema",
+            ),
+            (
+                json!({"response_format": {"type": "json_schema", "json_schema":
+                    {"name": "bad name", "schema": {}}}}),
+                "response_format.json_schema.name",
+            ),
+            (
+                json!({"response_format": {"type": "json_schema", "json_schema":
+                    {"name": "s", "schema": {"type": "string", "format": "date"}}}}),
+                "response_format.json_schema.schema",
+            ),
+        ] {
+            assert_eq!(
+                param_of(chat(extra.clone())).as_deref(),
+                Some(param),
+                "{extra}"
+            );
+        }
+        let e = chat(
+            json!({"response_format": {"type": "json_schema", "json_schema":
+            {"name": "s", "schema": {"type": "string", "format": "date"}}}}),
+        )
+        .unwrap_err();
+        assert!(e.body().error.message.contains("`format`"), "{e:?}");
     }
 }

@@ -261,7 +261,7 @@ impl Engine {
             vocab_size: model.vocab_size(),
             architecture: model.architecture().to_owned(),
             queue_capacity: opts.queue_capacity,
-            max_sequences: opts.max_sequences.max(1),
+            max_sequences,
             stats: stats.clone(),
         });
         let worker = std::thread::Builder::new()
@@ -296,6 +296,11 @@ impl EngineHandle {
         self.shared.vocab_size
     }
 
+    /// Sequences generated at once (`--parallel`).
+    pub fn max_sequences(&self) -> usize {
+        self.shared.max_sequences
+    }
+
     /// Live request and token counters.
     pub fn stats(&self) -> StatsSnapshot {
         self.shared.stats.snapshot()
@@ -316,6 +321,15 @@ impl EngineHandle {
     /// Renders `messages` with the model's chat template (with the assistant turn opened) and
     /// tokenizes the result.
     pub fn encode_chat(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {
+        self.encode_chat_with_prefix(messages, "")
+    }
+
+    /// [`encode_chat`](Self::encode_chat) with the assistant's reply begun by `prefix`.
+    pub fn encode_chat_with_prefix(
+        &self,
+        messages: &[ChatMessage],
+        prefix: &str,
+    ) -> Result<Vec<u32>> {
         let template = self.shared.template.as_ref().ok_or_else(|| {
             Error::ChatTemplate(
                 "this model has no chat template (no tokenizer.chat_template in the GGUF, no \
@@ -323,7 +337,8 @@ impl EngineHandle {
                     .into(),
             )
         })?;
-        let text = template.render(messages, true)?;
+        let mut text = template.render(messages, true)?;
+        text.push_str(prefix);
         self.encode_text(&text)
     }
 

@@ -12,6 +12,7 @@ use super::stop::{StopMatcher, StopOutcome};
 use super::{FinishReason, GenEvent, Job, Timings, Usage};
 use crate::models::{kv::blocks_for, BatchItem, BLOCK};
 use crate::sampler::{token_logprobs, Sampler};
+use crate::structured::{Constraint, TokenTable};
 use crate::tokenizer::{IncrementalDecoder, Tokenizer};
 use crate::{Error, Result};
 
@@ -37,6 +38,8 @@ pub(super) struct Sequence {
     /// Whether the sequence has been admitted once (a preempted one comes back).
     admitted: bool,
     sampler: Sampler,
+    /// What the output must match (`response_format`, tool calls), when constrained.
+    constraint: Option<Constraint>,
     decoder: IncrementalDecoder,
     stops: StopMatcher,
     /// The prompt and every token sampled so far; the last sampled one is not in the cache yet.
@@ -55,8 +58,14 @@ pub(super) struct Sequence {
 }
 
 impl Sequence {
-    pub fn new(job: Job, tokenizer: &Arc<Tokenizer>) -> Sequence {
+    pub fn new(job: Job, tokenizer: &Arc<Tokenizer>, table: &Arc<TokenTable>) -> Sequence {
         Sequence {
+            constraint: job
+                .req
+                .sampling
+                .grammar
+                .clone()
+                .map(|g| Constraint::new(g, table.clone())),
             sampler: Sampler::new(job.req.sampling.clone()),
             decoder: IncrementalDecoder::new(tokenizer.clone(), true),
             stops: StopMatcher::new(&job.req.stop),
@@ -173,7 +182,8 @@ impl Sequence {
             return;
         }
         self.step.push(self.history[self.fed]);
-        if let Some(opts) = draft {
+        // A constrained sequence does not draft: its tokens are masked one step at a time.
+        if let (Some(opts), None) = (draft, &self.constraint) {
             let room = self.job.req.max_tokens.saturating_sub(self.generated() + 1);
             self.step.extend(draft::propose(&self.history, opts, room));
         }
@@ -301,7 +311,17 @@ impl Sequence {
         let req = &self.job.req;
         // Logprobs report the model's own distribution: the logits before sampling changes them.
         let raw = req.sampling.logprobs.map(|n| (logits.clone(), n));
+        let so_far = self.history.len() - self.prompt().len();
+        if let Some(c) = &mut self.constraint {
+            c.mask(&mut logits, req.max_tokens.saturating_sub(so_far))?;
+        }
         let id = self.sampler.sample(&mut logits, &self.history);
+        // The end of a constrained value ends generation, ignore_eos or not.
+        let mut end_of_value = false;
+        if let Some(c) = &mut self.constraint {
+            c.accept(id)?;
+            end_of_value = tokenizer.is_eog(id);
+        }
         let logprobs = raw.map(|(raw, n)| token_logprobs(&raw, id, n));
         self.history.push(id);
         let generated = self.history.len() - self.prompt().len();
@@ -316,7 +336,7 @@ impl Sequence {
         });
         self.last_token = Some(now);
 
-        let eog = !req.ignore_eos && tokenizer.is_eog(id);
+        let eog = end_of_value || (!req.ignore_eos && tokenizer.is_eog(id));
         let at_limit = generated >= req.max_tokens;
         let mut text = String::new();
         let mut stopped = false;

@@ -24,6 +24,7 @@ use super::sequence::{Progress, Sequence};
 use super::stats::{EngineStats, Outcome};
 use super::{GenEvent, Job};
 use crate::models::{BatchItem, CausalLm, KvStore};
+use crate::structured::TokenTable;
 use crate::tokenizer::Tokenizer;
 
 /// How much the engine runs at once.
@@ -41,6 +42,8 @@ pub(super) struct Limits {
 struct Worker<'a> {
     model: &'a dyn CausalLm,
     tokenizer: &'a Arc<Tokenizer>,
+    /// The vocabulary as bytes, for constrained sequences.
+    tokens: Arc<TokenTable>,
     stats: &'a EngineStats,
     limits: Limits,
     store: KvStore,
@@ -59,6 +62,7 @@ pub(super) fn run(
     let mut w = Worker {
         model: model.as_ref(),
         tokenizer: &tokenizer,
+        tokens: Arc::new(TokenTable::new(&tokenizer)),
         stats: &stats,
         limits,
         store: KvStore::new(model.kv_shape(), limits.kv_blocks),
@@ -96,7 +100,9 @@ impl Worker<'_> {
                 queue.try_recv()
             };
             match job {
-                Ok(job) => self.waiting.push_back(Sequence::new(job, self.tokenizer)),
+                Ok(job) => self
+                    .waiting
+                    .push_back(Sequence::new(job, self.tokenizer, &self.tokens)),
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => open = false,
             }
