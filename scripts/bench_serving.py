@@ -540,6 +540,10 @@ def main() -> int:
         for s in (ours, peer):
             s.start()
             stream_chat(s.port, SHORT_SYSTEM, "Say hello.", args.max_tokens)  # warm-up
+        m = re.search(r"n_slots = (\d+), n_ctx_slot = (\d+)", Path(peer.log.name).read_text(errors="replace"))
+        if not m or (int(m.group(1)), int(m.group(2))) != (SLOTS, args.ctx_size):
+            raise RuntimeError(f"llama-server did not report {SLOTS} slots of {args.ctx_size} "
+                               f"positions (its log says: {m.group(0) if m else 'nothing'})")
         offset = 0
         for c in clients:
             n = max(args.requests_per_client * c, args.min_requests)
