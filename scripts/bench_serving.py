@@ -386,8 +386,8 @@ def git_rev() -> str:
 def llama_server_version(path: Path) -> str:
     try:
         p = subprocess.run([str(path), "--version"], capture_output=True, text=True, timeout=30)
-        m = re.search(r"version:\s*(\S+(?: \([0-9a-f]+\))?)", p.stdout + p.stderr)
-        return m.group(1) if m else "unknown"
+        m = re.search(r"version:\s*(.+)", p.stdout + p.stderr)
+        return m.group(1).strip() if m else "unknown"
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
 

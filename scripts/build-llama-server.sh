@@ -64,7 +64,7 @@ echo "llama-server: configuring $LLAMA (Release, native, static, no curl/tests/e
 cmake -S "$LLAMA" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release \
     -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DBUILD_SHARED_LIBS=OFF \
     -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
-    -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_COMMON=ON >"$ROOT/configure.log" \
+    -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_COMMON=ON >"$ROOT/configure.log" 2>&1 \
     || { tail -40 "$ROOT/configure.log" >&2; exit 1; }
 echo "llama-server: building the llama-server target with -j$JOBS (several minutes once; log: $ROOT/build.log)"
 cmake --build "$BUILD" --config Release --target llama-server -j "$JOBS" >"$ROOT/build.log" 2>&1 \
