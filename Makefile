@@ -13,7 +13,7 @@ export RYZANSTEIN_VENV := $(VENV)
 PYTHON := $(VENV)/bin/python
 BIN := $(CARGO_TARGET_DIR)/release/ryzanstein
 
-.PHONY: help setup setup-bench model model-q4-k-m build demo test test-aarch64 e2e bench references fmt lint crds crds-check kube-tools k8s chart-lint image
+.PHONY: help setup setup-bench model model-q4-k-m build demo test test-aarch64 e2e bench bench-serving llama-server references fmt lint crds crds-check kube-tools k8s chart-lint image
 
 help: ## List the targets (this text)
 	@echo "Ryzanstein — CPU-first LLM inference server (OpenAI-compatible API)"
@@ -21,7 +21,7 @@ help: ## List the targets (this text)
 	@echo "usage: make <target>"
 	@echo
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | \
-		awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
+		awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
 	@echo
 	@echo "Variables: BENCH=1 (setup also installs llama-cpp-python), CARGO_TARGET_DIR=$(CARGO_TARGET_DIR)"
 
@@ -71,10 +71,21 @@ e2e: setup model k8s kube-tools ## The end-to-end tests only: control plane, nod
 test-aarch64: ## The kernel tests for aarch64 under qemu (NEON and dotprod paths), and the server checked for aarch64
 	scripts/test-aarch64.sh
 
-bench: setup-bench model build ## Compare speed and memory with llama.cpp; writes docs/BENCHMARKS.md
+bench: setup-bench model build llama-server ## Compare speed and memory with llama.cpp; writes docs/BENCHMARKS.md
 	$(CARGO) build --release -p ryzanstein-kernels --example membw
 	$(PYTHON) scripts/bench.py --bin $(BIN) --membw $(CARGO_TARGET_DIR)/release/examples/membw --write docs/BENCHMARKS.md
 	$(PYTHON) scripts/bench_speculative.py --bin $(BIN) --write docs/BENCHMARKS.md
+	$(PYTHON) scripts/bench_serving.py --bin $(BIN) --llama-server $(LLAMA_SERVER) --write docs/BENCHMARKS.md
+
+# The serving peer: llama.cpp's llama-server, built from the llama.cpp that the llama-cpp-python
+# 0.3.36 source distribution bundles (the same llama.cpp as the other benchmarks' peer).
+LLAMA_SERVER := $(CACHE_DIR)/llama-server/bin/llama-server
+
+llama-server: ## Build llama.cpp's llama-server (llama-cpp-python 0.3.36's llama.cpp) into ~/.cache/ryzanstein/llama-server (~15 min once)
+	scripts/build-llama-server.sh
+
+bench-serving: setup model build llama-server ## Only the serving table: throughput and TTFT at 1/4/16 clients, ours vs llama-server
+	$(PYTHON) scripts/bench_serving.py --bin $(BIN) --llama-server $(LLAMA_SERVER) --write docs/BENCHMARKS.md
 
 # References come from llama.cpp built for AVX2 (not for this CPU): an AVX-512 build sums in
 # another order and gives other logits. A separate venv keeps the bench's native build intact.
