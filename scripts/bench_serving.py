@@ -72,6 +72,8 @@ import threading
 import time
 from pathlib import Path
 
+from bench import cpu_model, git_rev  # the same machine facts as the main table
+
 REPO = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("RYZANSTEIN_CACHE", Path.home() / ".cache/ryzanstein"))
 DEFAULT_MODEL = CACHE / "models/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -355,33 +357,6 @@ def percentile(xs: list[float], p: float) -> float:
 # --------------------------------------------------------------------------------------------
 # report
 # --------------------------------------------------------------------------------------------
-
-def cpu_model() -> str:
-    """lscpu's model name and the SIMD features that decide which kernels run."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return platform.processor() or "unknown CPU"
-    m = re.search(r"^Model name:\s*(.+)$", out, re.M)
-    name = m.group(1).strip() if m else (platform.processor() or "unknown CPU")
-    f = re.search(r"^Flags:\s*(.+)$", out, re.M)
-    flags = set(f.group(1).split()) if f else set()
-    wanted = ["avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni"]
-    simd = [x for x in wanted if x in flags]
-    return f"{name} [{' '.join(simd) or 'no AVX2/AVX-512'}]"
-
-
-def git_rev() -> str:
-    try:
-        rev = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                             capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no",
-                                "--", "kernels", "server"],
-                               capture_output=True, text=True, check=True).stdout.strip()
-        return rev + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
 
 def llama_server_version(path: Path) -> str:
     try:

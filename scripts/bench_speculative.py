@@ -32,6 +32,8 @@ import sys
 import time
 from pathlib import Path
 
+from bench import git_rev  # the same commit stamp as the main table
+
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = Path.home() / ".cache/ryzanstein/models/SmolLM2-135M-Instruct.Q4_1.gguf"
 TARGET_DIR = Path(os.environ.get("CARGO_TARGET_DIR", Path.home() / ".cache/ryzanstein/target"))
@@ -106,14 +108,6 @@ def run_llama(args, prompts: list[str]) -> list[dict]:
     if p.returncode != 0:
         sys.exit(f"bench_speculative: the llama.cpp worker failed:\n{p.stderr[-2000:]}")
     return [json.loads(l) for l in p.stdout.splitlines() if l.startswith("{")]
-
-
-def git_rev() -> str:
-    try:
-        return subprocess.check_output(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                                       text=True).strip()
-    except Exception:
-        return "unknown"
 
 
 def main() -> int:
