@@ -19,10 +19,13 @@ use super::schema::{Grammar, Node, NodeId, ObjectNode};
 pub const MAX_WS: u8 = 1;
 /// Frames one stack may hold (nesting depth of the generated value).
 pub const MAX_DEPTH: usize = 48;
-/// Digits of a number's integer part, fraction and exponent at most.
+/// Digits of a number's integer part, fraction and exponent at most. Two
+/// exponent digits keep every number the matcher takes a finite f64 (at most
+/// about 1e114 in size): with three, `0.1e310` is valid JSON text that
+/// parsers reading f64 (serde_json, Python's json gives inf) cannot hold.
 const MAX_INT_DIGITS: u8 = 15;
 const MAX_FRAC_DIGITS: u8 = 15;
-const MAX_EXP_DIGITS: u8 = 3;
+const MAX_EXP_DIGITS: u8 = 2;
 /// Marks the key of an additional (undeclared) property in [`ObjPhase::Colon`].
 const OTHER: u8 = u8::MAX;
 
@@ -965,6 +968,10 @@ mod tests {
         assert!(!prefix(&s, r#"{"e":"y""#));
         assert!(!prefix(&s, r#"{"e":1,"c":-0.4"#));
         assert!(!accepts(&s, r#"{"e":1,"c":-0.5,"n":1.}"#));
+        // Exponents stop at two digits, so every number fits an f64.
+        let n = json!({"type": "number"});
+        assert!(accepts(&n, "0.1e99") && accepts(&n, "1E-99"));
+        assert!(!prefix(&n, "0.1e310"), "0.1e310 overflows an f64");
         // A number at the root ends with the text.
         assert!(accepts(&json!({"type": "integer"}), "-42"));
         assert!(!accepts(&json!({"type": "integer"}), "-"));
