@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use ryzanstein_server::api::{self, AppState, ServerConfig};
+use ryzanstein_server::api::{self, auth::ApiKeys, AppState, ServerConfig};
 use ryzanstein_server::chat_template::ChatMessage;
 use ryzanstein_server::embeddings::{self, EmbeddingModel};
 use ryzanstein_server::engine::{self, EngineOptions, GenEvent, GenRequest};
@@ -230,6 +230,15 @@ struct ServeArgs {
     /// the directory or repository name).
     #[arg(long, requires = "embedding_model")]
     embedding_served_name: Option<String>,
+    /// An API key clients must send (`Authorization: Bearer KEY` or `X-Api-Key`), for tenant
+    /// `default`; repeat for more keys. The probes and /metrics need none.
+    #[arg(long, env = "RYZANSTEIN_API_KEY", value_name = "KEY")]
+    api_key: Vec<String>,
+    /// A file of API keys, one per line: `TENANT KEY` (or a bare `KEY` for tenant `default`);
+    /// `#` starts a comment line. Read again when it changes (a mounted Secret); a broken file
+    /// keeps the keys read before.
+    #[arg(long, value_name = "PATH")]
+    api_key_file: Option<std::path::PathBuf>,
 }
 
 fn main() -> Result<()> {
@@ -338,6 +347,13 @@ fn serve(args: ServeArgs) -> Result<()> {
         request_timeout: Duration::from_secs(args.request_timeout_secs),
         max_concurrent_requests: args.max_concurrent_requests,
         drain_timeout: Duration::from_secs(args.drain_timeout_secs),
+        api_keys: if args.api_key.is_empty() && args.api_key_file.is_none() {
+            None
+        } else {
+            let keys = ApiKeys::new(&args.api_key, args.api_key_file.clone())
+                .map_err(anyhow::Error::msg)?;
+            Some(std::sync::Arc::new(keys))
+        },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -354,6 +370,9 @@ fn serve(args: ServeArgs) -> Result<()> {
                 )
             })?;
         let addr: SocketAddr = listener.local_addr()?;
+        if let Some(keys) = &cfg.api_keys {
+            keys.spawn_reloader();
+        }
         eprintln!("ryzanstein: listening on http://{addr} (model {served_name:?} loading)");
 
         let embedding_name = args.embedding_model.as_deref().map(|spec| {

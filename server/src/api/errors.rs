@@ -17,6 +17,8 @@ pub enum ApiError {
         message: String,
         param: Option<String>,
     },
+    /// 401: no API key, or one the server does not know.
+    Unauthorized { message: String },
     /// 404: the request names a model this server does not serve.
     ModelNotFound { requested: String, served: String },
     /// 404: no such route.
@@ -55,6 +57,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             ApiError::ModelNotFound { .. } | ApiError::RouteNotFound { .. } => {
                 StatusCode::NOT_FOUND
             }
@@ -75,6 +78,12 @@ impl ApiError {
                 "invalid_request_error",
                 param.clone(),
                 None,
+            ),
+            ApiError::Unauthorized { message } => (
+                message.clone(),
+                "invalid_request_error",
+                None,
+                Some("invalid_api_key"),
             ),
             ApiError::ModelNotFound { requested, served } => (
                 format!(

@@ -9,9 +9,12 @@
 //!   embedding model, if any) is loaded, 503 before that and once shutdown has begun.
 //! - `GET /metrics`: Prometheus metrics (see [`metrics`]).
 //!
+//! With API keys configured ([`auth`]), every route but the probes and `/metrics` needs one.
+//!
 //! The port is bound before the model loads (see [`AppState::set_engine`]), so readiness can be
 //! watched while loading.
 
+pub mod auth;
 pub mod embeddings;
 pub mod errors;
 pub mod logprobs;
@@ -179,6 +182,8 @@ pub struct ServerConfig {
     pub max_concurrent_requests: usize,
     /// After SIGTERM/Ctrl-C, in-flight requests get this long to finish.
     pub drain_timeout: Duration,
+    /// API keys the API routes require (see [`auth`]); `None`: the API is open.
+    pub api_keys: Option<Arc<auth::ApiKeys>>,
 }
 
 impl Default for ServerConfig {
@@ -187,6 +192,7 @@ impl Default for ServerConfig {
             request_timeout: Duration::from_secs(600),
             max_concurrent_requests: 256,
             drain_timeout: Duration::from_secs(30),
+            api_keys: None,
         }
     }
 }
@@ -227,6 +233,14 @@ pub fn router(state: Arc<AppState>, cfg: &ServerConfig) -> Router {
         .route("/detokenize", post(tokenize::detokenize))
         .layer(middleware)
         .layer(axum::Extension(RequestTimeout(cfg.request_timeout)));
+    // The key check comes first: a caller without a valid key uses no concurrency slot.
+    let api = match &cfg.api_keys {
+        Some(keys) => api.layer(axum::middleware::from_fn_with_state(
+            keys.clone(),
+            auth::require_key,
+        )),
+        None => api,
+    };
 
     Router::new()
         .route("/healthz", get(routes::healthz))
@@ -347,5 +361,49 @@ mod tests {
         assert_eq!(body["error"]["type"], "invalid_request_error");
         let (status, _) = call(app, get("/v1/chat/completions")).await;
         assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    }
+
+    #[tokio::test]
+    async fn with_keys_the_api_needs_one_and_the_probes_do_not() {
+        let keys = auth::ApiKeys::new(&["sk-test".into()], None).unwrap();
+        let cfg = ServerConfig {
+            api_keys: Some(Arc::new(keys)),
+            ..ServerConfig::default()
+        };
+        let app = router(AppState::new("smol"), &cfg);
+        let get = |uri: &str, key: Option<&str>| {
+            let mut r = Request::get(uri);
+            if let Some(k) = key {
+                r = r.header("authorization", format!("Bearer {k}"));
+            }
+            r.body(Body::empty()).unwrap()
+        };
+        let (status, body) = call(app.clone(), get("/v1/models", None)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(body["error"]["code"], "invalid_api_key");
+        assert!(body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Bearer"));
+        let (status, body) = call(app.clone(), get("/v1/models", Some("sk-nope"))).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not valid"));
+        let (status, body) = call(app.clone(), get("/v1/models", Some("sk-test"))).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["data"][0]["id"], "smol");
+        let x = Request::get("/v1/models")
+            .header("x-api-key", "sk-test")
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(call(app.clone(), x).await.0, StatusCode::OK);
+        assert_eq!(
+            call(app.clone(), get("/healthz", None)).await.0,
+            StatusCode::OK
+        );
+        let metrics = app.oneshot(get("/metrics", None)).await.unwrap();
+        assert_eq!(metrics.status(), StatusCode::OK);
     }
 }
