@@ -118,7 +118,16 @@ impl KeyTable {
 pub struct ApiKeys {
     fixed: KeyTable,
     file: Option<PathBuf>,
-    current: RwLock<(Arc<KeyTable>, Option<SystemTime>)>,
+    current: RwLock<(Arc<KeyTable>, Option<Stamp>)>,
+}
+
+/// What tells a changed key file: its modification time and length (an edit within the
+/// file system's timestamp granularity usually changes the length).
+type Stamp = (SystemTime, u64);
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
 }
 
 /// Counts only: not even a key's digest goes to a log.
@@ -137,8 +146,8 @@ impl std::fmt::Debug for ApiKeys {
     }
 }
 
-fn read_file(path: &Path) -> Result<(KeyTable, Option<SystemTime>), String> {
-    let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+fn read_file(path: &Path) -> Result<(KeyTable, Option<Stamp>), String> {
+    let modified = stamp(path);
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read the API key file {}: {e}", path.display()))?;
     let table = KeyTable::parse(&text)
@@ -177,13 +186,13 @@ impl ApiKeys {
         self.current.read().expect("key table lock").0.clone()
     }
 
-    /// Reads the key file again when its modification time changed; true when the keys were
+    /// Reads the key file again when its modification time or length changed; true when the keys were
     /// replaced. A file that cannot be read or parsed keeps the keys in force.
     pub fn reload_if_changed(&self) -> bool {
         let Some(path) = &self.file else {
             return false;
         };
-        let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        let modified = stamp(path);
         if modified == self.current.read().expect("key table lock").1 {
             return false;
         }
