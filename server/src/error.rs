@@ -94,3 +94,12 @@ fn context_overflow_message(prompt: usize, max_tokens: usize, context: usize) ->
         )
     }
 }
+
+/// The text of a caught panic's payload (a `&str` or a `String`, as `panic!` makes them).
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}

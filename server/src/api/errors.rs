@@ -178,6 +178,16 @@ impl From<Error> for ApiError {
     }
 }
 
+/// The answer to a request whose handler panicked: a 500 naming the panic (the panic hook has
+/// logged it with its location already).
+pub fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let what = crate::error::panic_message(&*panic);
+    ApiError::Internal {
+        message: format!("the server failed while handling this request ({what}); other requests are unaffected, retry or report it"),
+    }
+    .into_response()
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();

@@ -37,6 +37,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::embeddings::EmbeddingModel;
@@ -198,8 +199,38 @@ impl Default for ServerConfig {
 }
 
 /// The application: API routes behind one middleware stack (error mapping, load shedding, a
-/// global concurrency limit, a timeout), probes outside it, tracing around everything.
+/// global concurrency limit, a timeout, the API key check), probes outside it, tracing around
+/// everything.
 pub fn router(state: Arc<AppState>, cfg: &ServerConfig) -> Router {
+    let api = Router::new()
+        .route("/v1/chat/completions", post(routes::chat_completions))
+        .route("/v1/completions", post(routes::completions))
+        .route(
+            "/v1/embeddings",
+            post(embeddings::embeddings).layer(DefaultBodyLimit::max(embeddings::MAX_BODY_BYTES)),
+        )
+        .route("/v1/models", get(routes::models))
+        .route("/tokenize", post(tokenize::tokenize))
+        .route("/detokenize", post(tokenize::detokenize));
+    let api = guarded(api, cfg);
+
+    Router::new()
+        .route("/healthz", get(routes::healthz))
+        .route("/readyz", get(routes::readyz))
+        .route("/metrics", get(routes::metrics))
+        .merge(api)
+        .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// The API routes' middleware, innermost first: a panic while handling a request becomes that
+/// request's 500 (OpenAI-shaped; other requests and the process go on; a panic inside a
+/// stream's body ends that stream only), then the timeout, the concurrency limit, load
+/// shedding and their error mapping, the request timeout for the engine, and outermost the API
+/// key check (a caller without a valid key uses no concurrency slot).
+fn guarded(api: Router<Arc<AppState>>, cfg: &ServerConfig) -> Router<Arc<AppState>> {
     let timeout_secs = cfg.request_timeout.as_secs();
     let middleware = ServiceBuilder::new()
         .layer(HandleErrorLayer::new(
@@ -220,37 +251,17 @@ pub fn router(state: Arc<AppState>, cfg: &ServerConfig) -> Router {
             cfg.max_concurrent_requests,
         ))
         .timeout(cfg.request_timeout);
-
-    let api = Router::new()
-        .route("/v1/chat/completions", post(routes::chat_completions))
-        .route("/v1/completions", post(routes::completions))
-        .route(
-            "/v1/embeddings",
-            post(embeddings::embeddings).layer(DefaultBodyLimit::max(embeddings::MAX_BODY_BYTES)),
-        )
-        .route("/v1/models", get(routes::models))
-        .route("/tokenize", post(tokenize::tokenize))
-        .route("/detokenize", post(tokenize::detokenize))
+    let api = api
+        .layer(CatchPanicLayer::custom(errors::panic_response))
         .layer(middleware)
         .layer(axum::Extension(RequestTimeout(cfg.request_timeout)));
-    // The key check comes first: a caller without a valid key uses no concurrency slot.
-    let api = match &cfg.api_keys {
+    match &cfg.api_keys {
         Some(keys) => api.layer(axum::middleware::from_fn_with_state(
             keys.clone(),
             auth::require_key,
         )),
         None => api,
-    };
-
-    Router::new()
-        .route("/healthz", get(routes::healthz))
-        .route("/readyz", get(routes::readyz))
-        .route("/metrics", get(routes::metrics))
-        .merge(api)
-        .fallback(routes::not_found)
-        .method_not_allowed_fallback(routes::method_not_allowed)
-        .layer(TraceLayer::new_for_http())
-        .with_state(state)
+    }
 }
 
 /// Serves until SIGTERM or Ctrl-C, then stops accepting, lets in-flight requests finish (up to
@@ -405,5 +416,26 @@ mod tests {
         );
         let metrics = app.oneshot(get("/metrics", None)).await.unwrap();
         assert_eq!(metrics.status(), StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_fails_its_request_only() {
+        async fn boom() -> &'static str {
+            panic!("boom in a handler")
+        }
+        let api = Router::new()
+            .route("/boom", get(boom))
+            .route("/v1/models", get(routes::models));
+        let app = guarded(api, &ServerConfig::default()).with_state(AppState::new("smol"));
+        let get = |uri: &str| Request::get(uri).body(Body::empty()).unwrap();
+        let (status, body) = call(app.clone(), get("/boom")).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(body["error"]["type"], "server_error");
+        assert!(body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("boom in a handler"));
+        let (status, body) = call(app, get("/v1/models")).await;
+        assert_eq!(status, StatusCode::OK, "the next request is served: {body}");
     }
 }

@@ -225,11 +225,7 @@ impl Worker<'_> {
                     Ok(Err(e)) => e.to_string(),
                     Err(panic) => format!(
                         "the generation worker panicked: {}",
-                        panic
-                            .downcast_ref::<&str>()
-                            .map(|s| s.to_string())
-                            .or_else(|| panic.downcast_ref::<String>().cloned())
-                            .unwrap_or_else(|| "unknown panic".into())
+                        crate::error::panic_message(&*panic)
                     ),
                     Ok(Ok(_)) => unreachable!("handled above"),
                 };
