@@ -159,6 +159,9 @@ impl ApiKeys {
     /// The keys of `keys` and of `file`; fails when the file cannot be read or parsed, or
     /// when the two give no key at all (which would leave the API open unawares).
     pub fn new(keys: &[String], file: Option<PathBuf>) -> Result<ApiKeys, String> {
+        if keys.iter().any(|k| k.trim().is_empty()) {
+            return Err("an --api-key is empty; give each key some characters".into());
+        }
         let fixed = KeyTable::from_keys(keys.iter().map(String::as_str));
         let mut table = fixed.clone();
         let mut modified = None;
@@ -333,6 +336,8 @@ mod tests {
         std::fs::write(&empty, "# nothing\n").unwrap();
         let e = ApiKeys::new(&[], Some(empty)).err().unwrap();
         assert!(e.contains("no API key"), "{e}");
+        let e = ApiKeys::new(&[" ".into()], None).err().unwrap();
+        assert!(e.contains("empty"), "{e}");
     }
 
     #[test]
