@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use ryzanstein_server::api::{self, auth::ApiKeys, AppState, ServerConfig};
+use ryzanstein_server::api::{self, auth::ApiKeys, ratelimit::RateLimiter, AppState, ServerConfig};
 use ryzanstein_server::chat_template::ChatMessage;
 use ryzanstein_server::embeddings::{self, EmbeddingModel};
 use ryzanstein_server::engine::{self, EngineOptions, GenEvent, GenRequest};
@@ -239,6 +239,12 @@ struct ServeArgs {
     /// keeps the keys read before.
     #[arg(long, value_name = "PATH")]
     api_key_file: Option<std::path::PathBuf>,
+    /// Per-tenant limits, JSON: `{"tenants": {"NAME": {"requestsPerMinute": N,
+    /// "tokensPerMinute": N, "maxConcurrentRequests": N, "weight": N}}, "default": {...}}`
+    /// (every field optional; `default` covers tenants not named). Over a limit a request gets
+    /// 429 with Retry-After. Read again when it changes.
+    #[arg(long, env = "RYZANSTEIN_TENANT_LIMITS", value_name = "PATH")]
+    tenant_limits: Option<std::path::PathBuf>,
 }
 
 fn main() -> Result<()> {
@@ -294,6 +300,7 @@ fn generate(args: GenerateArgs) -> Result<()> {
         max_tokens: args.max_tokens,
         stop: args.stop.clone(),
         ignore_eos: args.ignore_eos,
+        tenant: Default::default(),
     })?;
 
     let mut stdout = std::io::stdout().lock();
@@ -354,6 +361,12 @@ fn serve(args: ServeArgs) -> Result<()> {
                 .map_err(anyhow::Error::msg)?;
             Some(std::sync::Arc::new(keys))
         },
+        limiter: match &args.tenant_limits {
+            Some(path) => std::sync::Arc::new(
+                RateLimiter::from_file(path.clone()).map_err(anyhow::Error::msg)?,
+            ),
+            None => std::sync::Arc::default(),
+        },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -373,6 +386,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         if let Some(keys) = &cfg.api_keys {
             keys.spawn_reloader();
         }
+        cfg.limiter.spawn_reloader();
         eprintln!("ryzanstein: listening on http://{addr} (model {served_name:?} loading)");
 
         let embedding_name = args.embedding_model.as_deref().map(|spec| {

@@ -39,6 +39,7 @@ fn long_request(h: &EngineHandle) -> GenRequest {
         max_tokens: 1500,
         stop: vec![],
         ignore_eos: true,
+        tenant: Default::default(),
     }
 }
 

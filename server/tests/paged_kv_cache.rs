@@ -48,6 +48,7 @@ fn generate(h: &EngineHandle, prompt: Vec<u32>, max_tokens: usize, seed: Option<
         max_tokens,
         stop: vec![],
         ignore_eos: true,
+        tenant: Default::default(),
     };
     let mut rx = h.submit(req).expect("submit");
     let mut out = Vec::new();
@@ -218,6 +219,7 @@ fn a_client_that_leaves_gives_its_blocks_back() {
         max_tokens: 1500,
         stop: vec![],
         ignore_eos: true,
+        tenant: Default::default(),
     };
     let mut rx = h.submit(req).unwrap();
     for _ in 0..40 {

@@ -38,6 +38,7 @@ fn generate(h: &EngineHandle, prompt: &str, seed: Option<u64>) -> (Vec<u32>, (us
         max_tokens: 96,
         stop: vec![],
         ignore_eos: false,
+        tenant: Default::default(),
     };
     let mut rx = h.submit(req).expect("submit");
     let mut out = Vec::new();

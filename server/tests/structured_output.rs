@@ -62,6 +62,7 @@ fn generate(schema: &Value, seed: Option<u64>, max_tokens: usize) -> (String, Fi
         max_tokens,
         stop: vec![],
         ignore_eos: false,
+        tenant: Default::default(),
     };
     let mut rx = h.submit(req).expect("submit");
     let mut text = String::new();

@@ -3,8 +3,8 @@
 //! Keys come from `--api-key` (tenant `default`) and from `--api-key-file`, a file (a mounted
 //! Secret, typically) with one key per line: `TENANT KEY`, or a bare `KEY` for tenant
 //! `default`; blank lines and lines starting with `#` are skipped. The file is read again
-//! when it changes (checked every [`RELOAD_EVERY`]); a file that no longer parses keeps the
-//! keys read last and logs why.
+//! when it changes (see [`watched`]); a file that no longer parses keeps the keys read last
+//! and logs why.
 //!
 //! A request presents its key as `Authorization: Bearer KEY` (the OpenAI clients' way) or
 //! `X-Api-Key: KEY`. Keys are compared as SHA-256 digests, every stored key in turn and with no
@@ -12,8 +12,7 @@
 //! The probes and `/metrics` need no key. With no key configured, the API is open.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::http::HeaderMap;
@@ -21,10 +20,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 
+use super::watched::{self, WatchedFile};
 use super::ApiError;
-
-/// How often `--api-key-file` is checked for changes.
-pub const RELOAD_EVERY: Duration = Duration::from_secs(2);
 
 /// The tenant a request's key belongs to (a request extension once the key is checked).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,17 +114,7 @@ impl KeyTable {
 /// file changes.
 pub struct ApiKeys {
     fixed: KeyTable,
-    file: Option<PathBuf>,
-    current: RwLock<(Arc<KeyTable>, Option<Stamp>)>,
-}
-
-/// What tells a changed key file: its modification time and length (an edit within the
-/// file system's timestamp granularity usually changes the length).
-type Stamp = (SystemTime, u64);
-
-fn stamp(path: &Path) -> Option<Stamp> {
-    let m = std::fs::metadata(path).ok()?;
-    Some((m.modified().ok()?, m.len()))
+    file: Option<WatchedFile<KeyTable>>,
 }
 
 /// Counts only: not even a key's digest goes to a log.
@@ -140,19 +127,10 @@ impl std::fmt::Debug for KeyTable {
 impl std::fmt::Debug for ApiKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ApiKeys")
-            .field("keys", &self.table().len())
+            .field("keys", &self.len())
             .field("file", &self.file)
             .finish()
     }
-}
-
-fn read_file(path: &Path) -> Result<(KeyTable, Option<Stamp>), String> {
-    let modified = stamp(path);
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read the API key file {}: {e}", path.display()))?;
-    let table = KeyTable::parse(&text)
-        .map_err(|e| format!("the API key file {} is invalid: {e}", path.display()))?;
-    Ok((table, modified))
 }
 
 impl ApiKeys {
@@ -163,73 +141,52 @@ impl ApiKeys {
             return Err("an --api-key is empty; give each key some characters".into());
         }
         let fixed = KeyTable::from_keys(keys.iter().map(String::as_str));
-        let mut table = fixed.clone();
-        let mut modified = None;
-        if let Some(path) = &file {
-            let (from_file, m) = read_file(path)?;
-            table.extend(from_file);
-            modified = m;
-        }
-        if table.is_empty() {
+        let file = file
+            .map(|path| WatchedFile::open(path, "API key file", KeyTable::parse))
+            .transpose()?;
+        let keys = ApiKeys { fixed, file };
+        if keys.is_empty() {
             return Err(format!(
                 "no API key given: {} holds no key; add lines `TENANT KEY`, or leave out \
                  --api-key-file to serve without keys",
-                file.as_deref().unwrap_or(Path::new("--api-key")).display()
+                keys.file
+                    .as_ref()
+                    .map_or(Path::new("--api-key"), |f| f.path())
+                    .display()
             ));
         }
-        Ok(ApiKeys {
-            fixed,
-            file,
-            current: RwLock::new((Arc::new(table), modified)),
-        })
+        Ok(keys)
     }
 
-    /// The table in force now.
-    pub fn table(&self) -> Arc<KeyTable> {
-        self.current.read().expect("key table lock").0.clone()
+    /// Keys in force now.
+    pub fn len(&self) -> usize {
+        self.fixed.len() + self.file.as_ref().map_or(0, |f| f.get().len())
     }
 
-    /// Reads the key file again when its modification time or length changed; true when the keys were
-    /// replaced. A file that cannot be read or parsed keeps the keys in force.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The tenant of `key`, comparing it with every key in force (command line first).
+    pub fn tenant_of(&self, key: &str) -> Option<String> {
+        let from_file = self.file.as_ref().map(|f| f.get());
+        let in_file = from_file.as_ref().and_then(|t| t.tenant_of(key));
+        self.fixed.tenant_of(key).or(in_file).map(str::to_owned)
+    }
+
+    /// Reads the key file again when it changed; true when the keys were replaced. A file
+    /// that cannot be read or parsed keeps the keys in force.
     pub fn reload_if_changed(&self) -> bool {
-        let Some(path) = &self.file else {
-            return false;
-        };
-        let modified = stamp(path);
-        if modified == self.current.read().expect("key table lock").1 {
-            return false;
-        }
-        match read_file(path) {
-            Ok((from_file, m)) => {
-                let mut table = self.fixed.clone();
-                table.extend(from_file);
-                tracing::info!(keys = table.len(), file = %path.display(), "API keys reloaded");
-                *self.current.write().expect("key table lock") = (Arc::new(table), m);
-                true
-            }
-            Err(e) => {
-                tracing::error!("{e}; keeping the keys read before");
-                // Do not log again until the file changes once more.
-                self.current.write().expect("key table lock").1 = modified;
-                false
-            }
-        }
+        self.file.as_ref().is_some_and(|f| f.reload_if_changed())
     }
 
     /// Watches the key file for changes (a no-op without one).
     pub fn spawn_reloader(self: &Arc<Self>) {
-        if self.file.is_none() {
-            return;
-        }
-        let keys = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(RELOAD_EVERY);
-            loop {
-                tick.tick().await;
-                let Some(keys) = keys.upgrade() else { break };
+        if self.file.is_some() {
+            watched::spawn_reloader(self, |keys| {
                 keys.reload_if_changed();
-            }
-        });
+            });
+        }
     }
 }
 
@@ -249,7 +206,6 @@ pub async fn require_key(
     mut req: Request,
     next: Next,
 ) -> Response {
-    let table = keys.table();
     let tenant = match presented(req.headers()) {
         None => {
             return ApiError::Unauthorized {
@@ -259,8 +215,8 @@ pub async fn require_key(
             }
             .into_response()
         }
-        Some(key) => match table.tenant_of(key) {
-            Some(t) => t.to_owned(),
+        Some(key) => match keys.tenant_of(key) {
+            Some(t) => t,
             None => {
                 return ApiError::Unauthorized {
                     message: "the API key is not valid for this server; check the key your \
@@ -277,6 +233,7 @@ pub async fn require_key(
 
 #[cfg(test)]
 mod tests {
+    use super::super::watched::tests::set_mtime;
     use super::*;
 
     #[test]
@@ -307,30 +264,28 @@ mod tests {
         let path = dir.path().join("keys");
         std::fs::write(&path, "team-a sk-old\n").unwrap();
         let keys = ApiKeys::new(&["sk-cli".into()], Some(path.clone())).unwrap();
-        assert_eq!(keys.table().tenant_of("sk-old"), Some("team-a"));
+        assert_eq!(keys.tenant_of("sk-old").as_deref(), Some("team-a"));
         assert!(!keys.reload_if_changed(), "unchanged file");
 
-        let set_mtime = |secs: u64| {
-            let f = std::fs::File::options().write(true).open(&path).unwrap();
-            f.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
-                .unwrap();
-        };
         std::fs::write(&path, "team-a sk-new\n").unwrap();
-        set_mtime(1_000);
+        set_mtime(&path, 1_000);
         assert!(keys.reload_if_changed());
-        let t = keys.table();
-        assert_eq!(t.tenant_of("sk-old"), None, "a removed key stops working");
-        assert_eq!(t.tenant_of("sk-new"), Some("team-a"));
         assert_eq!(
-            t.tenant_of("sk-cli"),
+            keys.tenant_of("sk-old"),
+            None,
+            "a removed key stops working"
+        );
+        assert_eq!(keys.tenant_of("sk-new").as_deref(), Some("team-a"));
+        assert_eq!(
+            keys.tenant_of("sk-cli").as_deref(),
             Some(DEFAULT_TENANT),
             "command-line keys stay"
         );
 
         std::fs::write(&path, "a b c\n").unwrap();
-        set_mtime(2_000);
+        set_mtime(&path, 2_000);
         assert!(!keys.reload_if_changed());
-        assert_eq!(keys.table().tenant_of("sk-new"), Some("team-a"), "kept");
+        assert_eq!(keys.tenant_of("sk-new").as_deref(), Some("team-a"), "kept");
 
         let empty = dir.path().join("empty");
         std::fs::write(&empty, "# nothing\n").unwrap();

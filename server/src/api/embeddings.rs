@@ -17,11 +17,12 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::Json;
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::errors::ApiError;
+use super::ratelimit::Permit;
 use super::validation::parse_json;
 use super::AppState;
 use crate::embeddings::EmbeddingModel;
@@ -346,12 +347,13 @@ fn check_model(state: &AppState, requested: Option<&str>, served: &str) -> Resul
 
 pub async fn embeddings(
     State(state): State<Arc<AppState>>,
+    Extension(permit): Extension<Arc<Permit>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<EmbeddingList>, ApiError> {
     let (service, model) = state.embedding_model()?;
     let stats = &service.stats;
-    let result = run(&state, &service.name, model, &headers, body).await;
+    let result = run(&state, (&service.name, &permit), model, &headers, body).await;
     match &result {
         Ok(list) => {
             stats.succeeded.fetch_add(1, Ordering::Relaxed);
@@ -371,7 +373,7 @@ pub async fn embeddings(
 
 async fn run(
     state: &AppState,
-    name: &str,
+    (name, permit): (&str, &Permit),
     model: Arc<EmbeddingModel>,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -391,24 +393,29 @@ async fn run(
         max_tokens: model.max_seq_length(),
     };
     let valid = validate(&req, &limits)?;
-    // Tokenizing and the forward pass are CPU work: keep them off the async workers.
-    let (ids, vectors) = tokio::task::spawn_blocking(move || {
-        let ids = valid
+    // Tokenizing and the forward pass are CPU work: keep them off the async workers. The
+    // inputs' tokens are charged to the tenant in between.
+    let failed = |e: tokio::task::JoinError| ApiError::Internal {
+        message: format!("the embedding task failed: {e}"),
+    };
+    let tokenizing = model.clone();
+    let ids = tokio::task::spawn_blocking(move || {
+        valid
             .inputs
             .into_iter()
             .map(|input| match input {
-                EmbedInput::Text(t) => model.tokenize(&t),
+                EmbedInput::Text(t) => tokenizing.tokenize(&t),
                 EmbedInput::Tokens(ids) => Ok(ids),
             })
-            .collect::<crate::Result<Vec<_>>>()?;
-        let vectors = model.embed(&ids)?;
-        Ok::<_, crate::Error>((ids, vectors))
+            .collect::<crate::Result<Vec<_>>>()
     })
     .await
-    .map_err(|e| ApiError::Internal {
-        message: format!("the embedding task failed: {e}"),
-    })??;
+    .map_err(failed)??;
     let prompt_tokens = ids.iter().map(Vec::len).sum();
+    permit.take_prompt(prompt_tokens, std::time::Instant::now())?;
+    let vectors = tokio::task::spawn_blocking(move || model.embed(&ids))
+        .await
+        .map_err(failed)??;
     Ok(EmbeddingList {
         object: "list",
         data: vectors

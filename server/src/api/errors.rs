@@ -29,6 +29,11 @@ pub enum ApiError {
     PayloadTooLarge { message: String },
     /// 429: the engine queue is full.
     QueueFull { message: String },
+    /// 429: the tenant is over one of its limits (see [`ratelimit`](super::ratelimit)).
+    RateLimited {
+        message: String,
+        retry_after_secs: u64,
+    },
     /// 503: the model is still loading, or the server is shutting down.
     NotReady { message: String },
     /// 503: too many requests in flight at the HTTP layer.
@@ -63,7 +68,9 @@ impl ApiError {
             }
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::QueueFull { .. } | ApiError::RateLimited { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::NotReady { .. } | ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
@@ -119,6 +126,12 @@ impl ApiError {
                 "rate_limit_error",
                 None,
                 Some("queue_full"),
+            ),
+            ApiError::RateLimited { message, .. } => (
+                message.clone(),
+                "rate_limit_error",
+                None,
+                Some("rate_limit_exceeded"),
             ),
             ApiError::NotReady { message } => (
                 message.clone(),
@@ -197,12 +210,18 @@ impl IntoResponse for ApiError {
             tracing::debug!(status = status.as_u16(), error = ?self, "request rejected");
         }
         let mut resp = (status, axum::Json(self.body())).into_response();
-        if matches!(
-            self,
-            ApiError::QueueFull { .. } | ApiError::NotReady { .. } | ApiError::Overloaded
-        ) {
+        let retry_after = match self {
+            ApiError::QueueFull { .. } | ApiError::NotReady { .. } | ApiError::Overloaded => {
+                Some(RETRY_AFTER_SECS)
+            }
+            ApiError::RateLimited {
+                retry_after_secs, ..
+            } => Some(retry_after_secs),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
             resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         resp
     }
@@ -245,6 +264,17 @@ mod tests {
             assert!(resp.status() == 429 || resp.status() == 503);
             assert_eq!(resp.headers()[header::RETRY_AFTER], "1");
         }
+        let limited = ApiError::RateLimited {
+            message: "over".into(),
+            retry_after_secs: 7,
+        }
+        .into_response();
+        assert_eq!(limited.status(), 429);
+        assert_eq!(limited.headers()[header::RETRY_AFTER], "7");
+        assert_eq!(
+            json_of(limited).await["error"]["code"],
+            "rate_limit_exceeded"
+        );
     }
 
     #[tokio::test]

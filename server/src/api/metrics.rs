@@ -8,6 +8,7 @@ use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
 use super::embeddings::EmbeddingService;
+use super::ratelimit::{Reason, TenantSnapshot};
 use crate::engine::stats::{HistogramSnapshot, LATENCY_BUCKETS};
 use crate::engine::{Outcome, StatsSnapshot};
 use crate::models::BLOCK;
@@ -30,11 +31,7 @@ pub fn render(model: &str, stats: Option<&StatsSnapshot>) -> String {
     let s = stats.unwrap_or(&zero);
     let mut out = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} {kind}");
-        for (labels, v) in samples {
-            let _ = writeln!(out, "{name}{{{labels}}} {v}");
-        }
+        family(&mut out, name, kind, help, samples)
     };
     let base = format!("model_name=\"{m}\"");
     metric(
@@ -175,6 +172,15 @@ pub fn render(model: &str, stats: Option<&StatsSnapshot>) -> String {
     out
 }
 
+/// One metric family: its HELP and TYPE lines, then a sample per label set.
+fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(String, u64)]) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    for (labels, v) in samples {
+        let _ = writeln!(out, "{name}{{{labels}}} {v}");
+    }
+}
+
 fn gauge_f64(out: &mut String, name: &str, help: &str, labels: &str, v: f64) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} gauge");
@@ -182,15 +188,91 @@ fn gauge_f64(out: &mut String, name: &str, help: &str, labels: &str, v: f64) {
 }
 
 fn histogram(out: &mut String, name: &str, help: &str, labels: &str, h: &HistogramSnapshot) {
+    histograms(out, name, help, &[(labels.to_owned(), h)]);
+}
+
+/// A histogram family with one series per label set.
+fn histograms(out: &mut String, name: &str, help: &str, series: &[(String, &HistogramSnapshot)]) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} histogram");
-    let bounds = LATENCY_BUCKETS.iter().map(|b| b.to_string());
-    for (i, le) in bounds.chain(["+Inf".to_string()]).enumerate() {
-        let c = h.cumulative.get(i).copied().unwrap_or(0);
-        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {c}");
+    for (labels, h) in series {
+        let bounds = LATENCY_BUCKETS.iter().map(|b| b.to_string());
+        for (i, le) in bounds.chain(["+Inf".to_string()]).enumerate() {
+            let c = h.cumulative.get(i).copied().unwrap_or(0);
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {c}");
+        }
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum_seconds);
+        let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count);
     }
-    let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum_seconds);
-    let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count);
+}
+
+/// The per-tenant series (tenants as `--api-key-file` names them; `default` without keys).
+pub fn render_tenants(model: &str, tenants: &[TenantSnapshot]) -> String {
+    let mut out = String::new();
+    let label = |t: &TenantSnapshot| {
+        format!(
+            "model_name=\"{}\",tenant=\"{}\"",
+            escape(model),
+            escape(&t.tenant)
+        )
+    };
+    let each = |f: &dyn Fn(&TenantSnapshot) -> u64| -> Vec<(String, u64)> {
+        tenants.iter().map(|t| (label(t), f(t))).collect()
+    };
+    family(
+        &mut out,
+        "ryzanstein_tenant_requests_total",
+        "counter",
+        "API requests admitted, by tenant.",
+        &each(&|t| t.admitted),
+    );
+    let rejected: Vec<(String, u64)> = tenants
+        .iter()
+        .flat_map(|t| {
+            Reason::ALL
+                .iter()
+                .zip(t.rejected)
+                .map(move |(r, v)| (format!("{},reason=\"{}\"", label(t), r.as_str()), v))
+        })
+        .collect();
+    family(
+        &mut out,
+        "ryzanstein_tenant_rejected_requests_total",
+        "counter",
+        "Requests refused by the tenant's limits, by reason (requests_per_minute, \
+         tokens_per_minute, concurrency, too_large).",
+        &rejected,
+    );
+    family(
+        &mut out,
+        "ryzanstein_tenant_prompt_tokens_total",
+        "counter",
+        "Prompt tokens charged to the tenant.",
+        &each(&|t| t.prompt_tokens),
+    );
+    family(
+        &mut out,
+        "ryzanstein_tenant_completion_tokens_total",
+        "counter",
+        "Generated tokens charged to the tenant.",
+        &each(&|t| t.completion_tokens),
+    );
+    family(
+        &mut out,
+        "ryzanstein_tenant_requests_in_flight",
+        "gauge",
+        "The tenant's requests whose response has not ended.",
+        &each(&|t| t.in_flight as u64),
+    );
+    let durations: Vec<(String, &HistogramSnapshot)> =
+        tenants.iter().map(|t| (label(t), &t.duration)).collect();
+    histograms(
+        &mut out,
+        "ryzanstein_tenant_request_duration_seconds",
+        "From admission to the end of the response (a stream's last event), by tenant.",
+        &durations,
+    );
+    out
 }
 
 /// The `/v1/embeddings` series of the embedding model `e` (names apart from the chat model's).
@@ -200,11 +282,7 @@ pub fn render_embeddings(e: &EmbeddingService) -> String {
     let base = format!("model_name=\"{}\"", escape(&e.name));
     let mut out = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} {kind}");
-        for (labels, v) in samples {
-            let _ = writeln!(out, "{name}{{{labels}}} {v}");
-        }
+        family(&mut out, name, kind, help, samples)
     };
     metric(
         "ryzanstein_embedding_model_loaded",
@@ -298,5 +376,42 @@ mod tests {
         ));
         assert!(text.contains("ryzanstein_embedding_prompt_tokens_total{model_name=\"mini\"} 30\n"));
         assert!(!text.contains("ryzanstein_num_requests_running"));
+    }
+
+    #[test]
+    fn tenant_series() {
+        let t = TenantSnapshot {
+            tenant: "team-\"a".into(),
+            in_flight: 2,
+            admitted: 5,
+            rejected: [1, 2, 3, 4],
+            prompt_tokens: 70,
+            completion_tokens: 30,
+            duration: HistogramSnapshot::default(),
+        };
+        let text = render_tenants("m", &[t]);
+        let l = "model_name=\"m\",tenant=\"team-\\\"a\"";
+        assert!(
+            text.contains(&format!("ryzanstein_tenant_requests_total{{{l}}} 5\n")),
+            "{text}"
+        );
+        assert!(text.contains(&format!(
+            "ryzanstein_tenant_rejected_requests_total{{{l},reason=\"tokens_per_minute\"}} 2\n"
+        )));
+        assert!(text.contains(&format!(
+            "ryzanstein_tenant_rejected_requests_total{{{l},reason=\"too_large\"}} 4\n"
+        )));
+        assert!(text.contains(&format!(
+            "ryzanstein_tenant_prompt_tokens_total{{{l}}} 70\n"
+        )));
+        assert!(text.contains(&format!("ryzanstein_tenant_requests_in_flight{{{l}}} 2\n")));
+        assert!(text.contains(&format!(
+            "ryzanstein_tenant_request_duration_seconds_count{{{l}}} 0\n"
+        )));
+        assert_eq!(
+            text.matches("# TYPE ryzanstein_tenant_request_duration_seconds histogram")
+                .count(),
+            1
+        );
     }
 }

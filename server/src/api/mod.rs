@@ -15,10 +15,12 @@
 //! watched while loading.
 
 pub mod auth;
+mod bucket;
 pub mod embeddings;
 pub mod errors;
 pub mod logprobs;
 pub mod metrics;
+pub mod ratelimit;
 pub mod routes;
 pub mod sse;
 mod stream;
@@ -26,6 +28,7 @@ pub mod tokenize;
 pub mod tools;
 pub mod types;
 pub mod validation;
+mod watched;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -185,6 +188,8 @@ pub struct ServerConfig {
     pub drain_timeout: Duration,
     /// API keys the API routes require (see [`auth`]); `None`: the API is open.
     pub api_keys: Option<Arc<auth::ApiKeys>>,
+    /// Per-tenant limits and counters (see [`ratelimit`]); the default has no limits.
+    pub limiter: Arc<ratelimit::RateLimiter>,
 }
 
 impl Default for ServerConfig {
@@ -194,6 +199,7 @@ impl Default for ServerConfig {
             max_concurrent_requests: 256,
             drain_timeout: Duration::from_secs(30),
             api_keys: None,
+            limiter: Arc::default(),
         }
     }
 }
@@ -217,7 +223,10 @@ pub fn router(state: Arc<AppState>, cfg: &ServerConfig) -> Router {
     Router::new()
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
-        .route("/metrics", get(routes::metrics))
+        .route(
+            "/metrics",
+            get(routes::metrics).layer(axum::Extension(cfg.limiter.clone())),
+        )
         .merge(api)
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
@@ -228,8 +237,8 @@ pub fn router(state: Arc<AppState>, cfg: &ServerConfig) -> Router {
 /// The API routes' middleware, innermost first: a panic while handling a request becomes that
 /// request's 500 (OpenAI-shaped; other requests and the process go on; a panic inside a
 /// stream's body ends that stream only), then the timeout, the concurrency limit, load
-/// shedding and their error mapping, the request timeout for the engine, and outermost the API
-/// key check (a caller without a valid key uses no concurrency slot).
+/// shedding and their error mapping, the request timeout for the engine, the tenant's limits,
+/// and outermost the API key check (a caller without a valid key uses no slot and no limit).
 fn guarded(api: Router<Arc<AppState>>, cfg: &ServerConfig) -> Router<Arc<AppState>> {
     let timeout_secs = cfg.request_timeout.as_secs();
     let middleware = ServiceBuilder::new()
@@ -254,7 +263,11 @@ fn guarded(api: Router<Arc<AppState>>, cfg: &ServerConfig) -> Router<Arc<AppStat
     let api = api
         .layer(CatchPanicLayer::custom(errors::panic_response))
         .layer(middleware)
-        .layer(axum::Extension(RequestTimeout(cfg.request_timeout)));
+        .layer(axum::Extension(RequestTimeout(cfg.request_timeout)))
+        .layer(axum::middleware::from_fn_with_state(
+            cfg.limiter.clone(),
+            ratelimit::limit,
+        ));
     match &cfg.api_keys {
         Some(keys) => api.layer(axum::middleware::from_fn_with_state(
             keys.clone(),

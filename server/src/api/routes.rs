@@ -14,6 +14,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::errors::ApiError;
 use super::logprobs::Renderer;
+use super::ratelimit::{Permit, RateLimiter};
 use super::tools::{self, CallMode, ToolCall};
 use super::types::{
     AssistantMessage, ChatChoice, ChatCompletion, Completion, CompletionChoice, FunctionCallOut,
@@ -27,19 +28,28 @@ use crate::sampler::TokenLogprobs;
 pub async fn chat_completions(
     State(state): State<Arc<AppState>>,
     Extension(timeout): Extension<RequestTimeout>,
+    Extension(permit): Extension<Arc<Permit>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    complete(state, timeout, headers, body, Endpoint::Chat).await
+    complete(state, (timeout, permit), headers, body, Endpoint::Chat).await
 }
 
 pub async fn completions(
     State(state): State<Arc<AppState>>,
     Extension(timeout): Extension<RequestTimeout>,
+    Extension(permit): Extension<Arc<Permit>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    complete(state, timeout, headers, body, Endpoint::Completions).await
+    complete(
+        state,
+        (timeout, permit),
+        headers,
+        body,
+        Endpoint::Completions,
+    )
+    .await
 }
 
 pub async fn models(State(state): State<Arc<AppState>>) -> Json<ModelList> {
@@ -74,10 +84,17 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
-/// Prometheus metrics of the served model.
-pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+/// Prometheus metrics of the served model and of the tenants.
+pub async fn metrics(
+    State(state): State<Arc<AppState>>,
+    Extension(limiter): Extension<Arc<RateLimiter>>,
+) -> Response {
     let stats = state.loaded_engine().map(|e| e.stats());
     let mut text = super::metrics::render(&state.served_name, stats.as_ref());
+    text.push_str(&super::metrics::render_tenants(
+        &state.served_name,
+        &limiter.snapshot(),
+    ));
     if let Some(e) = state.embeddings() {
         text.push_str(&super::metrics::render_embeddings(e));
     }
@@ -104,7 +121,7 @@ pub async fn method_not_allowed() -> ApiError {
 
 async fn complete(
     state: Arc<AppState>,
-    timeout: RequestTimeout,
+    (timeout, permit): (RequestTimeout, Arc<Permit>),
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
     endpoint: Endpoint,
@@ -149,6 +166,9 @@ async fn complete(
         message: format!("tokenizing the prompt failed: {e}"),
     })??;
 
+    // The prompt counts once against the tenant's tokens, however many choices.
+    permit.take_prompt(prompt_ids.len(), Instant::now())?;
+
     let max_tokens = req
         .max_tokens
         .unwrap_or_else(|| engine.context_length().saturating_sub(prompt_ids.len()));
@@ -166,6 +186,7 @@ async fn complete(
             max_tokens,
             stop: req.stop.clone(),
             ignore_eos: req.ignore_eos,
+            tenant: permit.tag(),
         }
     };
     // The engine stops every choice at the request's deadline (streams too, which the HTTP
@@ -177,11 +198,16 @@ async fn complete(
         _ => first.recv().await,
     };
     let mut choices = Vec::with_capacity(req.n);
-    choices.push(ChoiceEvents { head, rx: first });
+    choices.push(ChoiceEvents {
+        head,
+        rx: first,
+        permit: permit.clone(),
+    });
     for i in 1..req.n {
         choices.push(ChoiceEvents {
             head: None,
             rx: engine.submit_by(make(i), deadline)?,
+            permit: permit.clone(),
         });
     }
     tracing::debug!(
@@ -223,25 +249,41 @@ pub fn choice_seed(seed: u64, i: usize) -> u64 {
     seed.wrapping_add((i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }
 
-/// One choice's events; the first may have been read already.
+/// One choice's events; the first may have been read already. Its generated tokens are
+/// charged to the tenant when it ends.
 pub(super) struct ChoiceEvents {
     head: Option<GenEvent>,
     rx: UnboundedReceiver<GenEvent>,
+    permit: Arc<Permit>,
+}
+
+/// Charges a finished choice's completion tokens to its tenant.
+fn meter(permit: &Permit, ev: &GenEvent) {
+    if let GenEvent::Done { usage, .. } = ev {
+        permit.charge_completion(usage.completion_tokens);
+    }
 }
 
 impl ChoiceEvents {
     async fn recv(&mut self) -> Option<GenEvent> {
-        match self.head.take() {
+        let ev = match self.head.take() {
             Some(ev) => Some(ev),
             None => self.rx.recv().await,
+        };
+        if let Some(ev) = &ev {
+            meter(&self.permit, ev);
         }
+        ev
     }
 
     pub(super) fn into_stream(self) -> impl futures::Stream<Item = GenEvent> + Unpin + Send {
         use futures::StreamExt;
-        futures::stream::iter(self.head).chain(
-            tokio_stream::wrappers::UnboundedReceiverStream::new(self.rx),
-        )
+        let permit = self.permit;
+        futures::stream::iter(self.head)
+            .chain(tokio_stream::wrappers::UnboundedReceiverStream::new(
+                self.rx,
+            ))
+            .inspect(move |ev| meter(&permit, ev))
     }
 }
 

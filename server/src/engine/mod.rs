@@ -12,6 +12,7 @@
 
 mod blocks;
 pub mod draft;
+pub mod fair;
 mod load;
 pub mod scheduler;
 mod sequence;
@@ -32,6 +33,7 @@ use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
 
 pub use blocks::PrefixStats;
+pub use fair::TenantTag;
 pub use load::{default_served_name, load};
 pub use stats::{EngineStats, Outcome, StatsSnapshot};
 
@@ -93,6 +95,8 @@ pub struct GenRequest {
     pub stop: Vec<String>,
     /// Keep generating through end-of-generation tokens.
     pub ignore_eos: bool,
+    /// Whose request it is: the waiting queue is fair between tenants (see [`fair`]).
+    pub tenant: TenantTag,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

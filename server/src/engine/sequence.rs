@@ -58,6 +58,11 @@ pub(super) struct Sequence {
 }
 
 impl Sequence {
+    /// The tenant the request belongs to.
+    pub fn tenant(&self) -> &super::fair::TenantTag {
+        &self.job.req.tenant
+    }
+
     pub fn new(job: Job, tokenizer: &Arc<Tokenizer>, table: &Arc<TokenTable>) -> Sequence {
         Sequence {
             constraint: job

@@ -11,7 +11,6 @@
 //! the prefix cache) and it waits at the front of the queue with everything it has generated;
 //! it resumes where it stopped, so its client sees no difference but time.
 
-use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
@@ -19,6 +18,7 @@ use std::time::Instant;
 
 use super::blocks::BlockPool;
 use super::draft::DraftOptions;
+use super::fair::{self, FairQueue};
 use super::scheduler::{self, Need};
 use super::sequence::{Progress, Sequence};
 use super::stats::{EngineStats, Outcome};
@@ -49,7 +49,8 @@ struct Worker<'a> {
     store: KvStore,
     pool: BlockPool,
     running: Vec<Sequence>,
-    waiting: VecDeque<Sequence>,
+    /// One FIFO per tenant (see [`fair`]).
+    waiting: FairQueue<Sequence>,
 }
 
 pub(super) fn run(
@@ -68,7 +69,7 @@ pub(super) fn run(
         store: KvStore::new(model.kv_shape(), limits.kv_blocks),
         pool: BlockPool::new(limits.kv_blocks, limits.prefix_cache),
         running: Vec::new(),
-        waiting: VecDeque::new(),
+        waiting: FairQueue::default(),
     };
     let mut open = true;
     loop {
@@ -100,9 +101,11 @@ impl Worker<'_> {
                 queue.try_recv()
             };
             match job {
-                Ok(job) => self
-                    .waiting
-                    .push_back(Sequence::new(job, self.tokenizer, &self.tokens)),
+                Ok(job) => {
+                    let seq = Sequence::new(job, self.tokenizer, &self.tokens);
+                    let tag = seq.tenant().clone();
+                    self.waiting.push_back(&tag, seq);
+                }
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => open = false,
             }
@@ -110,11 +113,18 @@ impl Worker<'_> {
         open
     }
 
-    /// Admits waiting requests, oldest first, while there is room (slots and blocks). (Those
-    /// whose client left or whose deadline passed were dropped just before.)
+    /// Admits waiting requests while there is room (slots and blocks), the next one always
+    /// from the tenant with the fewest running per weight (see [`fair`]). With every slot
+    /// taken, a tenant above its share of the slots gives one up (preempted, like for a full
+    /// cache) to a waiting tenant below its share. (Requests whose client left or whose
+    /// deadline passed were dropped just before.)
     fn admit(&mut self) {
-        while self.running.len() < self.limits.max_sequences.max(1) {
-            let Some(mut seq) = self.waiting.pop_front() else {
+        loop {
+            if self.running.len() >= self.limits.max_sequences.max(1) && !self.make_room() {
+                break;
+            }
+            let running = &self.running;
+            let Some((tag, mut seq)) = self.waiting.pop(|t| running_of(running, t)) else {
                 break;
             };
             let (queried, hits) = seq.attach(&mut self.pool);
@@ -123,7 +133,7 @@ impl Worker<'_> {
             let want = seq.blocks_short(seq_pending(&seq)) + 1;
             if !self.running.is_empty() && self.pool.available() < want {
                 seq.release(&mut self.pool);
-                self.waiting.push_front(seq);
+                self.waiting.push_front(&tag, seq);
                 break;
             }
             if seq.admitted() {
@@ -132,6 +142,43 @@ impl Worker<'_> {
             self.stats.started();
             self.running.push(seq);
         }
+    }
+
+    /// Preempts the newest sequence of the tenant furthest above its share of the slots when
+    /// the tenant that would start next is below its own; says whether it did.
+    fn make_room(&mut self) -> bool {
+        let running = &self.running;
+        let Some(next) = self.waiting.peek_tag(|t| running_of(running, t)).cloned() else {
+            return false;
+        };
+        let victim = {
+            let running: Vec<&fair::TenantTag> = self.running.iter().map(|s| s.tenant()).collect();
+            let others: Vec<&fair::TenantTag> = self
+                .waiting
+                .tags()
+                .filter(|t| t.name != next.name)
+                .collect();
+            fair::rebalance(self.limits.max_sequences.max(1), &running, &next, &others)
+                .map(|t| t.name.clone())
+        };
+        let Some(victim) = victim else {
+            return false;
+        };
+        let Some(i) = self.running.iter().rposition(|s| s.tenant().name == victim) else {
+            return false;
+        };
+        let mut seq = self.running.remove(i);
+        tracing::debug!(
+            tenant = %victim,
+            for_tenant = %next.name,
+            generated = seq.generated(),
+            "slot given to a tenant below its share: sequence preempted"
+        );
+        seq.release(&mut self.pool);
+        self.stats.preempted();
+        let tag = seq.tenant().clone();
+        self.waiting.push_front(&tag, seq);
+        true
     }
 
     /// Clients that went away, and requests past their deadline, free their slot and blocks
@@ -157,16 +204,18 @@ impl Worker<'_> {
             }
         }
         // Waiting sequences hold no blocks (preempted ones released theirs).
-        for seq in std::mem::take(&mut self.waiting) {
-            if seq.cancelled() {
-                self.stats.skipped(Outcome::Cancelled);
-            } else if seq.expired(now) {
-                self.stats.skipped(Outcome::TimedOut);
-                seq.send(GenEvent::TimedOut { after: seq.age() });
-            } else {
-                self.waiting.push_back(seq);
-            }
-        }
+        let stats = self.stats;
+        self.waiting.retain(
+            |seq| !seq.cancelled() && !seq.expired(now),
+            |seq| {
+                if seq.cancelled() {
+                    stats.skipped(Outcome::Cancelled);
+                } else {
+                    stats.skipped(Outcome::TimedOut);
+                    seq.send(GenEvent::TimedOut { after: seq.age() });
+                }
+            },
+        );
     }
 
     /// The plan of the next step, with blocks for every planned token: when the pool runs
@@ -197,7 +246,8 @@ impl Worker<'_> {
             );
             victim.release(&mut self.pool);
             self.stats.preempted();
-            self.waiting.push_front(victim);
+            let tag = victim.tenant().clone();
+            self.waiting.push_front(&tag, victim);
         }
     }
 
@@ -299,6 +349,14 @@ impl Worker<'_> {
             self.pool.stats(),
         );
     }
+}
+
+/// Sequences of `tenant` in `running`.
+fn running_of(running: &[Sequence], tenant: &str) -> usize {
+    running
+        .iter()
+        .filter(|s| &*s.tenant().name == tenant)
+        .count()
 }
 
 /// Tokens the sequence has yet to run before its next token.
