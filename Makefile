@@ -13,7 +13,7 @@ export RYZANSTEIN_VENV := $(VENV)
 PYTHON := $(VENV)/bin/python
 BIN := $(CARGO_TARGET_DIR)/release/ryzanstein
 
-.PHONY: help setup setup-bench model model-q4-k-m build demo test test-aarch64 e2e bench bench-serving llama-server references fmt lint crds crds-check kube-tools k8s chart-lint image
+.PHONY: help setup setup-bench model model-q4-k-m build demo test test-aarch64 e2e bench bench-serving bench-fairness llama-server references fmt lint crds crds-check kube-tools k8s chart-lint image
 
 help: ## List the targets (this text)
 	@echo "Ryzanstein — CPU-first LLM inference server (OpenAI-compatible API)"
@@ -76,6 +76,7 @@ bench: setup-bench model build llama-server ## Compare speed and memory with lla
 	$(PYTHON) scripts/bench.py --bin $(BIN) --membw $(CARGO_TARGET_DIR)/release/examples/membw --write docs/BENCHMARKS.md
 	$(PYTHON) scripts/bench_speculative.py --bin $(BIN) --write docs/BENCHMARKS.md
 	$(PYTHON) scripts/bench_serving.py --bin $(BIN) --llama-server $(LLAMA_SERVER) --write docs/BENCHMARKS.md
+	$(PYTHON) scripts/bench_fairness.py --bin $(BIN) --llama-server $(LLAMA_SERVER) --write docs/BENCHMARKS.md
 
 # The serving peer: llama.cpp's llama-server, built from the llama.cpp that the llama-cpp-python
 # 0.3.36 source distribution bundles (the same llama.cpp as the other benchmarks' peer).
@@ -86,6 +87,9 @@ llama-server: ## Build llama.cpp's llama-server (llama-cpp-python 0.3.36's llama
 
 bench-serving: setup model build llama-server ## Only the serving table: throughput and TTFT at 1/4/16 clients, ours vs llama-server
 	$(PYTHON) scripts/bench_serving.py --bin $(BIN) --llama-server $(LLAMA_SERVER) --write docs/BENCHMARKS.md
+
+bench-fairness: setup model build llama-server ## Only the tenant fairness table: a steady tenant's TTFT during another tenant's burst, ours vs llama-server
+	$(PYTHON) scripts/bench_fairness.py --bin $(BIN) --llama-server $(LLAMA_SERVER) --write docs/BENCHMARKS.md
 
 # References come from llama.cpp built for AVX2 (not for this CPU): an AVX-512 build sums in
 # another order and gives other logits. A separate venv keeps the bench's native build intact.

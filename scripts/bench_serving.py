@@ -205,8 +205,10 @@ def http_get(port: int, path: str, timeout: float) -> tuple[int, str]:
 # client
 # --------------------------------------------------------------------------------------------
 
-def stream_chat(port: int, system: str, question: str, max_tokens: int) -> dict:
-    """One streaming chat completion; returns its timings and token counts."""
+def stream_chat(port: int, system: str, question: str, max_tokens: int,
+                key: str | None = None) -> dict:
+    """One streaming chat completion (with `key` as its Bearer API key, when given); returns
+    its timings and token counts."""
     body = json.dumps({
         "model": "bench",
         "messages": [{"role": "system", "content": system}, {"role": "user", "content": question}],
@@ -219,8 +221,10 @@ def stream_chat(port: int, system: str, question: str, max_tokens: int) -> dict:
     chunks = 0
     usage = timings = None
     try:
-        conn.request("POST", "/v1/chat/completions", body=body,
-                     headers={"Content-Type": "application/json", "Accept": "text/event-stream"})
+        headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        conn.request("POST", "/v1/chat/completions", body=body, headers=headers)
         resp = conn.getresponse()
         if resp.status != 200:
             raise RuntimeError(f"HTTP {resp.status}: {resp.read()[:500]!r}")

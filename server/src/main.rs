@@ -245,6 +245,10 @@ struct ServeArgs {
     /// 429 with Retry-After. Read again when it changes.
     #[arg(long, env = "RYZANSTEIN_TENANT_LIMITS", value_name = "PATH")]
     tenant_limits: Option<std::path::PathBuf>,
+    /// Count every caller as this tenant (limits, metrics, fair queue), whatever tenant its API
+    /// key names: a server that serves one tenant (the operator sets it).
+    #[arg(long, value_name = "NAME")]
+    tenant: Option<String>,
 }
 
 fn main() -> Result<()> {
@@ -361,12 +365,13 @@ fn serve(args: ServeArgs) -> Result<()> {
                 .map_err(anyhow::Error::msg)?;
             Some(std::sync::Arc::new(keys))
         },
-        limiter: match &args.tenant_limits {
-            Some(path) => std::sync::Arc::new(
-                RateLimiter::from_file(path.clone()).map_err(anyhow::Error::msg)?,
-            ),
-            None => std::sync::Arc::default(),
-        },
+        limiter: std::sync::Arc::new(
+            match &args.tenant_limits {
+                Some(path) => RateLimiter::from_file(path.clone()).map_err(anyhow::Error::msg)?,
+                None => RateLimiter::default(),
+            }
+            .with_only_tenant(args.tenant.clone()),
+        ),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

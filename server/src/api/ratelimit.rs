@@ -283,6 +283,8 @@ impl From<Rejection> for ApiError {
 /// The tenants' limits and their state.
 pub struct RateLimiter {
     file: Option<WatchedFile<LimitTable>>,
+    /// Every caller's tenant, whatever its key says (`--tenant`: a pod serving one tenant).
+    only_tenant: Option<String>,
     tenants: Mutex<HashMap<String, TenantState>>,
 }
 
@@ -299,6 +301,7 @@ impl Default for RateLimiter {
     fn default() -> Self {
         RateLimiter {
             file: None,
+            only_tenant: None,
             tenants: Mutex::new(HashMap::new()),
         }
     }
@@ -313,8 +316,24 @@ impl RateLimiter {
                 "tenant limits file",
                 LimitTable::parse,
             )?),
+            only_tenant: None,
             tenants: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Counts every caller as `tenant` (limits, metrics, the fair queue), whatever tenant its
+    /// API key names: for a server that serves one tenant's callers.
+    pub fn with_only_tenant(mut self, tenant: Option<String>) -> RateLimiter {
+        self.only_tenant = tenant;
+        self
+    }
+
+    /// The tenant a request counts for: `--tenant` when given, else its key's, else `default`.
+    fn tenant_of<'a>(&'a self, key_tenant: Option<&'a Tenant>) -> &'a str {
+        self.only_tenant
+            .as_deref()
+            .or(key_tenant.map(|t| t.0.as_str()))
+            .unwrap_or(DEFAULT_TENANT)
     }
 
     /// Watches the limits file for changes (a no-op without one).
@@ -532,18 +551,15 @@ impl Drop for Permit {
     }
 }
 
-/// Middleware: admits the request for its tenant ([`Tenant`] from the key check, else
-/// `default`) or answers 429, adds the `x-ratelimit-*` headers, and keeps the request in
+/// Middleware: admits the request for its tenant (see [`RateLimiter::tenant_of`]) or answers 429, adds the `x-ratelimit-*` headers, and keeps the request in
 /// flight until its response body is done. Handlers find the [`Permit`] as an extension.
 pub async fn limit(
     State(limiter): State<Arc<RateLimiter>>,
     mut req: Request,
     next: Next,
 ) -> Response {
-    let tenant = req
-        .extensions()
-        .get::<Tenant>()
-        .map_or(DEFAULT_TENANT, |t| t.0.as_str())
+    let tenant = limiter
+        .tenant_of(req.extensions().get::<Tenant>())
         .to_owned();
     let permit = match limiter.admit(&tenant, Instant::now()) {
         Ok(p) => Arc::new(p),
@@ -704,6 +720,17 @@ mod tests {
             2,
             "in flight survives the change"
         );
+    }
+
+    #[test]
+    fn one_tenant_for_every_caller() {
+        let l = RateLimiter::default();
+        let key = Tenant("app-1".into());
+        assert_eq!(l.tenant_of(Some(&key)), "app-1");
+        assert_eq!(l.tenant_of(None), DEFAULT_TENANT);
+        let l = l.with_only_tenant(Some("team-a".into()));
+        assert_eq!(l.tenant_of(Some(&key)), "team-a");
+        assert_eq!(l.tenant_of(None), "team-a");
     }
 
     #[test]
