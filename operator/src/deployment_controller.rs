@@ -64,7 +64,7 @@ use crate::pool_status::deployment_footprint;
 use crate::render::meta::{LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY};
 use crate::render::{
     cap_replicas, render, resolve_tenant, shards, ChildRef, Children, Footprint, PodResources,
-    QuotaDecision, QuotaInput, RenderOptions, TenantRef, Workload,
+    QuotaDecision, QuotaInput, RenderOptions, Scale, TenantRef, Workload,
 };
 use crate::shutdown::Shutdown;
 
@@ -236,7 +236,11 @@ async fn plan_and_apply(
     drop(grants);
     ctx.autoscaler
         .set_allowed(md, decision.cap.is_some().then_some(decision.replicas));
-    let children = render(md, pool, &tenant, decision.replicas, opts)?;
+    let render_scale = Scale {
+        replicas: decision.replicas,
+        tenant_pods_elsewhere: tenant_used.pods,
+    };
+    let children = render(md, pool, &tenant, render_scale, opts)?;
 
     let uid = md.metadata.uid.clone().unwrap_or_default();
     let existing = existing_children(ctx, &namespace, &name, &uid).await?;
@@ -255,6 +259,8 @@ async fn plan_and_apply(
     let client = &ctx.client;
     let cm = apply_child(client, &namespace, &children.config_map).await?;
     tracker.saw("ConfigMap", &cm);
+    let limits = apply_child(client, &namespace, &children.limits_config_map).await?;
+    tracker.saw("ConfigMap", &limits);
     let observed = match &children.workload {
         Workload::Deployment(d) => {
             let applied = apply_child(client, &namespace, d.as_ref()).await?;

@@ -401,6 +401,7 @@ mod tests {
                 }),
                 engine: None,
                 image: None,
+                api_keys: None,
             },
         );
         md.metadata.namespace = Some(namespace.into());

@@ -254,6 +254,10 @@ async fn creates_every_child_with_server_side_apply_and_writes_the_status() {
     .await;
     answer_child_lists(&mut api, Existing::default()).await;
     let cm = expect_apply(&mut api, &format!("{CONFIGMAPS}/smollm2-config"), "1", None).await;
+    let limits = expect_apply(&mut api, &format!("{CONFIGMAPS}/smollm2-limits"), "1", None).await;
+    let file: Value =
+        serde_json::from_str(limits["data"]["limits.json"].as_str().unwrap()).unwrap();
+    assert!(file["tenants"]["team-a"].is_object(), "{file}");
     assert_eq!(cm["kind"], "ConfigMap");
     let d = expect_apply(
         &mut api,
@@ -300,7 +304,7 @@ async fn creates_every_child_with_server_side_apply_and_writes_the_status() {
     assert_eq!((type_.as_str(), reason.as_str()), ("Normal", "Created"));
     assert_eq!(
         note,
-        "created ConfigMap smollm2-config, Deployment smollm2, Service smollm2, PodDisruptionBudget smollm2"
+        "created ConfigMap smollm2-config, ConfigMap smollm2-limits, Deployment smollm2, Service smollm2, PodDisruptionBudget smollm2"
     );
     let action = task.await.unwrap().unwrap();
     assert_eq!(action, Action::requeue(RESYNC));
@@ -330,6 +334,7 @@ async fn caps_replicas_at_the_tenant_quota_with_a_warning() {
     .await;
     answer_child_lists(&mut api, Existing::default()).await;
     expect_apply(&mut api, &format!("{CONFIGMAPS}/smollm2-config"), "1", None).await;
+    expect_apply(&mut api, &format!("{CONFIGMAPS}/smollm2-limits"), "1", None).await;
     let d = expect_apply(&mut api, &format!("{DEPLOYMENTS}/smollm2"), "2", None).await;
     assert_eq!(d["spec"]["replicas"], 1);
     expect_apply(&mut api, &format!("{SERVICES}/smollm2"), "3", None).await;
@@ -492,7 +497,10 @@ async fn a_shard_count_change_deletes_the_children_no_longer_rendered() {
                 child("smollm2-shard-7", "someone-else", "7"),
             ],
             services: vec![child("smollm2", UID, "7")],
-            config_maps: vec![child("smollm2-config", UID, "7")],
+            config_maps: vec![
+                child("smollm2-config", UID, "7"),
+                child("smollm2-limits", UID, "7"),
+            ],
             pdbs: vec![child("smollm2", UID, "7")],
         },
     )
@@ -510,6 +518,7 @@ async fn a_shard_count_change_deletes_the_children_no_longer_rendered() {
         );
     }
     expect_apply(&mut api, &format!("{CONFIGMAPS}/smollm2-config"), "7", None).await;
+    expect_apply(&mut api, &format!("{CONFIGMAPS}/smollm2-limits"), "7", None).await;
     let headless = expect_apply(&mut api, &format!("{SERVICES}/smollm2-shards"), "8", None).await;
     assert_eq!(headless["spec"]["clusterIP"], "None");
     let shard_status = |generation: i64| json!({"observedGeneration": generation, "replicas": 1, "readyReplicas": 1, "updatedReplicas": 1});
@@ -568,12 +577,16 @@ async fn a_replica_failure_is_surfaced_as_degraded() {
             deployments: vec![child("smollm2", UID, "7")],
             stateful_sets: vec![],
             services: vec![child("smollm2", UID, "7")],
-            config_maps: vec![child("smollm2-config", UID, "7")],
+            config_maps: vec![
+                child("smollm2-config", UID, "7"),
+                child("smollm2-limits", UID, "7"),
+            ],
             pdbs: vec![child("smollm2", UID, "7")],
         },
     )
     .await;
     expect_apply(&mut api, &format!("{CONFIGMAPS}/smollm2-config"), "7", None).await;
+    expect_apply(&mut api, &format!("{CONFIGMAPS}/smollm2-limits"), "7", None).await;
     let refused = "pods \"smollm2-6d9f-x2\" is forbidden: exceeded quota: compute, requested: cpu=2, used: cpu=8, limited: cpu=8";
     // The Deployment's status moved on (a new resourceVersion), its spec did not (the same
     // generation): not an update of ours.
@@ -710,6 +723,7 @@ async fn the_autoscalers_decision_sets_the_replicas_load_and_scale_time_within_t
     answer_pool_and_usage(&mut api, pool(3), vec![v.clone()]).await;
     answer_child_lists(&mut api, Existing::default()).await;
     expect_apply(&mut api, &format!("{CONFIGMAPS}/smollm2-config"), "1", None).await;
+    expect_apply(&mut api, &format!("{CONFIGMAPS}/smollm2-limits"), "1", None).await;
     let d = expect_apply(&mut api, &format!("{DEPLOYMENTS}/smollm2"), "2", None).await;
     assert_eq!(d["spec"]["replicas"], 3);
     expect_apply(&mut api, &format!("{SERVICES}/smollm2"), "3", None).await;
@@ -776,6 +790,7 @@ async fn a_grant_not_yet_in_the_others_status_still_counts_against_the_quota() {
     .await;
     answer_child_lists(&mut api, Existing::default()).await;
     expect_apply(&mut api, &format!("{CONFIGMAPS}/smollm2-config"), "1", None).await;
+    expect_apply(&mut api, &format!("{CONFIGMAPS}/smollm2-limits"), "1", None).await;
     let d = expect_apply(&mut api, &format!("{DEPLOYMENTS}/smollm2"), "2", None).await;
     assert_eq!(d["spec"]["replicas"], 1);
     expect_apply(&mut api, &format!("{SERVICES}/smollm2"), "3", None).await;
@@ -807,6 +822,7 @@ async fn a_stateful_set_that_cannot_create_pods_is_degraded_with_its_event() {
     answer_pool_and_usage(&mut api, pool(8), vec![md_value(1, 2)]).await;
     answer_child_lists(&mut api, Existing::default()).await;
     expect_apply(&mut api, &format!("{CONFIGMAPS}/smollm2-config"), "1", None).await;
+    expect_apply(&mut api, &format!("{CONFIGMAPS}/smollm2-limits"), "1", None).await;
     expect_apply(&mut api, &format!("{SERVICES}/smollm2-shards"), "2", None).await;
     // Shard 0 has its pod; shard 1's controller saw the spec and has none.
     expect_apply(

@@ -12,7 +12,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use ryzanstein_operator::crd::{InferencePool, ModelDeployment};
 use ryzanstein_operator::render::placement::{admits, placement};
 use ryzanstein_operator::render::{
-    render, resolve_tenant, Children, RenderOptions, TenantRef, Workload,
+    render, resolve_tenant, Children, RenderOptions, Scale, TenantRef, Workload,
 };
 use ryzanstein_operator::Error;
 use serde_json::{json, Value};
@@ -149,6 +149,7 @@ fn all_meta(c: &Children) -> Vec<&ObjectMeta> {
         &c.service.metadata,
         &c.pod_disruption_budget.metadata,
         &c.config_map.metadata,
+        &c.limits_config_map.metadata,
     ];
     match &c.workload {
         Workload::Deployment(d) => out.push(&d.metadata),
@@ -534,6 +535,7 @@ fn one_shard_is_a_deployment_with_a_client_service() {
         kinds,
         vec![
             ("ConfigMap", "smollm2-config".to_owned()),
+            ("ConfigMap", "smollm2-limits".to_owned()),
             ("Deployment", "smollm2".to_owned()),
             ("PodDisruptionBudget", "smollm2".to_owned()),
             ("Service", "smollm2".to_owned()),
@@ -604,7 +606,7 @@ fn assert_sharded(shards: i32) {
     // The client Service reaches shard 0 only.
     let sel = c.service.spec.as_ref().unwrap().selector.as_ref().unwrap();
     assert_eq!(sel["ryzanstein.dev/shard"], "0");
-    assert_eq!(c.refs().len(), shards as usize + 4);
+    assert_eq!(c.refs().len(), shards as usize + 5);
     let config = &c.config_map.data.as_ref().unwrap()["config.json"];
     let config: Value = serde_json::from_str(config).unwrap();
     assert_eq!(
@@ -816,6 +818,10 @@ fn the_server_command_line() {
             "32",
             "--drain-timeout-secs",
             "60",
+            "--tenant-limits",
+            "/etc/ryzanstein-limits/limits.json",
+            "--tenant",
+            "team-a",
             "--request-timeout-secs",
             "120",
         ]
@@ -1143,4 +1149,105 @@ fn scaling_changes_no_pod_template_and_no_config() {
         assert_eq!(templates(&one), templates(&many), "{shards} shards");
         assert_eq!(one.config_map, many.config_map, "{shards} shards");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tenant limits and API keys on the servers
+
+#[test]
+fn each_pod_gets_its_share_of_the_tenants_limits_without_rolling_on_scale() {
+    let p = avx512();
+    let m = simple_md(json!({}));
+    let limits = |scale: Scale| -> (Value, String) {
+        let c = render(&m, &p, &tenant_of(&p), scale, &RenderOptions::default()).unwrap();
+        let cm = &c.limits_config_map;
+        assert_eq!(cm.metadata.name.as_deref(), Some("smollm2-limits"));
+        let file = serde_json::from_str(&cm.data.as_ref().unwrap()["limits.json"]).unwrap();
+        let hash = templates(&c)[0]
+            .metadata
+            .as_ref()
+            .unwrap()
+            .annotations
+            .as_ref()
+            .unwrap()["ryzanstein.dev/config-hash"]
+            .clone();
+        (file, hash)
+    };
+    // team-a may make 600 requests, 200000 tokens a minute and 64 concurrent requests in the
+    // pool: over 2 pods here and 1 elsewhere, a third each (rounded up).
+    let (file, hash3) = limits(Scale {
+        replicas: 2,
+        tenant_pods_elsewhere: 1,
+    });
+    assert_eq!(
+        file,
+        json!({"tenants": {"team-a": {"requestsPerMinute": 200, "tokensPerMinute": 66667,
+                                      "maxConcurrentRequests": 22}}})
+    );
+    let (file, hash1) = limits(Scale::from(1));
+    assert_eq!(file["tenants"]["team-a"]["requestsPerMinute"], 600);
+    assert_eq!(
+        hash1, hash3,
+        "a new share does not roll the pods; the servers reload it"
+    );
+
+    // The pods mount it and count every caller as the tenant.
+    let c = render(&m, &p, &tenant_of(&p), 1, &RenderOptions::default()).unwrap();
+    assert_eq!(
+        arg_value(&c, "--tenant-limits").as_deref(),
+        Some("/etc/ryzanstein-limits/limits.json")
+    );
+    assert_eq!(arg_value(&c, "--tenant").as_deref(), Some("team-a"));
+    let spec = templates(&c)[0].spec.as_ref().unwrap();
+    let volume = spec
+        .volumes
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|v| v.name == "limits")
+        .unwrap();
+    assert_eq!(
+        volume.config_map.as_ref().unwrap().name,
+        "smollm2-limits".to_owned()
+    );
+    let mount = container(templates(&c)[0])
+        .volume_mounts
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|m| m.name == "limits")
+        .unwrap();
+    assert_eq!(mount.mount_path, "/etc/ryzanstein-limits");
+    assert!(
+        arg_value(&c, "--api-key-file").is_none(),
+        "no apiKeys, no key file"
+    );
+}
+
+#[test]
+fn an_api_key_secret_is_mounted_and_required() {
+    let p = avx512();
+    let m = simple_md(json!({"apiKeys": {"secretName": "smollm2-keys"}}));
+    let c = render(&m, &p, &tenant_of(&p), 1, &RenderOptions::default()).unwrap();
+    assert_eq!(
+        arg_value(&c, "--api-key-file").as_deref(),
+        Some("/etc/ryzanstein-keys/keys")
+    );
+    let spec = templates(&c)[0].spec.as_ref().unwrap();
+    let secret = spec
+        .volumes
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|v| v.name == "api-keys")
+        .and_then(|v| v.secret.as_ref())
+        .unwrap();
+    assert_eq!(secret.secret_name.as_deref(), Some("smollm2-keys"));
+    assert_eq!(secret.default_mode, Some(0o440));
+    let m = simple_md(json!({"apiKeys": {"secretName": "k", "key": "tenants.txt"}}));
+    let c = render(&m, &p, &tenant_of(&p), 1, &RenderOptions::default()).unwrap();
+    assert_eq!(
+        arg_value(&c, "--api-key-file").as_deref(),
+        Some("/etc/ryzanstein-keys/tenants.txt")
+    );
 }

@@ -99,6 +99,32 @@ pub struct ModelDeploymentSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 512))]
     pub image: Option<String>,
+
+    /// API keys the servers require of every caller; absent means the API is open inside the
+    /// cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_keys: Option<ApiKeySecret>,
+}
+
+/// A Secret holding the servers' API key file: one key per line, `NAME KEY` or a bare `KEY`
+/// (`#` starts a comment line). The servers read it again when the Secret changes.
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeySecret {
+    /// Name of the Secret, in the ModelDeployment's namespace.
+    #[schemars(length(min = 1, max = 253), pattern(DNS_SUBDOMAIN))]
+    pub secret_name: String,
+    /// The Secret's key holding the key file.
+    #[serde(default = "default_key_file_key")]
+    #[schemars(length(min = 1, max = 253), pattern(SECRET_KEY))]
+    pub key: String,
+}
+
+/// What a Secret's data keys may be.
+const SECRET_KEY: &str = "^[-._a-zA-Z0-9]+$";
+
+fn default_key_file_key() -> String {
+    "keys".to_owned()
 }
 
 fn one() -> i32 {

@@ -11,8 +11,9 @@ pub mod pool;
 
 pub use common::{Condition, Quantity};
 pub use deployment::{
-    Autoscaling, Engine, Load, ModelDeployment, ModelDeploymentSpec, ModelDeploymentStatus,
-    ModelFormat, ModelSpec, Quantization, Resources, Sharding, Speculative, SpeculativeMode,
+    ApiKeySecret, Autoscaling, Engine, Load, ModelDeployment, ModelDeploymentSpec,
+    ModelDeploymentStatus, ModelFormat, ModelSpec, Quantization, Resources, Sharding, Speculative,
+    SpeculativeMode,
 };
 pub use pool::{
     Capacity, CpuSelector, CpuVendor, GpuSelector, GpuVendor, Hardware, HardwareClass,

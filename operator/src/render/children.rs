@@ -12,7 +12,9 @@
 //!   evicted at a time: at most one replica group is broken by a drain, and a single-replica
 //!   deployment never blocks a node drain forever (as `minAvailable: 1` would). Pods that are
 //!   not ready (still loading) may always be evicted.
-//! - The ConfigMap `m-config` with the engine options and the tenant's limits.
+//! - The ConfigMap `m-config` with the engine options and the tenant's limits for the pool.
+//! - The ConfigMap `m-limits` with each pod's share of the tenant's request and token limits,
+//!   which the servers enforce (see [`super::limits`]).
 //!
 //! Every object carries the common labels, the namespace, the pool and tenant annotations and a
 //! controller owner reference to the ModelDeployment with `blockOwnerDeletion`.
@@ -29,6 +31,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::config::{config_file, config_map};
+use super::limits::{limits_config_map, limits_file};
 use super::meta::{
     child_meta, label_selector, owner_reference, selector_labels, selector_string,
     shard_selector_labels, stable_hash, Names, ANNOTATION_POOL, ANNOTATION_TENANT, LABEL_SHARD,
@@ -38,7 +41,7 @@ use super::placement::{describe, placement};
 use super::pod::{pod_template, PodInputs};
 use super::resources::PodResources;
 use super::tenant::TenantRef;
-use super::{shards, unrenderable, RenderOptions, PORT_NAME, SERVER_PORT};
+use super::{shards, unrenderable, RenderOptions, Scale, PORT_NAME, SERVER_PORT};
 use crate::crd::{InferencePool, ModelDeployment};
 use crate::error::Result;
 
@@ -67,6 +70,9 @@ pub struct Children {
     pub pod_disruption_budget: PodDisruptionBudget,
     /// Engine options and tenant limits.
     pub config_map: ConfigMap,
+    /// Each pod's share of the tenant's limits (not in the pods' config hash: it changes with
+    /// the tenant's scale, and the servers reload it).
+    pub limits_config_map: ConfigMap,
     /// `status.selector`: the pods serving the API.
     pub selector: String,
     /// `status.endpoint`: the OpenAI-compatible base URL.
@@ -125,6 +131,10 @@ impl Children {
             kind: "ConfigMap",
             name: name(&self.config_map.metadata),
         });
+        refs.push(ChildRef {
+            kind: "ConfigMap",
+            name: name(&self.limits_config_map.metadata),
+        });
         refs.sort();
         refs
     }
@@ -135,9 +145,10 @@ pub fn children(
     md: &ModelDeployment,
     pool: &InferencePool,
     tenant: &TenantRef,
-    replicas: i32,
+    scale: Scale,
     opts: &RenderOptions,
 ) -> Result<Children> {
+    let replicas = scale.replicas;
     let names = Names::of(md)?;
     let owner = owner_reference(md)?;
     if replicas < 0 {
@@ -177,8 +188,13 @@ pub fn children(
             .map(String::as_bytes)
             .unwrap_or_default(),
     );
+    let tenant_pods =
+        scale.tenant_pods_elsewhere + i128::from(replicas.max(0)) * i128::from(shards.max(1));
+    let limits = limits_file(tenant, tenant_pods);
+    let limits_config_map = limits_config_map(&names, &owner, &annotations, &limits);
     let inputs = PodInputs {
         md,
+        tenant: &tenant.name,
         names: &names,
         resources: &resources,
         placement: &placement,
@@ -203,6 +219,7 @@ pub fn children(
         service: client_service(&names, &owner, &annotations),
         pod_disruption_budget: pod_disruption_budget(&names, &owner, &annotations),
         config_map,
+        limits_config_map,
         selector: selector_string(&names),
         endpoint: names.endpoint(),
         hardware: describe(pool),

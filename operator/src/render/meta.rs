@@ -81,6 +81,11 @@ impl Names {
         format!("{}-config", self.name)
     }
 
+    /// The ConfigMap with each pod's share of the tenant's request and token limits.
+    pub fn limits_config_map(&self) -> String {
+        format!("{}-limits", self.name)
+    }
+
     /// The StatefulSet of shard `i` (N > 1 shards).
     pub fn stateful_set(&self, shard: i32) -> String {
         format!("{}-shard-{shard}", self.name)

@@ -15,6 +15,7 @@
 
 pub mod children;
 pub mod config;
+pub mod limits;
 pub mod meta;
 pub mod placement;
 pub mod pod;
@@ -71,9 +72,10 @@ impl Default for RenderOptions {
     }
 }
 
-/// Renders every child object of `md` running `replicas` replica groups in `pool` for `tenant`.
+/// Renders every child object of `md` running `scale.replicas` replica groups in `pool` for
+/// `tenant`.
 ///
-/// `replicas` is the number of replica groups after autoscaling and quota capping (see
+/// `scale.replicas` is the number of replica groups after autoscaling and quota capping (see
 /// [`quota::cap_replicas`]); with `shards` > 1 each group is one pod of every shard's
 /// StatefulSet. `md` must come from the API server (it needs a namespace and a uid for the owner
 /// references).
@@ -81,10 +83,30 @@ pub fn render(
     md: &ModelDeployment,
     pool: &InferencePool,
     tenant: &TenantRef,
-    replicas: i32,
+    scale: impl Into<Scale>,
     opts: &RenderOptions,
 ) -> Result<Children> {
-    children::children(md, pool, tenant, replicas, opts)
+    children::children(md, pool, tenant, scale.into(), opts)
+}
+
+/// How many pods a render is for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Scale {
+    /// Replica groups of this deployment.
+    pub replicas: i32,
+    /// Server pods of the tenant's other deployments in the pool (all shards counted): the
+    /// tenant's request and token limits are split over its pods (see [`limits`]).
+    pub tenant_pods_elsewhere: i128,
+}
+
+/// A deployment whose tenant has no other pods in the pool.
+impl From<i32> for Scale {
+    fn from(replicas: i32) -> Self {
+        Scale {
+            replicas,
+            tenant_pods_elsewhere: 0,
+        }
+    }
 }
 
 /// Server pods per replica group (`sharding.shards`, at least 1).

@@ -2,7 +2,8 @@
 //!
 //! One container running the image's entrypoint (`ryzanstein`, as `docker/server.Dockerfile`
 //! builds it) with `serve --model SRC --served-name NAME --host $(POD_IP) --port 8080 --threads N
-//! [--ctx-size N] [--parallel N] [--queue-size N] --drain-timeout-secs N`, then `engine.args`. An option in
+//! [--ctx-size N] [--parallel N] [--queue-size N] --drain-timeout-secs N --tenant-limits FILE
+//! --tenant NAME [--api-key-file FILE]`, then `engine.args`. An option in
 //! `engine.args` replaces the operator's own (the server refuses an option given twice), except
 //! `--host` and `--port`, which the probes and Services depend on. The server listens on the
 //! pod's IP (`POD_IP` from the downward API's `status.podIP`), where the kubelet's probes and the
@@ -17,7 +18,10 @@
 //!   admitting, finishes in-flight requests for up to `--drain-timeout-secs`, and exits. The
 //!   grace period covers both plus [`GRACE_MARGIN_SECONDS`].
 //! - Volumes: the model cache (emptyDir) at `RYZANSTEIN_CACHE`, `/tmp` (emptyDir; the root
-//!   filesystem is read-only), the ConfigMap at `/etc/ryzanstein`, and a `pvc://` claim read-only.
+//!   filesystem is read-only), the ConfigMap at `/etc/ryzanstein`, the limits ConfigMap at
+//!   `/etc/ryzanstein-limits` (`--tenant-limits`, with `--tenant` the deployment's tenant), the
+//!   `apiKeys` Secret at `/etc/ryzanstein-keys` (`--api-key-file`), and a `pvc://` claim
+//!   read-only.
 //! - Non-root (uid/gid 65532, the image's user), no privilege escalation, no capabilities,
 //!   RuntimeDefault seccomp, no service-account token (the server does not call the API).
 
@@ -27,13 +31,14 @@ use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
     EnvVarSource, HTTPGetAction, Lifecycle, LifecycleHandler, LocalObjectReference,
     ObjectFieldSelector, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, SeccompProfile, SecurityContext, SleepAction, TopologySpreadConstraint,
-    Volume, VolumeMount,
+    PodTemplateSpec, Probe, SeccompProfile, SecretVolumeSource, SecurityContext, SleepAction,
+    TopologySpreadConstraint, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::config::{served_name, CONFIG_KEY, CONFIG_MOUNT_PATH};
+use super::limits::{LIMITS_KEY, LIMITS_MOUNT_PATH};
 use super::meta::{
     common_labels, label_selector, shard_selector_labels, Names, ANNOTATION_CONFIG_HASH,
     LABEL_SHARD,
@@ -56,6 +61,9 @@ pub const STARTUP_SECONDS: i32 = 1800;
 /// Seconds of grace beyond the preStop sleep and the drain timeout.
 pub const GRACE_MARGIN_SECONDS: i64 = 10;
 
+/// Directory the API key Secret is mounted at.
+pub const KEYS_MOUNT_PATH: &str = "/etc/ryzanstein-keys";
+
 /// Server options the operator sets and `engine.args` may not.
 const RESERVED_FLAGS: [&str; 2] = ["--host", "--port"];
 
@@ -64,6 +72,8 @@ const RESERVED_FLAGS: [&str; 2] = ["--host", "--port"];
 pub struct PodInputs<'a> {
     /// The ModelDeployment.
     pub md: &'a ModelDeployment,
+    /// Its tenant in the pool.
+    pub tenant: &'a str,
     /// Its names.
     pub names: &'a Names,
     /// One pod's resources.
@@ -89,6 +99,7 @@ fn flags_in(args: &[String]) -> Vec<&str> {
 /// The container's arguments: `serve ...` with the operator's options, then `engine.args`.
 pub fn server_args(
     md: &ModelDeployment,
+    tenant: &str,
     names: &Names,
     resources: &PodResources,
     opts: &RenderOptions,
@@ -128,6 +139,14 @@ pub fn server_args(
         push("--queue-size", n.to_string());
     }
     push("--drain-timeout-secs", opts.drain_seconds.to_string());
+    push(
+        "--tenant-limits",
+        format!("{LIMITS_MOUNT_PATH}/{LIMITS_KEY}"),
+    );
+    push("--tenant", tenant.to_owned());
+    if let Some(keys) = &md.spec.api_keys {
+        push("--api-key-file", format!("{KEYS_MOUNT_PATH}/{}", keys.key));
+    }
     args.extend(engine.args.iter().cloned());
     Ok(args)
 }
@@ -200,6 +219,7 @@ fn env_field(name: &str, field_path: &str) -> EnvVar {
 pub fn pod_template(inputs: &PodInputs<'_>, shard: i32) -> Result<PodTemplateSpec> {
     let PodInputs {
         md,
+        tenant,
         names,
         resources,
         placement,
@@ -248,6 +268,12 @@ pub fn pod_template(inputs: &PodInputs<'_>, shard: i32) -> Result<PodTemplateSpe
             read_only: Some(true),
             ..VolumeMount::default()
         },
+        VolumeMount {
+            name: "limits".into(),
+            mount_path: LIMITS_MOUNT_PATH.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        },
     ];
     let mut volumes = vec![
         Volume {
@@ -268,7 +294,33 @@ pub fn pod_template(inputs: &PodInputs<'_>, shard: i32) -> Result<PodTemplateSpe
             }),
             ..Volume::default()
         },
+        Volume {
+            name: "limits".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: names.limits_config_map(),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
     ];
+    if let Some(keys) = &md.spec.api_keys {
+        mounts.push(VolumeMount {
+            name: "api-keys".into(),
+            mount_path: KEYS_MOUNT_PATH.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+        volumes.push(Volume {
+            name: "api-keys".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(keys.secret_name.clone()),
+                // Readable by the server's group (fsGroup) only.
+                default_mode: Some(0o440),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+    }
     if let Some(claim) = &source.claim {
         mounts.push(VolumeMount {
             name: "model".into(),
@@ -296,7 +348,7 @@ pub fn pod_template(inputs: &PodInputs<'_>, shard: i32) -> Result<PodTemplateSpe
                 .unwrap_or_else(|| opts.default_image.clone()),
         ),
         image_pull_policy: opts.image_pull_policy.clone(),
-        args: Some(server_args(md, names, resources, opts)?),
+        args: Some(server_args(md, tenant, names, resources, opts)?),
         env: Some(env_vars),
         ports: Some(vec![ContainerPort {
             name: Some(PORT_NAME.into()),
@@ -403,7 +455,7 @@ mod tests {
         let opts = RenderOptions::default();
         let names = Names::of(&md).unwrap();
         let resources = PodResources::of(&md, &pool, &opts).unwrap();
-        server_args(&md, &names, &resources, &opts).unwrap()
+        server_args(&md, "team-a", &names, &resources, &opts).unwrap()
     }
 
     fn value(args: &[String], flag: &str) -> Option<String> {
