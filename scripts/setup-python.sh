@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create (or reuse) the project's Python virtual environment at ~/.cache/ryzanstein/venv.
-#   scripts/setup-python.sh          -> openai + numpy (clients used by examples and tests)
+#   scripts/setup-python.sh          -> openai + numpy (clients used by examples and tests) and
+#                                       schemathesis (fuzzes the HTTP API from /openapi.json)
 #   scripts/setup-python.sh --bench  -> also llama-cpp-python (the llama.cpp peer used by
 #                                       scripts/bench.py and scripts/make_references.py); this
 #                                       compiles llama.cpp from the sdist and takes ~10 minutes.
@@ -9,7 +10,7 @@ set -euo pipefail
 
 CACHE="${RYZANSTEIN_CACHE:-$HOME/.cache/ryzanstein}"
 VENV="${RYZANSTEIN_VENV:-$CACHE/venv}"
-BASE_REQS=(openai numpy)
+BASE_REQS=(openai numpy schemathesis==4.32.5)
 BENCH_REQS=(llama-cpp-python==0.3.36 jinja2)
 
 bench=0
@@ -58,8 +59,11 @@ fi
 # Something was installed just now: prove the packages import.
 "$VENV/bin/python" - "$bench" <<'PY'
 import sys
+import importlib.metadata
 import numpy, openai
-msg = f"python: ok (numpy {numpy.__version__}, openai {openai.__version__}"
+import schemathesis  # noqa: F401 - the import is the check
+msg = (f"python: ok (numpy {numpy.__version__}, openai {openai.__version__}, "
+       f"schemathesis {importlib.metadata.version('schemathesis')}")
 if sys.argv[1] == "1":
     import llama_cpp
     msg += f", llama-cpp-python {llama_cpp.__version__}"

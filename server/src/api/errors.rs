@@ -106,7 +106,8 @@ impl ApiError {
                     "no route {method} {path}; this server answers POST /v1/chat/completions, \
                      POST /v1/completions, POST /v1/embeddings, GET /v1/models, \
                      POST /tokenize, POST /detokenize, \
-                     GET /healthz and GET /readyz"
+                     GET /healthz, GET /readyz, GET /metrics and GET /openapi.json (the whole \
+                     API)"
                 ),
                 "invalid_request_error",
                 None,

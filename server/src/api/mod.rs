@@ -8,8 +8,10 @@
 //! - `GET /healthz`: 200 while the process is up. `GET /readyz`: 200 once the model (and the
 //!   embedding model, if any) is loaded, 503 before that and once shutdown has begun.
 //! - `GET /metrics`: Prometheus metrics (see [`metrics`]).
+//! - `GET /openapi.json`: the OpenAPI 3.1 document of all of this (`openapi.json` here).
 //!
-//! With API keys configured ([`auth`]), every route but the probes and `/metrics` needs one.
+//! With API keys configured ([`auth`]), every route but the probes, `/metrics` and
+//! `/openapi.json` needs one.
 //!
 //! The port is bound before the model loads (see [`AppState::set_engine`]), so readiness can be
 //! watched while loading.
@@ -223,6 +225,7 @@ pub fn router(state: Arc<AppState>, cfg: &ServerConfig) -> Router {
     Router::new()
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
+        .route("/openapi.json", get(routes::openapi))
         .route(
             "/metrics",
             get(routes::metrics).layer(axum::Extension(cfg.limiter.clone())),
@@ -429,6 +432,48 @@ mod tests {
         );
         let metrics = app.oneshot(get("/metrics", None)).await.unwrap();
         assert_eq!(metrics.status(), StatusCode::OK);
+    }
+
+    /// Every operation of the OpenAPI document is a route of the router (a path it did not
+    /// have would answer `not_found`, a method `method_not_allowed`), and the document is
+    /// served.
+    #[tokio::test]
+    async fn the_openapi_document_describes_the_routes() {
+        let doc: serde_json::Value = serde_json::from_str(routes::OPENAPI).unwrap();
+        assert_eq!(doc["openapi"], "3.1.0");
+        let app = router(AppState::new("smol"), &ServerConfig::default());
+        let paths = doc["paths"].as_object().unwrap();
+        assert_eq!(
+            paths.len(),
+            10,
+            "every route of the router, probes included"
+        );
+        for (path, ops) in paths {
+            for method in ops.as_object().unwrap().keys() {
+                let req = Request::builder()
+                    .method(method.to_uppercase().as_str())
+                    .uri(path)
+                    .header("content-type", "application/json")
+                    .body(Body::from("{}"))
+                    .unwrap();
+                let resp = app.clone().oneshot(req).await.unwrap();
+                assert_ne!(
+                    resp.status(),
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "{method} {path}"
+                );
+                let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+                    .await
+                    .unwrap();
+                let body: serde_json::Value =
+                    serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+                assert_ne!(body["error"]["code"], "not_found", "{method} {path}");
+            }
+        }
+        let req = Request::get("/openapi.json").body(Body::empty()).unwrap();
+        let (status, served) = call(app, req).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(served, doc);
     }
 
     #[tokio::test]

@@ -108,6 +108,18 @@ pub async fn metrics(
         .into_response()
 }
 
+/// The OpenAPI 3.1 document of this API (`src/api/openapi.json`).
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// `GET /openapi.json`.
+pub async fn openapi() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        OPENAPI,
+    )
+        .into_response()
+}
+
 pub async fn not_found(method: Method, uri: Uri) -> ApiError {
     ApiError::RouteNotFound {
         method: method.to_string(),
