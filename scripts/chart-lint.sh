@@ -108,11 +108,32 @@ done
 # Optional objects must appear only when asked for.
 grep -q '^kind: ServiceMonitor' "${rendered[0]}" && die "default values render a ServiceMonitor (it is off by default)"
 grep -q '^kind: PrometheusRule' "${rendered[0]}" && die "default values render a PrometheusRule (it is off by default)"
+grep -q '^kind: PodMonitor' "${rendered[0]}" && die "default values render a PodMonitor (it is off by default)"
+grep -q 'name: ryzanstein-dashboard$' "${rendered[0]}" && die "default values render the Grafana dashboard (it is off by default)"
 if [[ ${#rendered[@]} -gt 1 ]]; then
-    for kind in ServiceMonitor PrometheusRule Role RoleBinding Deployment ClusterRole; do
+    for kind in ServiceMonitor PodMonitor PrometheusRule Role RoleBinding Deployment ClusterRole; do
         grep -q "^kind: $kind\$" "${rendered[@]:1}" || die "no ci/*-values.yaml renders a $kind"
     done
 fi
+
+# Every metric the alerts and the dashboard use is one the server or the operator exports
+# (histogram series by their family name; the operator registers its metrics under the
+# `ryzanstein_operator` prefix, and its counters gain `_total` when exposed).
+metric_names="$(grep -ohE 'ryzanstein_[a-z0-9_]+' "$CHART"/templates/*.yaml "$CHART"/dashboards/*.json \
+    | sed -E 's/_(bucket|sum|count)$//' | sort -u)"
+for m in $metric_names; do
+    if [[ "$m" == ryzanstein_operator_* ]]; then
+        short="${m#ryzanstein_operator_}"
+        grep -rqE "\"(${short}|${short%_total})\"" "$ROOT/operator/src" \
+            || die "the chart uses the metric $m, which operator/src does not register"
+    else
+        grep -rqF "\"$m\"" "$ROOT/server/src" \
+            || die "the chart uses the metric $m, which server/src does not export"
+    fi
+done
+say "the chart's alerts and dashboard use $(wc -w <<<"$metric_names") metrics, all exported"
+[[ "$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(len(d["panels"]))' "$CHART/dashboards/ryzanstein.json")" -gt 0 ]] \
+    || die "dashboards/ryzanstein.json has no panels"
 
 # --- 3. schema validation -------------------------------------------------------------------
 crds=("$CHART"/crds/*.yaml)

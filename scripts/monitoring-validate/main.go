@@ -1,4 +1,5 @@
-// monitoring-validate checks prometheus-operator objects (ServiceMonitor, PrometheusRule) by
+// monitoring-validate checks prometheus-operator objects (ServiceMonitor, PodMonitor,
+// PrometheusRule) by
 // decoding them strictly into the operator's own Go API types: an unknown field, a field of the
 // wrong type or a malformed document is an error. scripts/chart-lint.sh builds and runs it; the
 // Kubernetes built-in kinds and Ryzanstein's CRDs are checked by scripts/chart_validate.py.
@@ -43,8 +44,10 @@ func validate(doc []byte) (string, error) {
 		obj = &monitoringv1.ServiceMonitor{}
 	case tm.APIVersion == "monitoring.coreos.com/v1" && tm.Kind == "PrometheusRule":
 		obj = &monitoringv1.PrometheusRule{}
+	case tm.APIVersion == "monitoring.coreos.com/v1" && tm.Kind == "PodMonitor":
+		obj = &monitoringv1.PodMonitor{}
 	default:
-		return name, fmt.Errorf("unsupported apiVersion %q kind %q (this tool knows monitoring.coreos.com/v1 ServiceMonitor and PrometheusRule)", tm.APIVersion, tm.Kind)
+		return name, fmt.Errorf("unsupported apiVersion %q kind %q (this tool knows monitoring.coreos.com/v1 ServiceMonitor, PodMonitor and PrometheusRule)", tm.APIVersion, tm.Kind)
 	}
 	if err := yaml.UnmarshalStrict(doc, obj); err != nil {
 		return name, err
