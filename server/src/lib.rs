@@ -23,6 +23,7 @@ pub mod safetensors_dir;
 pub mod sampler;
 pub mod source;
 pub mod structured;
+pub mod telemetry;
 pub mod tokenizer;
 
 pub use error::{Error, Result};

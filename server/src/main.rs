@@ -257,13 +257,9 @@ fn main() -> Result<()> {
         Command::Generate(_) => "warn",
         Command::Serve(_) => "info",
     };
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
-        )
-        .init();
+    // Flushes buffered spans when main returns.
+    let _telemetry =
+        ryzanstein_server::telemetry::init(default_level).map_err(anyhow::Error::msg)?;
     match cli.command {
         Command::Generate(args) => generate(args),
         Command::Serve(args) => serve(args),

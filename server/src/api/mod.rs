@@ -233,8 +233,24 @@ pub fn router(state: Arc<AppState>, cfg: &ServerConfig) -> Router {
         .merge(api)
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .with_state(state)
+}
+
+/// The span of one HTTP request: a server span named `METHOD /path`, whose parent is the
+/// caller's W3C `traceparent` when it sends one (see [`crate::telemetry`]).
+fn request_span<B>(req: &axum::http::Request<B>) -> tracing::Span {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let span = tracing::info_span!(
+        "request",
+        otel.name = %format!("{} {}", req.method(), req.uri().path()),
+        otel.kind = "server",
+        http.request.method = %req.method(),
+        url.path = %req.uri().path(),
+    );
+    // Without an exporter there is no OpenTelemetry layer and nothing to attach to.
+    let _ = span.set_parent(crate::telemetry::remote_parent(req.headers()));
+    span
 }
 
 /// The API routes' middleware, innermost first: a panic while handling a request becomes that

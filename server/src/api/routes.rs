@@ -11,6 +11,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use axum::Json;
 use tokio::sync::mpsc::UnboundedReceiver;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::errors::ApiError;
 use super::logprobs::Renderer;
@@ -140,47 +142,11 @@ async fn complete(
 ) -> Result<Response, ApiError> {
     let arrived = Instant::now();
     let engine = state.engine()?;
-    let body = body.map_err(|e| match e.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge {
-            message: format!("{}; send a smaller request body", e.body_text()),
-        },
-        _ => ApiError::invalid_body(format!("cannot read the request body: {}", e.body_text())),
-    })?;
-    let req = validate(parse_body(&headers, &body)?, endpoint, &state.served_name)?;
-    check_logit_bias_vocab(&req.sampling.logit_bias, engine.vocab_size())?;
-    if req.n > engine.max_sequences() {
-        return Err(ApiError::invalid(
-            "n",
-            format!(
-                "n is {}, but this server generates at most {} sequences at once (--parallel); \
-                 ask for fewer choices",
-                req.n,
-                engine.max_sequences()
-            ),
-        ));
-    }
-
-    // Tokenizing (and rendering the template) is CPU work: keep it off the async workers.
-    let input = req.input.clone();
-    let prefix = req
-        .tools
-        .as_ref()
-        .and_then(|t| t.reply_prefix())
-        .unwrap_or_default();
-    let tokenizing = engine.clone();
-    let prompt_ids = tokio::task::spawn_blocking(move || match input {
-        PromptInput::Chat(messages) => tokenizing.encode_chat_with_prefix(&messages, &prefix),
-        PromptInput::Text(text) => tokenizing.encode_text(&text),
-        PromptInput::Tokens(ids) => Ok(ids),
-    })
-    .await
-    .map_err(|e| ApiError::Internal {
-        message: format!("tokenizing the prompt failed: {e}"),
-    })??;
-
+    let (req, prompt_ids) = prepare(&engine, &state, &headers, body, endpoint)
+        .instrument(tracing::info_span!("validate"))
+        .await?;
     // The prompt counts once against the tenant's tokens, however many choices.
     permit.take_prompt(prompt_ids.len(), Instant::now())?;
-
     let max_tokens = req
         .max_tokens
         .unwrap_or_else(|| engine.context_length().saturating_sub(prompt_ids.len()));
@@ -204,6 +170,10 @@ async fn complete(
     // The engine stops every choice at the request's deadline (streams too, which the HTTP
     // timeout covers only until their headers), so a forgotten stream cannot hold a slot.
     let deadline = Some(timeout.deadline_from(arrived));
+    let trace = Arc::new(Trace {
+        parent: tracing::Span::current().context(),
+        submitted: SystemTime::now(),
+    });
     let mut first = engine.submit_by(make(0), deadline)?;
     let head = match req.n {
         1 => None,
@@ -214,12 +184,14 @@ async fn complete(
         head,
         rx: first,
         permit: permit.clone(),
+        trace: trace.clone(),
     });
     for i in 1..req.n {
         choices.push(ChoiceEvents {
             head: None,
             rx: engine.submit_by(make(i), deadline)?,
             permit: permit.clone(),
+            trace: trace.clone(),
         });
     }
     tracing::debug!(
@@ -255,24 +227,86 @@ async fn complete(
     }
 }
 
+/// Reads, validates and tokenizes a completion request (the `validate` span).
+async fn prepare(
+    engine: &EngineHandle,
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    endpoint: Endpoint,
+) -> Result<(super::validation::ValidRequest, Vec<u32>), ApiError> {
+    let body = body.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge {
+            message: format!("{}; send a smaller request body", e.body_text()),
+        },
+        _ => ApiError::invalid_body(format!("cannot read the request body: {}", e.body_text())),
+    })?;
+    let req = validate(parse_body(headers, &body)?, endpoint, &state.served_name)?;
+    check_logit_bias_vocab(&req.sampling.logit_bias, engine.vocab_size())?;
+    if req.n > engine.max_sequences() {
+        return Err(ApiError::invalid(
+            "n",
+            format!(
+                "n is {}, but this server generates at most {} sequences at once (--parallel); \
+                 ask for fewer choices",
+                req.n,
+                engine.max_sequences()
+            ),
+        ));
+    }
+
+    // Tokenizing (and rendering the template) is CPU work: keep it off the async workers.
+    let input = req.input.clone();
+    let prefix = req
+        .tools
+        .as_ref()
+        .and_then(|t| t.reply_prefix())
+        .unwrap_or_default();
+    let tokenizing = engine.clone();
+    let prompt_ids = tokio::task::spawn_blocking(move || match input {
+        PromptInput::Chat(messages) => tokenizing.encode_chat_with_prefix(&messages, &prefix),
+        PromptInput::Text(text) => tokenizing.encode_text(&text),
+        PromptInput::Tokens(ids) => Ok(ids),
+    })
+    .await
+    .map_err(|e| ApiError::Internal {
+        message: format!("tokenizing the prompt failed: {e}"),
+    })??;
+
+    Ok((req, prompt_ids))
+}
+
 /// The seed of choice `i` when the request gives `seed`: the seed itself for the first
 /// choice (so `n: 1` is unchanged), distinct deterministic seeds for the others.
 pub fn choice_seed(seed: u64, i: usize) -> u64 {
     seed.wrapping_add((i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }
 
-/// One choice's events; the first may have been read already. Its generated tokens are
-/// charged to the tenant when it ends.
+/// One choice's events; the first may have been read already. When it ends, its generated
+/// tokens are charged to the tenant and its spans recorded.
 pub(super) struct ChoiceEvents {
     head: Option<GenEvent>,
     rx: UnboundedReceiver<GenEvent>,
     permit: Arc<Permit>,
+    trace: Arc<Trace>,
 }
 
-/// Charges a finished choice's completion tokens to its tenant.
-fn meter(permit: &Permit, ev: &GenEvent) {
-    if let GenEvent::Done { usage, .. } = ev {
+/// Where a request's generation spans go: under its request span, from its submission.
+struct Trace {
+    parent: opentelemetry::Context,
+    submitted: SystemTime,
+}
+
+/// A finished choice: its completion tokens charged to its tenant, its spans recorded.
+fn on_end(permit: &Permit, trace: &Trace, ev: &GenEvent) {
+    if let GenEvent::Done { usage, timings, .. } = ev {
         permit.charge_completion(usage.completion_tokens);
+        crate::telemetry::record_generation(
+            &trace.parent,
+            trace.submitted,
+            timings,
+            usage.completion_tokens,
+        );
     }
 }
 
@@ -283,19 +317,19 @@ impl ChoiceEvents {
             None => self.rx.recv().await,
         };
         if let Some(ev) = &ev {
-            meter(&self.permit, ev);
+            on_end(&self.permit, &self.trace, ev);
         }
         ev
     }
 
     pub(super) fn into_stream(self) -> impl futures::Stream<Item = GenEvent> + Unpin + Send {
         use futures::StreamExt;
-        let permit = self.permit;
+        let (permit, trace) = (self.permit, self.trace);
         futures::stream::iter(self.head)
             .chain(tokio_stream::wrappers::UnboundedReceiverStream::new(
                 self.rx,
             ))
-            .inspect(move |ev| meter(&permit, ev))
+            .inspect(move |ev| on_end(&permit, &trace, ev))
     }
 }
 

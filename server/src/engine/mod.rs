@@ -127,6 +127,8 @@ pub struct Usage {
 pub struct Timings {
     /// Prompt tokens actually run through the model (the rest came from the reused prefix).
     pub prompt_eval_tokens: usize,
+    /// From submission to the first admission to the running set (waiting in the queue).
+    pub queue_ms: f64,
     /// Prompt forward plus the first token's sampling.
     pub prompt_ms: f64,
     /// Everything after the first token: one forward step per further generated token and the

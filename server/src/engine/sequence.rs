@@ -417,6 +417,7 @@ impl Sequence {
             },
             timings: Timings {
                 prompt_eval_tokens: self.prompt().len() - self.reused,
+                queue_ms: ms(self.started.saturating_duration_since(self.job.submitted)),
                 prompt_ms: self.prompt_ms,
                 gen_ms: self.first_token.map_or(0.0, |t| ms(t.elapsed())),
                 draft_tokens: self.drafted,

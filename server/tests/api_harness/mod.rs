@@ -22,12 +22,18 @@ pub struct Server {
 impl Server {
     /// Starts the server on the test model with `extra` arguments and waits for `/readyz`.
     pub fn start(extra: &[&str]) -> Server {
+        Self::start_with_env(extra, &[])
+    }
+
+    /// [`Server::start`] with environment variables `env` for the server.
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Server {
         let model = super::common::model_path();
         let mut child = Command::new(env!("CARGO_BIN_EXE_ryzanstein"))
             .args(["serve", "--host", "127.0.0.1", "--port", "0", "--model"])
             .arg(&model)
             .args(extra)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
