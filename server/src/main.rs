@@ -20,6 +20,16 @@ const DEFAULT_MODEL: &str = "bundled://smollm2-135m-instruct";
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines on stderr: text, or json (one object per line with the request span's
+    /// fields, its trace_id among them when traces are exported). The filter is RUST_LOG.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "RYZANSTEIN_LOG_FORMAT")]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -259,7 +269,8 @@ fn main() -> Result<()> {
     };
     // Flushes buffered spans when main returns.
     let _telemetry =
-        ryzanstein_server::telemetry::init(default_level).map_err(anyhow::Error::msg)?;
+        ryzanstein_server::telemetry::init(default_level, cli.log_format == LogFormat::Json)
+            .map_err(anyhow::Error::msg)?;
     match cli.command {
         Command::Generate(args) => generate(args),
         Command::Serve(args) => serve(args),

@@ -1,6 +1,8 @@
 //! Logs and traces.
 //!
-//! Logs go to stderr, filtered by `RUST_LOG`. Traces are exported over OTLP/HTTP when
+//! Logs go to stderr, filtered by `RUST_LOG`, as text or as JSON lines (`--log-format json`:
+//! the event's fields flattened, and the request span's fields, `trace_id` among them when
+//! traces are exported). Traces are exported over OTLP/HTTP when
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` (spans go to its `/v1/traces`) or
 //! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (the full URL) is set, as the OpenTelemetry
 //! specification has it: `OTEL_EXPORTER_OTLP_PROTOCOL` `http/protobuf` (the default) or
@@ -92,14 +94,23 @@ impl Drop for Telemetry {
     }
 }
 
-/// Sets up logging (and tracing, when an OTLP endpoint is configured) for the process.
-pub fn init(default_level: &str) -> Result<Telemetry, String> {
+/// Sets up logging (text, or JSON lines with `json`) and tracing, when an OTLP endpoint is
+/// configured, for the process.
+pub fn init(default_level: &str, json: bool) -> Result<Telemetry, String> {
     // RUST_LOG filters the log lines only, not the exported spans.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let logs = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_filter(filter);
+    let text = (!json).then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr));
+    let json = json.then(|| {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_writer(std::io::stderr)
+    });
+    // One of the two is Some; a None layer does nothing.
+    let logs = tracing_subscriber::Layer::and_then(text, json).with_filter(filter);
     if !export_configured() {
         tracing_subscriber::registry().with(logs).init();
         return Ok(Telemetry { provider: None });

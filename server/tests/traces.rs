@@ -2,7 +2,8 @@
 //! axum server in this test, decoding the OTLP JSON encoding) gets the spans of a chat request
 //! that carried a W3C `traceparent`: the request's server span is a child of the caller's span
 //! in the caller's trace, and the validate, queue, prefill and decode spans are its children.
-//! A request without `traceparent` starts a trace of its own.
+//! A request without `traceparent` starts a trace of its own. With `--log-format json`, the
+//! log lines of a request carry its trace id.
 
 mod api_harness;
 mod common;
@@ -102,8 +103,9 @@ fn chat(server: &Server, traceparent: Option<&str>) {
 fn spans_reach_an_otlp_receiver_under_the_callers_trace() {
     let (endpoint, spans) = receiver();
     let server = Server::start_with_env(
-        &[],
+        &["--log-format", "json"],
         &[
+            ("RUST_LOG", "warn,ryzanstein_server::api=debug"),
             ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
             ("OTEL_BSP_SCHEDULE_DELAY", "100"),
@@ -145,6 +147,16 @@ fn spans_reach_an_otlp_receiver_under_the_callers_trace() {
     assert!(nanos(queue, "endTimeUnixNano") <= nanos(prefill, "startTimeUnixNano") + 1);
     assert!(nanos(prefill, "endTimeUnixNano") <= nanos(decode, "startTimeUnixNano") + 1);
     assert!(nanos(request, "startTimeUnixNano") <= nanos(queue, "startTimeUnixNano"));
+
+    // The JSON log lines written while handling the request carry its trace id.
+    let logs = server.stderr();
+    let queued: Value = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["message"] == "request queued")
+        .unwrap_or_else(|| panic!("no JSON line `request queued` in\n{logs}"));
+    assert_eq!(queued["span"]["trace_id"], TRACE_ID, "{queued:#}");
+    assert_eq!(queued["level"], "DEBUG");
 
     // Without traceparent: a new trace, whose request span has no parent.
     let before: Vec<String> = spans

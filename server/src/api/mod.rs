@@ -240,6 +240,7 @@ pub fn router(state: Arc<AppState>, cfg: &ServerConfig) -> Router {
 /// The span of one HTTP request: a server span named `METHOD /path`, whose parent is the
 /// caller's W3C `traceparent` when it sends one (see [`crate::telemetry`]).
 fn request_span<B>(req: &axum::http::Request<B>) -> tracing::Span {
+    use opentelemetry::trace::TraceContextExt;
     use tracing_opentelemetry::OpenTelemetrySpanExt;
     let span = tracing::info_span!(
         "request",
@@ -247,9 +248,16 @@ fn request_span<B>(req: &axum::http::Request<B>) -> tracing::Span {
         otel.kind = "server",
         http.request.method = %req.method(),
         url.path = %req.uri().path(),
+        trace_id = tracing::field::Empty,
     );
     // Without an exporter there is no OpenTelemetry layer and nothing to attach to.
-    let _ = span.set_parent(crate::telemetry::remote_parent(req.headers()));
+    if span
+        .set_parent(crate::telemetry::remote_parent(req.headers()))
+        .is_ok()
+    {
+        let trace_id = span.context().span().span_context().trace_id();
+        span.record("trace_id", tracing::field::display(trace_id));
+    }
     span
 }
 
