@@ -101,3 +101,63 @@ fn another_tenant_is_not_starved_by_a_burst() {
     assert!(outputs.iter().all(|o| o == &outputs[0] && o.len() == 96));
     assert_eq!(&outputs[0][..8], &b_tokens[..]);
 }
+
+/// A sequence preempted for another tenant whose client leaves while it waits is counted with
+/// the tokens it had generated (its prompt and generated tokens are in the engine's counters).
+#[test]
+fn a_preempted_sequence_cancelled_while_waiting_keeps_its_tokens_counted() {
+    let path = common::model_path();
+    let opts = EngineOptions {
+        threads: 2,
+        ctx_size: Some(1024),
+        max_sequences: SLOTS,
+        queue_capacity: 64,
+        ..EngineOptions::default()
+    };
+    let engine = engine::load(path.to_str().unwrap(), &opts).expect("load the bundled model");
+    let h = engine.handle();
+    let prompt = h
+        .encode_text("Once upon a time, in a quiet village,")
+        .unwrap();
+    let mut burst: Vec<_> = (0..SLOTS)
+        .map(|_| h.submit(request(prompt.clone(), 96, "a")).unwrap())
+        .collect();
+    for rx in &mut burst {
+        first_token(rx);
+    }
+    // b's arrival preempts a's newest sequence, which waits while b runs.
+    let mut b = h.submit(request(prompt.clone(), 32, "b")).unwrap();
+    let mut b_tokens = first_token(&mut b);
+    assert!(h.stats().preemptions >= 1);
+    let mut victim = burst.pop().unwrap();
+    let mut victim_tokens = 1; // its first token, read above
+    while let Ok(ev) = victim.try_recv() {
+        assert!(matches!(ev, GenEvent::Token { .. }), "{ev:?}");
+        victim_tokens += 1;
+    }
+    drop(victim);
+    b_tokens = rest(&mut b, b_tokens);
+    let mut total = b_tokens.len() + victim_tokens;
+    for rx in &mut burst {
+        total += rest(rx, Vec::new()).len() + 1;
+    }
+    let cancelled = engine::Outcome::ALL
+        .iter()
+        .position(|o| *o == engine::Outcome::Cancelled)
+        .unwrap();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while h.stats().requests[cancelled] == 0 {
+        assert!(
+            std::time::Instant::now() < until,
+            "the cancel was never seen"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let s = h.stats();
+    assert_eq!(s.waiting + s.running, 0);
+    assert_eq!(
+        s.generation_tokens, total as u64,
+        "every generated token is counted, the cancelled sequence's too"
+    );
+    assert_eq!(s.prompt_tokens, (prompt.len() * (SLOTS + 1)) as u64);
+}

@@ -395,6 +395,11 @@ impl Sequence {
         self.job.submitted.elapsed()
     }
 
+    /// Whether the sequence ran before (it waits again after a preemption).
+    pub fn has_run(&self) -> bool {
+        self.admitted
+    }
+
     pub fn prompt_tokens(&self) -> usize {
         self.prompt().len()
     }

@@ -190,12 +190,24 @@ impl EngineStats {
         self.running.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// A queued request was dropped before it started (its client left, or its deadline
-    /// passed): `outcome` is how it ended.
-    pub(super) fn skipped(&self, outcome: Outcome) {
+    /// A waiting request was dropped (its client left, or its deadline passed): `outcome` is
+    /// how it ended, `ran` the tokens of a preempted one, `(prompt, cached, generated)`.
+    pub(super) fn skipped(&self, outcome: Outcome, ran: Option<(usize, usize, usize)>) {
         self.in_engine.fetch_sub(1, Ordering::SeqCst);
         self.waiting.fetch_sub(1, Ordering::SeqCst);
         self.requests[outcome.index()].fetch_add(1, Ordering::Relaxed);
+        if let Some((prompt, cached, generated)) = ran {
+            self.count_tokens(prompt, cached, generated);
+        }
+    }
+
+    fn count_tokens(&self, prompt: usize, cached: usize, generated: usize) {
+        self.prompt_tokens
+            .fetch_add(prompt as u64, Ordering::Relaxed);
+        self.prompt_tokens_cached
+            .fetch_add(cached as u64, Ordering::Relaxed);
+        self.generation_tokens
+            .fetch_add(generated as u64, Ordering::Relaxed);
     }
 
     pub(super) fn latency(&self, l: Latency) {
@@ -252,12 +264,7 @@ impl EngineStats {
         self.in_engine.fetch_sub(1, Ordering::SeqCst);
         self.running.fetch_sub(1, Ordering::SeqCst);
         self.requests[outcome.index()].fetch_add(1, Ordering::Relaxed);
-        self.prompt_tokens
-            .fetch_add(prompt as u64, Ordering::Relaxed);
-        self.prompt_tokens_cached
-            .fetch_add(cached as u64, Ordering::Relaxed);
-        self.generation_tokens
-            .fetch_add(generated as u64, Ordering::Relaxed);
+        self.count_tokens(prompt, cached, generated);
     }
 
     pub fn snapshot(&self) -> StatsSnapshot {

@@ -208,10 +208,14 @@ impl Worker<'_> {
         self.waiting.retain(
             |seq| !seq.cancelled() && !seq.expired(now),
             |seq| {
+                // A preempted sequence had run: its tokens count like a running one's.
+                let ran = seq
+                    .has_run()
+                    .then(|| (seq.prompt_tokens(), seq.reused(), seq.generated()));
                 if seq.cancelled() {
-                    stats.skipped(Outcome::Cancelled);
+                    stats.skipped(Outcome::Cancelled, ran);
                 } else {
-                    stats.skipped(Outcome::TimedOut);
+                    stats.skipped(Outcome::TimedOut, ran);
                     seq.send(GenEvent::TimedOut { after: seq.age() });
                 }
             },
