@@ -44,29 +44,12 @@ from pathlib import Path
 
 from bench import cpu_model, git_rev
 from bench_serving import (DEFAULT_BIN, DEFAULT_LLAMA_SERVER, DEFAULT_MODEL, QUESTIONS,
-                           SHORT_SYSTEM, SLOTS, Server, free_port, llama_server_version, ms,
-                           percentile, ratio, stream_chat)
+                           SHORT_SYSTEM, SLOTS, Server, llama_server, llama_server_version, ms,
+                           ours_server, percentile, ratio, stream_chat, write_doc)
 
 MARK_BEGIN = "<!-- fairness:begin (written by scripts/bench_fairness.py; do not edit by hand) -->"
 MARK_END = "<!-- fairness:end -->"
 KEYS = {"burst": "sk-bench-burst", "steady": "sk-bench-steady"}
-
-
-def ours(args, key_file: Path) -> Server:
-    port = free_port()
-    cmd = [str(args.bin), "serve", "--model", str(args.model), "--threads", str(args.threads),
-           "--host", "127.0.0.1", "--port", str(port), "--parallel", str(SLOTS),
-           "--queue-size", "64", "--ctx-size", str(args.ctx_size), "--served-name", "bench",
-           "--api-key-file", str(key_file)]
-    return Server("ryzanstein", cmd, port, "/readyz", "ours")
-
-
-def peer(args) -> Server:
-    port = free_port()
-    cmd = [str(args.llama_server), "-m", str(args.model), "-t", str(args.threads),
-           "-tb", str(args.threads), "--parallel", str(SLOTS), "-c", str(SLOTS * args.ctx_size),
-           "--host", "127.0.0.1", "--port", str(port), "--metrics", "--no-webui"]
-    return Server("llama-server", cmd, port, "/health", "llama")
 
 
 def run(server: Server, args, burst: bool, steady_key: str | None, burst_key: str | None) -> dict:
@@ -158,16 +141,6 @@ def render(args, rows: list[tuple[str, str, dict]], version: str, load_before: s
     return "\n".join(lines)
 
 
-def write_doc(path: Path, table: str) -> None:
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    block = f"{MARK_BEGIN}\n{table}\n{MARK_END}"
-    if MARK_BEGIN in text and MARK_END in text:
-        text = text[:text.index(MARK_BEGIN)] + block + text[text.index(MARK_END) + len(MARK_END):]
-    else:
-        text = text.rstrip() + "\n\n## Tenant fairness\n\n" + block + "\n"
-    path.write_text(text)
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -202,7 +175,8 @@ def main() -> int:
     ]
     rows = []
     for server_name, case, burst, steady_key, burst_key in cases:
-        server = ours(args, Path(keys.name)) if server_name == "Ryzanstein" else peer(args)
+        server = (ours_server(args, True, ("--queue-size", "64", "--api-key-file", keys.name))
+                  if server_name == "Ryzanstein" else llama_server(args))
         try:
             server.start()
             stream_chat(server.port, SHORT_SYSTEM, "Say hello.", 8, steady_key or burst_key)
@@ -216,7 +190,7 @@ def main() -> int:
     table = render(args, rows, version, load_before)
     print(table)
     if args.write:
-        write_doc(args.write, table)
+        write_doc(args.write, table, MARK_BEGIN, MARK_END, "Tenant fairness")
     return 0
 
 

@@ -445,13 +445,16 @@ def render(args, levels: dict, prefix: dict, load_before: str, version: str) -> 
     return "\n".join(lines)
 
 
-def write_doc(path: Path, table: str) -> None:
+def write_doc(path: Path, table: str, begin: str = MARK_BEGIN, end: str = MARK_END,
+              heading: str = "Serving") -> None:
+    """Puts `table` between the markers `begin` and `end` in `path`, or appends it under a new
+    `## heading` when the markers are not there yet."""
     text = path.read_text() if path.exists() else "# Benchmarks\n"
-    block = f"{MARK_BEGIN}\n{table}\n{MARK_END}"
-    if MARK_BEGIN in text and MARK_END in text:
-        text = text[:text.index(MARK_BEGIN)] + block + text[text.index(MARK_END) + len(MARK_END):]
+    block = f"{begin}\n{table}\n{end}"
+    if begin in text and end in text:
+        text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
     else:
-        text = text.rstrip() + "\n\n## Serving\n\n" + block + "\n"
+        text = text.rstrip() + f"\n\n## {heading}\n\n" + block + "\n"
     path.write_text(text)
 
 
@@ -459,11 +462,11 @@ def write_doc(path: Path, table: str) -> None:
 # main
 # --------------------------------------------------------------------------------------------
 
-def ours_server(args, prefix_cache: bool) -> Server:
+def ours_server(args, prefix_cache: bool, extra: tuple[str, ...] = ()) -> Server:
     port = free_port()
     cmd = [str(args.bin), "serve", "--model", str(args.model), "--threads", str(args.threads),
            "--host", "127.0.0.1", "--port", str(port), "--parallel", str(SLOTS),
-           "--ctx-size", str(args.ctx_size), "--served-name", "bench"]
+           "--ctx-size", str(args.ctx_size), "--served-name", "bench", *extra]
     if not prefix_cache:
         cmd.append("--no-prefix-cache")
     name = "ryzanstein" if prefix_cache else "ryzanstein-no-prefix-cache"

@@ -31,6 +31,19 @@ fn request(prompt: Vec<u32>, max_tokens: usize, tenant: &str) -> GenRequest {
     }
 }
 
+/// The engine on the bundled model with [`SLOTS`] slots.
+fn start() -> engine::Engine {
+    let path = common::model_path();
+    let opts = EngineOptions {
+        threads: 2,
+        ctx_size: Some(1024),
+        max_sequences: SLOTS,
+        queue_capacity: 64,
+        ..EngineOptions::default()
+    };
+    engine::load(path.to_str().unwrap(), &opts).expect("load the bundled model")
+}
+
 /// The first event, which must be a token.
 fn first_token(rx: &mut UnboundedReceiver<GenEvent>) -> Vec<u32> {
     match rx.blocking_recv() {
@@ -52,15 +65,7 @@ fn rest(rx: &mut UnboundedReceiver<GenEvent>, mut out: Vec<u32>) -> Vec<u32> {
 
 #[test]
 fn another_tenant_is_not_starved_by_a_burst() {
-    let path = common::model_path();
-    let opts = EngineOptions {
-        threads: 2,
-        ctx_size: Some(1024),
-        max_sequences: SLOTS,
-        queue_capacity: 64,
-        ..EngineOptions::default()
-    };
-    let engine = engine::load(path.to_str().unwrap(), &opts).expect("load the bundled model");
+    let engine = start();
     let h = engine.handle();
     let prompt = h
         .encode_text("Once upon a time, in a quiet village,")
@@ -106,15 +111,7 @@ fn another_tenant_is_not_starved_by_a_burst() {
 /// the tokens it had generated (its prompt and generated tokens are in the engine's counters).
 #[test]
 fn a_preempted_sequence_cancelled_while_waiting_keeps_its_tokens_counted() {
-    let path = common::model_path();
-    let opts = EngineOptions {
-        threads: 2,
-        ctx_size: Some(1024),
-        max_sequences: SLOTS,
-        queue_capacity: 64,
-        ..EngineOptions::default()
-    };
-    let engine = engine::load(path.to_str().unwrap(), &opts).expect("load the bundled model");
+    let engine = start();
     let h = engine.handle();
     let prompt = h
         .encode_text("Once upon a time, in a quiet village,")
