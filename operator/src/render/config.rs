@@ -111,17 +111,30 @@ pub fn config_map(
     annotations: &BTreeMap<String, String>,
     file: &ServerConfigFile,
 ) -> ConfigMap {
+    json_config_map(
+        names,
+        names.config_map(),
+        owner,
+        annotations,
+        CONFIG_KEY,
+        file,
+    )
+}
+
+/// A child ConfigMap `name` holding `file` as pretty JSON under `key`.
+pub fn json_config_map(
+    names: &Names,
+    name: String,
+    owner: &OwnerReference,
+    annotations: &BTreeMap<String, String>,
+    key: &str,
+    file: &impl Serialize,
+) -> ConfigMap {
     let text = serde_json::to_string_pretty(file)
-        .expect("structs of strings and integers always serialise to JSON");
+        .expect("structs and maps of strings and integers always serialise to JSON");
     ConfigMap {
-        metadata: child_meta(
-            names,
-            names.config_map(),
-            owner,
-            &BTreeMap::new(),
-            annotations,
-        ),
-        data: Some(BTreeMap::from([(CONFIG_KEY.to_owned(), text + "\n")])),
+        metadata: child_meta(names, name, owner, &BTreeMap::new(), annotations),
+        data: Some(BTreeMap::from([(key.to_owned(), text + "\n")])),
         ..ConfigMap::default()
     }
 }

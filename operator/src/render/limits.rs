@@ -19,7 +19,8 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use serde::Serialize;
 
-use super::meta::{child_meta, Names};
+use super::config::json_config_map;
+use super::meta::Names;
 use super::tenant::TenantRef;
 
 /// Key of the limits file in the ConfigMap.
@@ -75,19 +76,14 @@ pub fn limits_config_map(
     annotations: &BTreeMap<String, String>,
     file: &LimitsFile,
 ) -> ConfigMap {
-    let text = serde_json::to_string_pretty(file)
-        .expect("maps of strings and integers always serialise to JSON");
-    ConfigMap {
-        metadata: child_meta(
-            names,
-            names.limits_config_map(),
-            owner,
-            &BTreeMap::new(),
-            annotations,
-        ),
-        data: Some(BTreeMap::from([(LIMITS_KEY.to_owned(), text + "\n")])),
-        ..ConfigMap::default()
-    }
+    json_config_map(
+        names,
+        names.limits_config_map(),
+        owner,
+        annotations,
+        LIMITS_KEY,
+        file,
+    )
 }
 
 #[cfg(test)]
