@@ -351,9 +351,30 @@ pub async fn embeddings(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<EmbeddingList>, ApiError> {
+    let req = body
+        .map_err(|e| match e.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge {
+                message: format!("{}; send fewer inputs per request", e.body_text()),
+            },
+            _ => ApiError::invalid_body(format!("cannot read the request body: {}", e.body_text())),
+        })
+        .and_then(|body| parse_json(&headers, &body));
+    serve(&state, &permit, req).await.map(Json)
+}
+
+/// Answers a parsed embedding request (HTTP and gRPC alike), counting it in the embedding
+/// model's metrics (a request that could not be parsed counts as failed).
+pub(super) async fn serve(
+    state: &AppState,
+    permit: &Permit,
+    req: Result<EmbeddingRequest, ApiError>,
+) -> Result<EmbeddingList, ApiError> {
     let (service, model) = state.embedding_model()?;
     let stats = &service.stats;
-    let result = run(&state, (&service.name, &permit), model, &headers, body).await;
+    let result = match req {
+        Ok(req) => run(state, (&service.name, permit), model, req).await,
+        Err(e) => Err(e),
+    };
     match &result {
         Ok(list) => {
             stats.succeeded.fetch_add(1, Ordering::Relaxed);
@@ -368,23 +389,15 @@ pub async fn embeddings(
             stats.failed.fetch_add(1, Ordering::Relaxed);
         }
     }
-    result.map(Json)
+    result
 }
 
 async fn run(
     state: &AppState,
     (name, permit): (&str, &Permit),
     model: Arc<EmbeddingModel>,
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    req: EmbeddingRequest,
 ) -> Result<EmbeddingList, ApiError> {
-    let body = body.map_err(|e| match e.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge {
-            message: format!("{}; send fewer inputs per request", e.body_text()),
-        },
-        _ => ApiError::invalid_body(format!("cannot read the request body: {}", e.body_text())),
-    })?;
-    let req: EmbeddingRequest = parse_json(headers, &body)?;
     check_model(state, req.model.as_deref(), name)?;
     let limits = Limits {
         model: name.to_owned(),

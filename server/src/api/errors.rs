@@ -77,6 +77,20 @@ impl ApiError {
         }
     }
 
+    /// Seconds the client should wait before trying again (`Retry-After`), for the errors
+    /// that pass.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            ApiError::QueueFull { .. } | ApiError::NotReady { .. } | ApiError::Overloaded => {
+                Some(RETRY_AFTER_SECS)
+            }
+            ApiError::RateLimited {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
+            _ => None,
+        }
+    }
+
     /// The OpenAI-shaped body (also used for errors inside an SSE stream).
     pub fn body(&self) -> ErrorBody {
         let (message, kind, param, code) = match self {
@@ -211,16 +225,7 @@ impl IntoResponse for ApiError {
             tracing::debug!(status = status.as_u16(), error = ?self, "request rejected");
         }
         let mut resp = (status, axum::Json(self.body())).into_response();
-        let retry_after = match self {
-            ApiError::QueueFull { .. } | ApiError::NotReady { .. } | ApiError::Overloaded => {
-                Some(RETRY_AFTER_SECS)
-            }
-            ApiError::RateLimited {
-                retry_after_secs, ..
-            } => Some(retry_after_secs),
-            _ => None,
-        };
-        if let Some(secs) = retry_after {
+        if let Some(secs) = self.retry_after() {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }

@@ -20,6 +20,7 @@ pub mod auth;
 mod bucket;
 pub mod embeddings;
 pub mod errors;
+pub mod grpc;
 pub mod logprobs;
 pub mod metrics;
 pub mod ratelimit;
@@ -219,7 +220,8 @@ pub fn router(state: Arc<AppState>, cfg: &ServerConfig) -> Router {
         )
         .route("/v1/models", get(routes::models))
         .route("/tokenize", post(tokenize::tokenize))
-        .route("/detokenize", post(tokenize::detokenize));
+        .route("/detokenize", post(tokenize::detokenize))
+        .merge(grpc::api_routes(state.clone()));
     let api = guarded(api, cfg);
 
     Router::new()
@@ -231,23 +233,33 @@ pub fn router(state: Arc<AppState>, cfg: &ServerConfig) -> Router {
             get(routes::metrics).layer(axum::Extension(cfg.limiter.clone())),
         )
         .merge(api)
+        .merge(grpc::public_routes(state.clone()))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
+        .layer(axum::middleware::from_fn(grpc::status::grpc_errors))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .with_state(state)
 }
 
-/// The span of one HTTP request: a server span named `METHOD /path`, whose parent is the
-/// caller's W3C `traceparent` when it sends one (see [`crate::telemetry`]).
+/// The span of one HTTP request: a server span named `METHOD /path` (a gRPC call's:
+/// `package.Service/Method`), whose parent is the caller's W3C `traceparent` (an HTTP header,
+/// or gRPC metadata) when it sends one (see [`crate::telemetry`]).
 fn request_span<B>(req: &axum::http::Request<B>) -> tracing::Span {
     use opentelemetry::trace::TraceContextExt;
     use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let path = req.uri().path();
+    let grpc = grpc::status::is_grpc(req.headers());
+    let name = match grpc {
+        true => path.trim_start_matches('/').to_owned(),
+        false => format!("{} {path}", req.method()),
+    };
     let span = tracing::info_span!(
         "request",
-        otel.name = %format!("{} {}", req.method(), req.uri().path()),
+        otel.name = %name,
         otel.kind = "server",
         http.request.method = %req.method(),
-        url.path = %req.uri().path(),
+        url.path = %path,
+        rpc.system = grpc.then_some("grpc"),
         trace_id = tracing::field::Empty,
     );
     // Without an exporter there is no OpenTelemetry layer and nothing to attach to.

@@ -20,9 +20,11 @@ use super::ratelimit::{Permit, RateLimiter};
 use super::tools::{self, CallMode, ToolCall};
 use super::types::{
     AssistantMessage, ChatChoice, ChatCompletion, Completion, CompletionChoice, FunctionCallOut,
-    Header, ModelCard, ModelList, ToolCallOut, Usage,
+    Header, ModelCard, ModelList, RawRequest, ToolCallOut, Usage,
 };
-use super::validation::{check_logit_bias_vocab, parse_body, validate, Endpoint, PromptInput};
+use super::validation::{
+    check_logit_bias_vocab, parse_body, validate, Endpoint, PromptInput, ValidRequest,
+};
 use super::{stream, AppState, RequestTimeout};
 use crate::engine::{EngineHandle, FinishReason, GenEvent, GenRequest};
 use crate::sampler::TokenLogprobs;
@@ -145,6 +147,43 @@ async fn complete(
     let (req, prompt_ids) = prepare(&engine, &state, &headers, body, endpoint)
         .instrument(tracing::info_span!("validate"))
         .await?;
+    let deadline = timeout.deadline_from(arrived);
+    let choices = submit(&engine, &req, prompt_ids, &permit, deadline).await?;
+    let header = Header {
+        id: match endpoint {
+            Endpoint::Chat => format!("chatcmpl-{}", uuid::Uuid::new_v4().simple()),
+            Endpoint::Completions => format!("cmpl-{}", uuid::Uuid::new_v4().simple()),
+        },
+        object: match (endpoint, req.stream) {
+            (Endpoint::Chat, false) => "chat.completion",
+            (Endpoint::Chat, true) => "chat.completion.chunk",
+            (Endpoint::Completions, _) => "text_completion",
+        },
+        created: unix_now(),
+        model: req.model.clone(),
+        system_fingerprint: system_fingerprint(),
+    };
+    let renderer = renderer(&engine);
+    let calls = req.tools.as_ref().and_then(|t| t.mode());
+    if req.stream {
+        Ok(stream::response(
+            header, &req, calls, choices, renderer, timeout,
+        ))
+    } else {
+        whole_response(header, endpoint, calls, choices, renderer, timeout).await
+    }
+}
+
+/// Charges a validated request's prompt to its tenant and submits its choices to the engine
+/// (HTTP and gRPC alike). The engine stops every choice at `deadline` (streams too, which the
+/// HTTP timeout covers only until their headers), so a forgotten stream cannot hold a slot.
+pub(super) async fn submit(
+    engine: &EngineHandle,
+    req: &ValidRequest,
+    prompt_ids: Vec<u32>,
+    permit: &Arc<Permit>,
+    deadline: Instant,
+) -> Result<Vec<ChoiceEvents>, ApiError> {
     // The prompt counts once against the tenant's tokens, however many choices.
     permit.take_prompt(prompt_ids.len(), Instant::now())?;
     let max_tokens = req
@@ -167,13 +206,11 @@ async fn complete(
             tenant: permit.tag(),
         }
     };
-    // The engine stops every choice at the request's deadline (streams too, which the HTTP
-    // timeout covers only until their headers), so a forgotten stream cannot hold a slot.
-    let deadline = Some(timeout.deadline_from(arrived));
     let trace = Arc::new(Trace {
         parent: tracing::Span::current().context(),
         submitted: SystemTime::now(),
     });
+    let deadline = Some(deadline);
     let mut first = engine.submit_by(make(0), deadline)?;
     let head = match req.n {
         1 => None,
@@ -201,30 +238,7 @@ async fn complete(
         stream = req.stream,
         "request queued"
     );
-
-    let header = Header {
-        id: match endpoint {
-            Endpoint::Chat => format!("chatcmpl-{}", uuid::Uuid::new_v4().simple()),
-            Endpoint::Completions => format!("cmpl-{}", uuid::Uuid::new_v4().simple()),
-        },
-        object: match (endpoint, req.stream) {
-            (Endpoint::Chat, false) => "chat.completion",
-            (Endpoint::Chat, true) => "chat.completion.chunk",
-            (Endpoint::Completions, _) => "text_completion",
-        },
-        created: unix_now(),
-        model: req.model.clone(),
-        system_fingerprint: system_fingerprint(),
-    };
-    let renderer = renderer(&engine);
-    let calls = req.tools.as_ref().and_then(|t| t.mode());
-    if req.stream {
-        Ok(stream::response(
-            header, &req, calls, choices, renderer, timeout,
-        ))
-    } else {
-        whole_response(header, endpoint, calls, choices, renderer, timeout).await
-    }
+    Ok(choices)
 }
 
 /// Reads, validates and tokenizes a completion request (the `validate` span).
@@ -234,14 +248,24 @@ async fn prepare(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
     endpoint: Endpoint,
-) -> Result<(super::validation::ValidRequest, Vec<u32>), ApiError> {
+) -> Result<(ValidRequest, Vec<u32>), ApiError> {
     let body = body.map_err(|e| match e.status() {
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge {
             message: format!("{}; send a smaller request body", e.body_text()),
         },
         _ => ApiError::invalid_body(format!("cannot read the request body: {}", e.body_text())),
     })?;
-    let req = validate(parse_body(headers, &body)?, endpoint, &state.served_name)?;
+    prepare_raw(engine, state, parse_body(headers, &body)?, endpoint).await
+}
+
+/// Validates and tokenizes a parsed completion request (HTTP and gRPC alike).
+pub(super) async fn prepare_raw(
+    engine: &EngineHandle,
+    state: &AppState,
+    raw: RawRequest,
+    endpoint: Endpoint,
+) -> Result<(ValidRequest, Vec<u32>), ApiError> {
+    let req = validate(raw, endpoint, &state.served_name)?;
     check_logit_bias_vocab(&req.sampling.logit_bias, engine.vocab_size())?;
     if req.n > engine.max_sequences() {
         return Err(ApiError::invalid(
