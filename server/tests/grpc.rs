@@ -391,3 +391,91 @@ fn keys_limits_validation_deadlines_and_cancellation_take_the_http_path() {
     };
     assert_eq!(count("team-a", "requests_per_minute"), 1);
 }
+
+/// SIGTERM under load: gRPC calls and HTTP streams in flight all finish whole, the health
+/// watch says NOT_SERVING and ends, and the server exits well before its drain timeout.
+#[test]
+fn sigterm_lets_every_accepted_call_finish() {
+    const TOKENS: u32 = 24;
+    let mut server = Server::start(&["--parallel", "8", "--drain-timeout-secs", "600"]);
+    let long = || pb::GenerateRequest {
+        ignore_eos: true,
+        ..text_request("Once upon a time", TOKENS)
+    };
+    let mut http: Vec<_> = (0..3)
+        .map(|_| {
+            let mut s = server.post_stream(
+                "/v1/completions",
+                &json!({"prompt": "Once upon a time", "max_tokens": TOKENS, "temperature": 0,
+                        "ignore_eos": true, "stream": true}),
+            );
+            assert!(s.next_frame().is_some());
+            s
+        })
+        .collect();
+    let rt = runtime();
+    let (calls, mut watch) = rt.block_on(async {
+        let ch = channel(&server).await;
+        let mut calls = Vec::new();
+        for _ in 0..4 {
+            let mut stream = Client::new(ch.clone())
+                .generate(long())
+                .await
+                .unwrap()
+                .into_inner();
+            let first = stream.next().await.unwrap().unwrap();
+            assert!(first.token_id.is_some());
+            calls.push(stream);
+        }
+        use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+        let mut watch = HealthClient::new(ch)
+            .watch(HealthCheckRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(watch.next().await.unwrap().unwrap().status, 1, "SERVING");
+        (calls, watch)
+    });
+
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &server.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+
+    rt.block_on(async {
+        for mut stream in calls {
+            // One token was read before the signal.
+            let mut tokens = 1;
+            let mut last = None;
+            while let Some(msg) = stream.next().await {
+                let msg = msg.expect("no call is cut short");
+                match msg.token_id {
+                    Some(_) => tokens += 1,
+                    None => last = Some(msg),
+                }
+            }
+            assert_eq!(tokens, TOKENS);
+            assert_eq!(last.unwrap().finish_reason, "length");
+        }
+        assert_eq!(
+            watch.next().await.unwrap().unwrap().status,
+            2,
+            "NOT_SERVING"
+        );
+        let end = tokio::time::timeout(Duration::from_secs(60), watch.next()).await;
+        assert!(
+            matches!(end, Ok(None)),
+            "the watch ends when draining: {end:?}"
+        );
+    });
+    for s in &mut http {
+        let mut frames = Vec::new();
+        while let Some(f) = s.next_frame() {
+            frames.push(f);
+        }
+        assert_eq!(frames.last().map(String::as_str), Some("[DONE]"));
+    }
+    let status = server.wait_exit(Duration::from_secs(120));
+    assert!(status.success(), "exit status {status}");
+}

@@ -3,7 +3,8 @@
 //! that carried a W3C `traceparent`: the request's server span is a child of the caller's span
 //! in the caller's trace, and the validate, queue, prefill and decode spans are its children.
 //! A request without `traceparent` starts a trace of its own. With `--log-format json`, the
-//! log lines of a request carry its trace id.
+//! log lines of a request carry its trace id. A gRPC call's `traceparent` metadata is its
+//! parent the same way.
 
 mod api_harness;
 mod common;
@@ -184,4 +185,46 @@ fn spans_reach_an_otlp_receiver_under_the_callers_trace() {
         fresh["parentSpanId"].as_str().unwrap_or("").is_empty(),
         "{fresh:#}"
     );
+
+    // A gRPC call's traceparent comes in its metadata; its span is named after the method.
+    grpc_generate(&server, &format!("00-{GRPC_TRACE_ID}-{CALLER_SPAN}-01"));
+    let method = "ryzanstein.v1.Inference/Generate";
+    let got = wait_for(
+        &spans,
+        GRPC_TRACE_ID,
+        &[method, "validate", "prefill", "decode"],
+    );
+    let call = got.iter().find(|s| s["name"] == method).unwrap();
+    assert_eq!(call["parentSpanId"], CALLER_SPAN, "{call:#}");
+    assert_eq!(call["kind"], 2, "a server span: {call:#}");
+    for n in ["validate", "prefill", "decode"] {
+        let s = got.iter().find(|s| s["name"] == n).unwrap();
+        assert_eq!(s["parentSpanId"], call["spanId"], "{n}: {s:#}");
+    }
+}
+
+const GRPC_TRACE_ID: &str = "0af7651916cd43dd8448eb211c80319c";
+
+/// One greedy `Generate` call carrying `traceparent`, read to its end.
+fn grpc_generate(server: &Server, traceparent: &str) {
+    use futures::StreamExt;
+    use ryzanstein_server::api::grpc::pb;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut client = pb::inference_client::InferenceClient::connect(server.url(""))
+            .await
+            .unwrap();
+        let mut req = tonic::Request::new(pb::GenerateRequest {
+            input: Some(pb::generate_request::Input::Text("Say hi.".into())),
+            max_tokens: Some(6),
+            temperature: Some(0.0),
+            ..Default::default()
+        });
+        req.metadata_mut()
+            .insert("traceparent", traceparent.parse().unwrap());
+        let mut stream = client.generate(req).await.unwrap().into_inner();
+        while let Some(msg) = stream.next().await {
+            msg.unwrap();
+        }
+    });
 }

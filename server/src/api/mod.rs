@@ -125,6 +125,11 @@ impl AppState {
         self.shutting_down.store(true, Ordering::SeqCst);
     }
 
+    /// Whether shutdown has begun (it does not end).
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+
     pub fn is_ready(&self) -> bool {
         self.readiness().is_ok()
     }

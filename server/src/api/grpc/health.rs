@@ -1,6 +1,7 @@
 //! `grpc.health.v1.Health` from the server's readiness: SERVING once the models are loaded,
 //! NOT_SERVING while loading and once draining, for the whole server (service "") and for
-//! `ryzanstein.v1.Inference`; other service names are unknown.
+//! `ryzanstein.v1.Inference`; other service names are unknown. `Watch` streams end when the
+//! server begins to drain.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -70,7 +71,8 @@ impl tonic_health::pb::health_server::Health for Health {
     ) -> Result<Response<WatchStream>, Status> {
         let service = request.into_inner().service;
         let health = Health::new(self.state.clone());
-        // The current status, then each change.
+        // The current status, then each change. Once shutdown has begun the stream ends
+        // after saying so, or an open watch would hold the drain until its timeout.
         let stream = async_stream::stream! {
             let mut last = None;
             loop {
@@ -78,6 +80,9 @@ impl tonic_health::pb::health_server::Health for Health {
                 if last != Some(now) {
                     last = Some(now);
                     yield Ok(reply(now));
+                }
+                if health.state.is_shutting_down() {
+                    break;
                 }
                 tokio::time::sleep(WATCH_EVERY).await;
             }

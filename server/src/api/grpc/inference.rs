@@ -82,16 +82,30 @@ pub fn raw_request(msg: pb::GenerateRequest) -> Result<(RawRequest, Endpoint), A
             body.insert(name.into(), v);
         }
     };
+    // JSON has no NaN or infinity (serde_json would make them null, that is unset).
+    let real = |name: &str, v: Option<f64>| match v {
+        Some(x) if !x.is_finite() => Err(ApiError::invalid(
+            name,
+            format!("{name} is {x}; send a finite number"),
+        )),
+        _ => Ok(v.map(Value::from)),
+    };
     put("max_tokens", msg.max_tokens.map(Value::from));
-    put("temperature", msg.temperature.map(Value::from));
-    put("top_p", msg.top_p.map(Value::from));
+    put("temperature", real("temperature", msg.temperature)?);
+    put("top_p", real("top_p", msg.top_p)?);
     put("top_k", msg.top_k.map(Value::from));
-    put("min_p", msg.min_p.map(Value::from));
-    put("presence_penalty", msg.presence_penalty.map(Value::from));
-    put("frequency_penalty", msg.frequency_penalty.map(Value::from));
+    put("min_p", real("min_p", msg.min_p)?);
+    put(
+        "presence_penalty",
+        real("presence_penalty", msg.presence_penalty)?,
+    );
+    put(
+        "frequency_penalty",
+        real("frequency_penalty", msg.frequency_penalty)?,
+    );
     put(
         "repetition_penalty",
-        msg.repetition_penalty.map(Value::from),
+        real("repetition_penalty", msg.repetition_penalty)?,
     );
     put("seed", msg.seed.map(Value::from));
     put("stop", (!msg.stop.is_empty()).then(|| msg.stop.into()));
@@ -272,6 +286,70 @@ mod tests {
 
         let err = raw_request(pb::GenerateRequest::default()).unwrap_err();
         assert!(err.body().error.message.contains("no input"), "{err:?}");
+        let err = raw_request(pb::GenerateRequest {
+            input: Some(Input::Text("x".into())),
+            top_p: Some(f64::NAN),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert_eq!(err.body().error.param.as_deref(), Some("top_p"));
+    }
+
+    use proptest::prelude::*;
+
+    fn input() -> impl Strategy<Value = Option<Input>> {
+        prop_oneof![
+            Just(None),
+            ".{0,20}".prop_map(|t| Some(Input::Text(t))),
+            proptest::collection::vec(any::<u32>(), 0..8)
+                .prop_map(|ids| Some(Input::Tokens(pb::TokenIds { ids }))),
+            proptest::collection::vec(("[a-z]{0,10}", ".{0,10}"), 0..4).prop_map(|m| {
+                let messages = m
+                    .into_iter()
+                    .map(|(role, content)| pb::ChatMessage { role, content })
+                    .collect();
+                Some(Input::Chat(pb::Chat { messages }))
+            }),
+        ]
+    }
+
+    proptest! {
+        /// Any message, however odd its values, is validated or refused with an error naming
+        /// what is wrong, never a panic (the gRPC side of the HTTP fuzzing).
+        #[test]
+        fn any_generate_request_validates_or_is_refused(
+            model in prop_oneof![Just(String::new()), Just("smol".to_owned()), ".{0,8}"],
+            input in input(),
+            max_tokens in proptest::option::of(any::<u32>()),
+            floats in proptest::collection::vec(proptest::option::of(any::<f64>()), 6),
+            top_k in proptest::option::of(any::<i64>()),
+            seed in proptest::option::of(any::<i64>()),
+            stop in proptest::collection::vec(".{0,6}", 0..6),
+            ignore_eos in any::<bool>(),
+        ) {
+            let msg = pb::GenerateRequest {
+                model,
+                input,
+                max_tokens,
+                temperature: floats[0],
+                top_p: floats[1],
+                min_p: floats[2],
+                presence_penalty: floats[3],
+                frequency_penalty: floats[4],
+                repetition_penalty: floats[5],
+                top_k,
+                seed,
+                stop,
+                ignore_eos,
+            };
+            let checked = raw_request(msg).and_then(|(raw, endpoint)| {
+                super::super::super::validation::validate(raw, endpoint, "smol")
+            });
+            if let Err(e) = checked {
+                prop_assert!(!e.body().error.message.is_empty());
+                prop_assert_eq!(e.status().as_u16() / 100, 4, "{:?}", e);
+            }
+        }
     }
 
     #[test]
