@@ -10,6 +10,7 @@
 //! - [`packed`]: weights repacked at load time in eight-row groups, and their matmul.
 //! - [`pool`]: the persistent compute threads the matmuls and attention are split over.
 //! - [`ops`]: element-wise and row operations (RMSNorm, RoPE, softmax, SiLU).
+//! - [`ternary`]: BitNet b1.58 ternary weights (2-bit codes) times per-token int8 activations.
 
 pub mod aarch64;
 pub mod attention;
@@ -23,6 +24,7 @@ pub mod packed;
 pub mod pool;
 pub mod scalar;
 pub mod seg_rows;
+pub mod ternary;
 pub mod x86;
 
 pub use dispatch::{isa, Isa};
