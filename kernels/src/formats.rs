@@ -16,15 +16,22 @@ pub enum DType {
     Q4_K,
     Q6_K,
     Q8_K,
+    /// Ternary weights as 2-bit codes in bitnet.cpp's I2_S layout (see [`crate::ternary`]);
+    /// their scales live beside the matrix, one per row.
+    I2S,
+    /// Activations quantised per row to int8 (BitNet's per-token absmax), with each row's
+    /// scale and sum beside them: the activation format of [`DType::I2S`].
+    I8,
 }
 
 impl DType {
     /// Values per block (1 for plain floats).
     pub const fn block_size(self) -> usize {
         match self {
-            DType::F32 | DType::F16 | DType::BF16 => 1,
+            DType::F32 | DType::F16 | DType::BF16 | DType::I8 => 1,
             DType::Q4_0 | DType::Q4_1 | DType::Q5_0 | DType::Q8_0 | DType::Q8_1 => QK,
             DType::Q4_K | DType::Q6_K | DType::Q8_K => QK_K,
+            DType::I2S => crate::ternary::BLOCK,
         }
     }
     /// Bytes per block.
@@ -40,6 +47,8 @@ impl DType {
             DType::Q4_K => 144,
             DType::Q6_K => 210,
             DType::Q8_K => 292,
+            DType::I2S => crate::ternary::BLOCK_BYTES,
+            DType::I8 => 1,
         }
     }
     /// Bytes of one row of `cols` values, or `None` when `cols` is not a whole number of blocks.
@@ -62,6 +71,7 @@ impl DType {
             DType::Q4_0 | DType::Q5_0 | DType::Q8_0 => DType::Q8_0,
             DType::Q4_1 | DType::Q8_1 => DType::Q8_1,
             DType::Q4_K | DType::Q6_K | DType::Q8_K => DType::Q8_K,
+            DType::I2S | DType::I8 => DType::I8,
         }
     }
 }

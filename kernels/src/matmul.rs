@@ -102,6 +102,17 @@ impl<'a> MatRef<'a> {
             DType::Q4_K => k_quants::dequantize_row_q4_k(bytemuck::cast_slice(b), out),
             DType::Q6_K => k_quants::dequantize_row_q6_k(bytemuck::cast_slice(b), out),
             DType::Q8_K => k_quants::dequantize_row_q8_k(bytemuck::cast_slice(b), out),
+            // Without the scales that live beside the matrix: the ternary values themselves.
+            DType::I2S => {
+                let mut v = vec![0i8; out.len()];
+                crate::ternary::codes::decode(b, &mut v);
+                out.iter_mut().zip(v).for_each(|(o, v)| *o = v as f32);
+            }
+            DType::I8 => {
+                for (o, v) in out.iter_mut().zip(bytemuck::cast_slice::<u8, i8>(b)) {
+                    *o = *v as f32;
+                }
+            }
         }
         Ok(())
     }
@@ -121,6 +132,9 @@ pub struct QuantizedActs {
     s: Vec<f32>,
     /// Q8_0: `-128 *` the sum of each group of four values, per block (see `ActRows`).
     c: Vec<[i32; 8]>,
+    /// I8: each row's scale (`q ≈ x * scale`) and `sum(q)`.
+    pub(crate) row_scale: Vec<f32>,
+    pub(crate) row_sum: Vec<i32>,
 }
 
 impl QuantizedActs {
@@ -183,7 +197,14 @@ impl QuantizedActs {
             d: Vec::new(),
             s: Vec::new(),
             c: Vec::new(),
+            row_scale: Vec::new(),
+            row_sum: Vec::new(),
         }
+    }
+
+    /// I8 rows: row `t`'s values.
+    pub fn i8_row(&self, t: usize) -> &[i8] {
+        bytemuck::cast_slice(self.row(t))
     }
 }
 
@@ -211,12 +232,14 @@ pub fn quantize_acts_into(
     }
     if !matches!(
         dtype,
-        DType::F32 | DType::F16 | DType::BF16 | DType::Q8_0 | DType::Q8_1 | DType::Q8_K
+        DType::F32 | DType::F16 | DType::BF16 | DType::Q8_0 | DType::Q8_1 | DType::Q8_K | DType::I8
     ) {
         return Err(KernelError::Unsupported { op, dtype });
     }
     let n = x.len() / k;
     acts.buf.resize(row_bytes * n);
+    acts.row_scale.clear();
+    acts.row_sum.clear();
     for (xr, br) in x
         .chunks_exact(k)
         .zip(acts.buf.as_bytes_mut().chunks_exact_mut(row_bytes))
@@ -228,7 +251,12 @@ pub fn quantize_acts_into(
             DType::Q8_0 => (kt.quantize_q8_0)(xr, bytemuck::cast_slice_mut(br)),
             DType::Q8_1 => (kt.quantize_q8_1)(xr, bytemuck::cast_slice_mut(br)),
             DType::Q8_K => k_quants::quantize_row_q8_k(xr, bytemuck::cast_slice_mut(br)),
-            DType::Q4_0 | DType::Q4_1 | DType::Q5_0 | DType::Q4_K | DType::Q6_K => {
+            DType::I8 => {
+                let (scale, sum) = crate::ternary::quantize_row(xr, bytemuck::cast_slice_mut(br));
+                acts.row_scale.push(scale);
+                acts.row_sum.push(sum);
+            }
+            DType::Q4_0 | DType::Q4_1 | DType::Q5_0 | DType::Q4_K | DType::Q6_K | DType::I2S => {
                 unreachable!("refused above")
             }
         }
@@ -279,8 +307,10 @@ fn row_dot(kt: &Kernels, wtype: DType, w: &[u8], a: &[u8], tiled: bool) -> f32 {
         DType::Q8_0 => (kt.dot_q8_0_q8_0)(c::<u8, BlockQ8_0>(w), c::<u8, BlockQ8_0>(a)),
         DType::Q4_K => (kt.dot_q4_k_q8_k)(c(w), c(a)),
         DType::Q6_K => (kt.dot_q6_k_q8_k)(c(w), c(a)),
-        DType::Q8_1 | DType::Q8_K => {
-            unreachable!("matmul rejects activation-format weights before any dot product")
+        DType::Q8_1 | DType::Q8_K | DType::I8 | DType::I2S => {
+            unreachable!(
+                "matmul rejects activation-format and ternary weights before any dot product"
+            )
         }
         DType::F16 => (kt.dot_f16)(c::<u8, f16>(w), c::<u8, f16>(a)),
         DType::BF16 => (kt.dot_bf16)(c::<u8, bf16>(w), c::<u8, bf16>(a)),
@@ -310,7 +340,8 @@ pub(crate) fn check_shapes(
     out: &[f32],
 ) -> Result<(), KernelError> {
     let op = "matmul";
-    if matches!(wtype, DType::Q8_1 | DType::Q8_K) {
+    // Ternary weights need their row scales: `ternary::matmul`.
+    if matches!(wtype, DType::Q8_1 | DType::Q8_K | DType::I8 | DType::I2S) {
         return Err(KernelError::Unsupported { op, dtype: wtype });
     }
     if acts.dtype != wtype.vec_dot_type() {

@@ -5,7 +5,9 @@
 
 use proptest::prelude::*;
 use ryzanstein_kernels::dispatch::Isa;
-use ryzanstein_kernels::ternary::{self, codes, kernels_for, TernaryActs, TernaryRef, BLOCK};
+use ryzanstein_kernels::matmul::quantize_acts;
+use ryzanstein_kernels::ternary::{self, codes, kernels_for, TernaryRef, BLOCK};
+use ryzanstein_kernels::DType;
 use ryzanstein_kernels::Pool;
 
 fn row(blocks: usize) -> impl Strategy<Value = (Vec<i8>, Vec<i8>)> {
@@ -66,8 +68,11 @@ proptest! {
         let x: Vec<f32> = (0..tokens * cols).map(|_| (next() % 20001) as f32 / 1000.0 - 10.0).collect();
         let c = encoded(&w);
         let m = TernaryRef::new(rows, cols, &c, &scales).unwrap();
-        let mut acts = TernaryActs::default();
-        acts.quantize(&x, cols).unwrap();
+        let acts = quantize_acts(DType::I8, &x, cols).unwrap();
+        let scale = |t: usize| {
+            let row = &x[t * cols..(t + 1) * cols];
+            127.0 / row.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-5)
+        };
         for isa in Isa::available() {
             let kt = kernels_for(isa).unwrap();
             for threads in [1, 2] {
@@ -77,9 +82,9 @@ proptest! {
                 for t in 0..tokens {
                     for r in 0..rows {
                         let isum: i32 = (0..cols)
-                            .map(|i| w[r * cols + i] as i32 * acts.row(t)[i] as i32)
+                            .map(|i| w[r * cols + i] as i32 * acts.i8_row(t)[i] as i32)
                             .sum();
-                        let want = isum as f32 * scales[r] * (1.0 / acts.scale[t]);
+                        let want = isum as f32 * scales[r] * (1.0 / scale(t));
                         prop_assert_eq!(out[t * rows + r].to_bits(), want.to_bits(), "{:?}", isa);
                     }
                 }
@@ -108,9 +113,11 @@ fn shapes_are_checked() {
     assert!(TernaryRef::new(2, 128, &[0; 64], &[1.0; 1]).is_err());
     let c = [0x55u8; 64];
     let m = TernaryRef::new(2, 128, &c, &[1.0; 2]).unwrap();
-    let mut acts = TernaryActs::default();
-    acts.quantize(&[1.0; 256], 128).unwrap();
+    let acts = quantize_acts(DType::I8, &[1.0; 256], 128).unwrap();
     let pool = Pool::serial();
     let mut out = vec![0.0; 3];
     assert!(ternary::matmul(ternary::kernels(), &pool, m, &acts, &mut out).is_err());
+    let q8 = quantize_acts(DType::Q8_0, &[1.0; 256], 128).unwrap();
+    let mut out = vec![0.0; 4];
+    assert!(ternary::matmul(ternary::kernels(), &pool, m, &q8, &mut out).is_err());
 }

@@ -7,7 +7,8 @@
 //! `32 g + p` sits in bits `6 - 2g ..= 7 - 2g` of byte `p`, so one 32-byte load and four
 //! shift-and-masks give four runs of 32 consecutive codes.
 //!
-//! Activations are quantised per row (per token) as BitNet does ([`quantize_row`]):
+//! Activations are quantised per row (per token) as BitNet does ([`quantize_row`]; in a
+//! [`QuantizedActs`] of [`DType::I8`]):
 //! `q = round(x * 127 / max|x|)`, so the product of a weight row and an activation row is an
 //! exact integer `sum((c - 1) * q)`, which every instruction set computes alike; the output is
 //! that sum times the row's scale divided by the activation's. The SIMD kernels compute
@@ -22,8 +23,9 @@ pub mod codes;
 pub mod scalar;
 
 use crate::dispatch::Isa;
+use crate::matmul::QuantizedActs;
 use crate::pool::{Pool, SyncPtr};
-use crate::KernelError;
+use crate::{DType, KernelError};
 
 /// Weights per block of the code layout.
 pub const BLOCK: usize = 128;
@@ -80,50 +82,6 @@ impl<'a> TernaryRef<'a> {
     pub fn row(&self, r: usize) -> &'a [u8] {
         let rb = self.cols / 4;
         &self.codes[r * rb..(r + 1) * rb]
-    }
-}
-
-/// Activation rows quantised per row to int8 ([`quantize_row`]), with each row's scale and
-/// sum.
-#[derive(Debug, Clone, Default)]
-pub struct TernaryActs {
-    pub rows: usize,
-    pub cols: usize,
-    pub q: Vec<i8>,
-    /// `127 / max|x|` of each row: `q ≈ x * scale`.
-    pub scale: Vec<f32>,
-    /// `sum(q)` of each row (the kernels' offset correction).
-    pub sum: Vec<i32>,
-}
-
-impl TernaryActs {
-    /// Quantises `x` (rows of `cols` values) into `self`, reusing its buffers.
-    pub fn quantize(&mut self, x: &[f32], cols: usize) -> Result<(), KernelError> {
-        if cols == 0 || !x.len().is_multiple_of(cols) {
-            return Err(shape_error(
-                "TernaryActs::quantize",
-                format!("{} values are not rows of {cols}", x.len()),
-            ));
-        }
-        let rows = x.len() / cols;
-        self.rows = rows;
-        self.cols = cols;
-        self.q.resize(x.len(), 0);
-        self.scale.resize(rows, 0.0);
-        self.sum.resize(rows, 0);
-        for (t, (row, q)) in x
-            .chunks_exact(cols)
-            .zip(self.q.chunks_exact_mut(cols))
-            .enumerate()
-        {
-            (self.scale[t], self.sum[t]) = quantize_row(row, q);
-        }
-        Ok(())
-    }
-
-    /// Row `t`'s quantised values.
-    pub fn row(&self, t: usize) -> &[i8] {
-        &self.q[t * self.cols..(t + 1) * self.cols]
     }
 }
 
@@ -240,32 +198,33 @@ pub fn matmul(
     kt: &TernaryKernels,
     pool: &Pool,
     w: TernaryRef<'_>,
-    acts: &TernaryActs,
+    acts: &QuantizedActs,
     out: &mut [f32],
 ) -> Result<(), KernelError> {
-    if acts.cols != w.cols || out.len() != acts.rows * w.rows {
+    if acts.dtype != DType::I8 || acts.k != w.cols || out.len() != acts.n * w.rows {
         return Err(shape_error(
             "ternary::matmul",
             format!(
-                "{}x{} weights, {}x{} activations, {} outputs",
+                "{}x{} ternary weights, {}x{} {:?} activations (I8 needed), {} outputs",
                 w.rows,
                 w.cols,
-                acts.rows,
-                acts.cols,
+                acts.n,
+                acts.k,
+                acts.dtype,
                 out.len()
             ),
         ));
     }
     let rows = w.rows;
-    let inv: Vec<f32> = acts.scale.iter().map(|s| 1.0 / s).collect();
+    let inv: Vec<f32> = acts.row_scale.iter().map(|s| 1.0 / s).collect();
     let base = SyncPtr(out.as_mut_ptr());
     let groups = rows.div_ceil(ROWS_PER_TASK);
     pool.for_each_chunk(groups, pool.chunk_for(groups, 4, 1), &|range| {
         for g in range {
             for r in g * ROWS_PER_TASK..((g + 1) * ROWS_PER_TASK).min(rows) {
                 let codes = w.row(r);
-                for t in 0..acts.rows {
-                    let isum = (kt.dot)(codes, acts.row(t), acts.sum[t]);
+                for t in 0..acts.n {
+                    let isum = (kt.dot)(codes, acts.i8_row(t), acts.row_sum[t]);
                     // SAFETY: `t * rows + r < out.len()` (checked above), and each row `r`
                     // belongs to one group, handed out once, so the writes are disjoint.
                     unsafe { *base.get().add(t * rows + r) = isum as f32 * w.scales[r] * inv[t] };
