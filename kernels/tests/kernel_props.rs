@@ -45,7 +45,8 @@ fn quantize_weights(dtype: DType, x: &[f32]) -> AlignedBytes {
         DType::F16 => quantize_row_f16(x, bytemuck::cast_slice_mut(b)),
         DType::BF16 => quantize_row_bf16(x, bytemuck::cast_slice_mut(b)),
         DType::F32 => b.copy_from_slice(bytemuck::cast_slice(x)),
-        DType::Q8_1 | DType::Q8_K => unreachable!("activation formats"),
+        DType::Q8_1 | DType::Q8_K | DType::I8 => unreachable!("activation formats"),
+        DType::I2S => unreachable!("ternary weights have their own tests (ternary_props)"),
     }
     buf
 }

@@ -34,7 +34,7 @@ unsafe fn acts_x2(q: *const i8, g: usize) -> __m512i {
 #[inline]
 #[target_feature(enable = "avx2")]
 unsafe fn tail(codes: &[u8], q: &[i8], nb: usize) -> i32 {
-    if nb % 2 == 0 {
+    if nb.is_multiple_of(2) {
         return 0;
     }
     let blk = nb - 1;

@@ -112,10 +112,10 @@ fn row_from_blocks(
 /// A row of `TQ2_0` blocks as codes; returns the row's scale (see [`row_from_blocks`]).
 pub fn from_tq2_0(blocks: &[u8], codes: &mut [u8]) -> Result<f32, String> {
     row_from_blocks(blocks, TQ2_0_BYTES, codes, |b, v| {
-        for j in 0..TQ2_0_BLOCK {
+        for (j, out) in v.iter_mut().enumerate() {
             let (chunk, l, m) = (j / 128, (j % 128) / 32, j % 32);
             let c = (b[chunk * 32 + m] >> (2 * l)) & 3;
-            v[j] = c.min(2) as i8 - 1;
+            *out = c.min(2) as i8 - 1;
         }
     })
 }

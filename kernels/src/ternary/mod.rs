@@ -223,11 +223,11 @@ pub fn matmul(
         for g in range {
             for r in g * ROWS_PER_TASK..((g + 1) * ROWS_PER_TASK).min(rows) {
                 let codes = w.row(r);
-                for t in 0..acts.n {
-                    let isum = (kt.dot)(codes, acts.i8_row(t), acts.row_sum[t]);
+                for (t, (&sum, &inv)) in acts.row_sum.iter().zip(&inv).enumerate() {
+                    let isum = (kt.dot)(codes, acts.i8_row(t), sum);
                     // SAFETY: `t * rows + r < out.len()` (checked above), and each row `r`
                     // belongs to one group, handed out once, so the writes are disjoint.
-                    unsafe { *base.get().add(t * rows + r) = isum as f32 * w.scales[r] * inv[t] };
+                    unsafe { *base.get().add(t * rows + r) = isum as f32 * w.scales[r] * inv };
                 }
             }
         }
