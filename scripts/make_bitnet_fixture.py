@@ -12,7 +12,14 @@ mean|W|, T = round(W / s) clamped to -1..1), packed with transformers' own `pack
 (uint8, four rows per byte) and stored with `weight_scale = 1 / s`. The embeddings, norms
 and lm_head stay float32. The directory is then loaded with
 `BitNetForCausalLM.from_pretrained`, which runs BitLinear (per-token int8 activations, ternary
-weights), and its logits are the reference.
+weights), and its logits are the reference (`logits`).
+
+A second reference (`logits_f16_attention`) runs the same model with transformers' eager
+attention changed in one way: queries, keys, values and attention probabilities are rounded to
+f16 where Ryzanstein's attention (llama.cpp's) keeps them in f16 (its KV cache is f16). The
+int8 re-quantisation of every BitLinear input turns those small roundings into logit
+differences of a few tenths, so this is the reference the server matches closely; the plain
+one bounds how far the f16 cache takes it.
 
 Needs torch (CPU) and transformers; rerun: python3 scripts/make_bitnet_fixture.py
 (scripts/setup-python.sh --torch makes a venv with them).
@@ -33,6 +40,7 @@ import torch  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 from transformers import BitNetConfig, BitNetForCausalLM  # noqa: E402
 from transformers.integrations.bitnet import pack_weights  # noqa: E402
+from transformers.models.bitnet import modeling_bitnet  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "server/tests/data/hf_tiny_bitnet"
@@ -69,6 +77,33 @@ def ternarise(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return t, s
 
 
+def f16_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
+    """transformers' eager attention with f16 queries, keys, values and probabilities."""
+    r = lambda t: t.half().float()  # noqa: E731
+    key = modeling_bitnet.repeat_kv(r(key), module.num_key_value_groups)
+    value = modeling_bitnet.repeat_kv(r(value), module.num_key_value_groups)
+    weights = torch.matmul(r(query), key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        weights = weights + attention_mask
+    weights = r(torch.nn.functional.softmax(weights, dim=-1, dtype=torch.float32))
+    return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
+
+
+def reference_logits(attention=None) -> list[list[list[float]]]:
+    plain = modeling_bitnet.eager_attention_forward
+    if attention is not None:
+        modeling_bitnet.eager_attention_forward = attention
+    try:
+        model = BitNetForCausalLM.from_pretrained(OUT, dtype=torch.float32, attn_implementation="eager").eval()
+        kinds = {type(m).__name__ for m in model.modules()}
+        assert "BitLinear" in kinds, f"transformers did not load BitLinear layers: {kinds}"
+        with torch.no_grad():
+            return [[[round(float(v), 6) for v in row] for row in model(torch.tensor([ids])).logits[0]]
+                    for ids in SEQUENCES]
+    finally:
+        modeling_bitnet.eager_attention_forward = plain
+
+
 def main() -> None:
     torch.manual_seed(SEED)
     model = BitNetForCausalLM(BitNetConfig(**CONFIG)).eval()
@@ -97,14 +132,8 @@ def main() -> None:
     for f in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(TOKENIZER_FROM / f, OUT / f)
 
-    loaded = BitNetForCausalLM.from_pretrained(OUT, dtype=torch.float32).eval()
-    kinds = {type(m).__name__ for m in loaded.modules()}
-    assert "BitLinear" in kinds, f"transformers did not load BitLinear layers: {kinds}"
-    sequences = []
-    with torch.no_grad():
-        for ids in SEQUENCES:
-            logits = loaded(torch.tensor([ids])).logits[0]
-            sequences.append({"ids": ids, "logits": [[round(float(v), 6) for v in row] for row in logits]})
+    plain, f16 = reference_logits(), reference_logits(f16_attention)
+    sequences = [{"ids": ids, "logits": p, "logits_f16_attention": h} for ids, p, h in zip(SEQUENCES, plain, f16)]
     (OUT / "reference.json").write_text(json.dumps({
         "generated_by": f"transformers {__import__('transformers').__version__} BitNetForCausalLM "
                         f"(BitLinear, offline packed weights), torch {torch.__version__}",

@@ -136,6 +136,21 @@ pub fn swiglu(gate: &mut [f32], up: &[f32]) -> Result<(), KernelError> {
     Ok(())
 }
 
+/// `gate = relu(gate)^2 * up`, element-wise (BitNet's gated MLP).
+pub fn relu2_mul(gate: &mut [f32], up: &[f32]) -> Result<(), KernelError> {
+    if gate.len() != up.len() {
+        return Err(KernelError::Shape {
+            op: "relu2_mul",
+            what: format!("gate {} vs up {}", gate.len(), up.len()),
+        });
+    }
+    for (g, u) in gate.iter_mut().zip(up) {
+        let r = g.max(0.0);
+        *g = r * r * u;
+    }
+    Ok(())
+}
+
 /// `acc += x`, element-wise.
 pub fn add_assign(acc: &mut [f32], x: &[f32]) -> Result<(), KernelError> {
     if acc.len() != x.len() {

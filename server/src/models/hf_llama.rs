@@ -2,16 +2,28 @@
 //! hyper-parameters from `config.json`, the `model.layers.N.*` tensors copied into aligned
 //! buffers in their own dtype (f32, f16 or bf16), and rotary embedding in the Hugging Face
 //! (GPT-NeoX, "rotate half") layout, since these checkpoints are not permuted the way GGUF's are.
+//!
+//! `BitNetForCausalLM` (BitNet b1.58) is the same layout plus `attn_sub_norm` and
+//! `ffn_sub_norm`, a squared-ReLU gate, and ternary projections: packed (`uint8`, four rows
+//! per byte, with `weight_scale`; transformers' offline `bitlinear` format) or float weights
+//! ternarised at load with BitNet's per-tensor absmean rule (its online mode).
 
-use super::llama::{Llama, LlamaConfig};
+use super::llama::{FfnAct, LayerNorms, Llama, LlamaConfig};
 use super::weights::Weight;
 use crate::safetensors_dir::HfDir;
 use crate::{Error, Result};
 use ryzanstein_kernels::ops::{Rope, RopeStyle};
+use ryzanstein_kernels::ternary::codes;
 use serde_json::Value;
 
 /// `architectures` values this loader reads.
-pub const HF_ARCHITECTURES: &[&str] = &["LlamaForCausalLM", "MistralForCausalLM"];
+pub const HF_ARCHITECTURES: &[&str] = &[
+    "LlamaForCausalLM",
+    "MistralForCausalLM",
+    "BitNetForCausalLM",
+];
+
+const BITNET: &str = "BitNetForCausalLM";
 
 fn bad(dir: &HfDir, what: String) -> Error {
     Error::model_file(dir.dir().join("config.json"), what)
@@ -75,7 +87,24 @@ pub fn config(dir: &HfDir) -> Result<LlamaConfig> {
     let n_embd = usize_key(dir, cfg, "hidden_size")?;
     let n_head = usize_key(dir, cfg, "num_attention_heads")?;
     let head_dim = opt_usize(cfg, "head_dim").unwrap_or(n_embd / n_head.max(1));
-    let freq_base = opt_f32(cfg, "rope_theta").unwrap_or(10000.0);
+    // transformers 5 writes `rope_parameters: {rope_theta, rope_type}`; older configs have
+    // `rope_theta` and `rope_scaling`.
+    let freq_base = opt_f32(cfg, "rope_theta")
+        .or_else(|| {
+            cfg.get("rope_parameters")
+                .and_then(|r| opt_f32(r, "rope_theta"))
+        })
+        .unwrap_or(10000.0);
+    let ffn_act = match cfg.get("hidden_act").and_then(Value::as_str) {
+        None | Some("silu") | Some("swish") => FfnAct::Silu,
+        Some("relu2") => FfnAct::Relu2,
+        Some(other) => {
+            return Err(bad(
+                dir,
+                format!("hidden_act {other:?} is not supported (supported: silu, relu2)"),
+            ))
+        }
+    };
     let (mut freq_scale, mut freq_factors) = (1.0, vec![]);
     match cfg.get("rope_scaling") {
         None | Some(Value::Null) => {}
@@ -122,6 +151,7 @@ pub fn config(dir: &HfDir) -> Result<LlamaConfig> {
         },
         context_length: opt_usize(cfg, "max_position_embeddings").unwrap_or(2048),
         vocab_size: usize_key(dir, cfg, "vocab_size")?,
+        ffn_act,
     };
     Ok(cfg)
 }
@@ -141,18 +171,24 @@ pub fn load(dir: &HfDir, threads: usize) -> Result<Llama> {
         Weight::owned(t.dtype, rows, cols, t.data)
             .map_err(|e| Error::model_file(&path, format!("tensor {name:?}: {e}")))
     };
-    let norm = |name: &str| -> Result<Vec<f32>> {
+    let norm_of = |name: &str, len: usize| -> Result<Vec<f32>> {
         let t = dir.tensor(name)?;
-        if t.shape != [cfg.n_embd] {
+        if t.shape != [len] {
             return Err(Error::model_file(
                 &path,
-                format!(
-                    "tensor {name:?} has shape {:?}, expected [{}]",
-                    t.shape, cfg.n_embd
-                ),
+                format!("tensor {name:?} has shape {:?}, expected [{len}]", t.shape),
             ));
         }
         Ok(t.to_f32_vec())
+    };
+    let norm = |name: &str| norm_of(name, cfg.n_embd);
+    let bitnet = cfg.architecture == BITNET;
+    // A projection: as stored, or (BitNet) ternary.
+    let proj = |name: &str, rows: usize, cols: usize| -> Result<Weight> {
+        match bitnet {
+            true => ternary(dir, name, rows, cols),
+            false => mat(name, rows, cols),
+        }
     };
     let (d, q, kv, ff) = (
         cfg.n_embd,
@@ -161,22 +197,28 @@ pub fn load(dir: &HfDir, threads: usize) -> Result<Llama> {
         cfg.n_ff,
     );
     let mut layers = Vec::with_capacity(cfg.n_layer);
-    let mut norms = Vec::with_capacity(cfg.n_layer);
     for i in 0..cfg.n_layer {
         let n = |s: &str| format!("model.layers.{i}.{s}.weight");
-        layers.push([
-            mat(&n("self_attn.q_proj"), q, d)?,
-            mat(&n("self_attn.k_proj"), kv, d)?,
-            mat(&n("self_attn.v_proj"), kv, d)?,
-            mat(&n("self_attn.o_proj"), d, q)?,
-            mat(&n("mlp.gate_proj"), ff, d)?,
-            mat(&n("mlp.up_proj"), ff, d)?,
-            mat(&n("mlp.down_proj"), d, ff)?,
-        ]);
-        norms.push((
-            norm(&n("input_layernorm"))?,
-            norm(&n("post_attention_layernorm"))?,
-        ));
+        let weights = [
+            proj(&n("self_attn.q_proj"), q, d)?,
+            proj(&n("self_attn.k_proj"), kv, d)?,
+            proj(&n("self_attn.v_proj"), kv, d)?,
+            proj(&n("self_attn.o_proj"), d, q)?,
+            proj(&n("mlp.gate_proj"), ff, d)?,
+            proj(&n("mlp.up_proj"), ff, d)?,
+            proj(&n("mlp.down_proj"), d, ff)?,
+        ];
+        let norms = LayerNorms {
+            attn: norm(&n("input_layernorm"))?,
+            ffn: norm(&n("post_attention_layernorm"))?,
+            attn_sub: bitnet
+                .then(|| norm_of(&n("self_attn.attn_sub_norm"), q))
+                .transpose()?,
+            ffn_sub: bitnet
+                .then(|| norm_of(&n("mlp.ffn_sub_norm"), ff))
+                .transpose()?,
+        };
+        layers.push((weights, norms));
     }
     let tok_embd = mat("model.embed_tokens.weight", cfg.vocab_size, d)?;
     let tied = dir
@@ -195,5 +237,70 @@ pub fn load(dir: &HfDir, threads: usize) -> Result<Llama> {
         ));
     };
     let output_norm = norm("model.norm.weight")?;
-    Llama::from_parts(cfg, tok_embd, layers, norms, output_norm, output, threads)
+    Llama::from_parts(cfg, tok_embd, layers, output_norm, output, threads)
+}
+
+/// A BitNet projection `name` (`rows x cols`) as ternary codes with one scale for the tensor:
+/// transformers' packed form (`uint8 [rows / 4, cols]` plus `weight_scale`, the inverse of the
+/// scale), or float weights ternarised with BitNet's absmean rule (`s = mean|W|` over the
+/// tensor).
+fn ternary(dir: &HfDir, name: &str, rows: usize, cols: usize) -> Result<Weight> {
+    let path = dir.dir();
+    let err = |what: String| Error::model_file(path, format!("tensor {name:?}: {what}"));
+    if !cols.is_multiple_of(ryzanstein_kernels::ternary::BLOCK) {
+        return Err(err(format!(
+            "ternary rows of {cols} weights are not a whole number of {}-weight blocks",
+            ryzanstein_kernels::ternary::BLOCK
+        )));
+    }
+    let (_, dtype, shape, data) = dir.raw_tensor(name)?;
+    let mut code_bytes = vec![0u8; rows * cols / 4];
+    let scale = if dtype == "U8" {
+        if shape != [rows / 4, cols] || !rows.is_multiple_of(4) {
+            return Err(err(format!(
+                "packed ternary weights have shape {shape:?}, expected [{}, {cols}]",
+                rows / 4
+            )));
+        }
+        let scale_name = format!("{}weight_scale", name.trim_end_matches("weight"));
+        let ws = dir.tensor(&scale_name)?.to_f32_vec();
+        let [ws] = ws[..] else {
+            return Err(err(format!(
+                "{scale_name:?} has {} values, expected 1",
+                ws.len()
+            )));
+        };
+        if !(ws.is_finite() && ws > 0.0) {
+            return Err(err(format!(
+                "{scale_name:?} is {ws}; it must be a positive number"
+            )));
+        }
+        if !codes::valid(data) {
+            return Err(err(
+                "a packed code is 3, which stands for no ternary value; the file is corrupt".into(),
+            ));
+        }
+        codes::from_hf_packed(data, rows, cols, &mut code_bytes);
+        1.0 / ws
+    } else {
+        let t = dir.tensor(name)?;
+        if t.shape != [rows, cols] {
+            return Err(err(format!(
+                "shape {:?}, expected [{rows}, {cols}]",
+                t.shape
+            )));
+        }
+        let w = t.to_f32_vec();
+        let mean = (w.iter().map(|v| v.abs() as f64).sum::<f64>() / w.len() as f64) as f32;
+        let s = mean.max(1e-5);
+        let values: Vec<i8> = w
+            .iter()
+            .map(|v| (v / s).round_ties_even().clamp(-1.0, 1.0) as i8)
+            .collect();
+        for (r, out) in code_bytes.chunks_exact_mut(cols / 4).enumerate() {
+            codes::encode(&values[r * cols..(r + 1) * cols], out);
+        }
+        s
+    };
+    Weight::from_ternary(rows, cols, &code_bytes, vec![scale; rows]).map_err(|e| err(e.to_string()))
 }

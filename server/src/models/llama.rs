@@ -18,6 +18,7 @@ use ryzanstein_kernels::matmul::{matmul_quantized_with, quantize_acts_into, Quan
 use ryzanstein_kernels::ops::{self, Rope, RopeStyle};
 use ryzanstein_kernels::packed::matmul_packed_with;
 use ryzanstein_kernels::seg_rows::SegRows;
+use ryzanstein_kernels::ternary;
 use ryzanstein_kernels::Pool;
 use std::sync::Mutex;
 
@@ -35,6 +36,16 @@ pub struct LlamaConfig {
     pub rope: Rope,
     pub context_length: usize,
     pub vocab_size: usize,
+    /// The gated MLP's activation: SiLU (Llama) or squared ReLU (BitNet).
+    pub ffn_act: FfnAct,
+}
+
+/// The activation of the gate in `down(act(gate(x)) * up(x))`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FfnAct {
+    Silu,
+    /// `relu(x)^2` (BitNet b1.58).
+    Relu2,
 }
 
 impl LlamaConfig {
@@ -127,6 +138,7 @@ impl LlamaConfig {
                 .map_or(2048, |v| v as usize),
             vocab_size,
             architecture: arch,
+            ffn_act: FfnAct::Silu,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -143,6 +155,18 @@ struct Layer {
     w_gate: Weight,
     w_up: Weight,
     w_down: Weight,
+    /// BitNet: RMSNorm of the attention output before `wo`, and of `act(gate) * up` before
+    /// `w_down`.
+    attn_sub_norm: Option<Vec<f32>>,
+    ffn_sub_norm: Option<Vec<f32>>,
+}
+
+/// A layer's norm weights.
+pub(crate) struct LayerNorms {
+    pub attn: Vec<f32>,
+    pub ffn: Vec<f32>,
+    pub attn_sub: Option<Vec<f32>>,
+    pub ffn_sub: Option<Vec<f32>>,
 }
 
 /// A loaded Llama-family model.
@@ -172,6 +196,9 @@ struct Scratch {
     proj: Vec<f32>,
     gate: Vec<f32>,
     up: Vec<f32>,
+    /// The sub-norms' outputs (BitNet).
+    sub_q: Vec<f32>,
+    sub_ff: Vec<f32>,
     kv16: Vec<f16>,
     v16: Vec<f16>,
     acts: Option<QuantizedActs>,
@@ -251,6 +278,8 @@ impl Llama {
                     w_gate: mat(&n("ffn_gate"), ff, d)?,
                     w_up: mat(&n("ffn_up"), ff, d)?,
                     w_down: mat(&n("ffn_down"), d, ff)?,
+                    attn_sub_norm: None,
+                    ffn_sub_norm: None,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -289,12 +318,10 @@ impl Llama {
     }
 
     /// Assemble a model from already-built parts (Hugging Face checkpoints, tests).
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn from_parts(
         cfg: LlamaConfig,
         tok_embd: Weight,
-        layers: Vec<[Weight; 7]>,
-        norms: Vec<(Vec<f32>, Vec<f32>)>,
+        layers: Vec<([Weight; 7], LayerNorms)>,
         output_norm: Vec<f32>,
         output: Option<Weight>,
         threads: usize,
@@ -302,20 +329,19 @@ impl Llama {
         cfg.validate()?;
         let layers = layers
             .into_iter()
-            .zip(norms)
-            .map(
-                |([wq, wk, wv, wo, w_gate, w_up, w_down], (attn_norm, ffn_norm))| Layer {
-                    attn_norm,
-                    wq,
-                    wk,
-                    wv,
-                    wo,
-                    ffn_norm,
-                    w_gate,
-                    w_up,
-                    w_down,
-                },
-            )
+            .map(|([wq, wk, wv, wo, w_gate, w_up, w_down], n)| Layer {
+                attn_norm: n.attn,
+                wq,
+                wk,
+                wv,
+                wo,
+                ffn_norm: n.ffn,
+                w_gate,
+                w_up,
+                w_down,
+                attn_sub_norm: n.attn_sub,
+                ffn_sub_norm: n.ffn_sub,
+            })
             .collect();
         let mut model = Llama {
             cfg,
@@ -332,6 +358,10 @@ impl Llama {
     }
 
     fn matmul(&self, w: &Weight, acts: &QuantizedActs, out: &mut [f32]) -> Result<()> {
+        if let Some(t) = w.ternary(&self.store) {
+            ternary::matmul(ternary::kernels(), &self.pool, t, acts, out)?;
+            return Ok(());
+        }
         let kt = ryzanstein_kernels::dispatch::kernels();
         match w.packed(&self.store) {
             Some(p) => matmul_packed_with(kt, &self.pool, p, acts, out)?,
@@ -497,6 +527,8 @@ impl Llama {
         sized(&mut sc.proj, t * d);
         sized(&mut sc.gate, t * ff);
         sized(&mut sc.up, t * ff);
+        sized(&mut sc.sub_q, t * q_dim);
+        sized(&mut sc.sub_ff, t * ff);
         sc.kv16.resize(t * kv_dim, f16::ZERO);
         sc.v16.resize(t * kv_dim, f16::ZERO);
         let Scratch {
@@ -509,6 +541,8 @@ impl Llama {
             proj,
             gate,
             up,
+            sub_q,
+            sub_ff,
             kv16,
             v16,
             acts: acts_a,
@@ -552,7 +586,14 @@ impl Llama {
                 )?;
             }
 
-            let acts = self.quantize_for(&layer.wo, attn, acts_a)?;
+            let attn_out: &[f32] = match &layer.attn_sub_norm {
+                Some(w) => {
+                    ops::rms_norm(attn, w, cfg.rms_eps, sub_q)?;
+                    sub_q
+                }
+                None => attn,
+            };
+            let acts = self.quantize_for(&layer.wo, attn_out, acts_a)?;
             self.matmul(&layer.wo, acts, proj)?;
             ops::add_assign(x, proj)?;
 
@@ -566,9 +607,19 @@ impl Llama {
             };
             self.matmul(&layer.w_up, acts, up)?;
             for (g, u) in gate.chunks_exact_mut(ff).zip(up.chunks_exact(ff)) {
-                ops::swiglu(g, u)?;
+                match cfg.ffn_act {
+                    FfnAct::Silu => ops::swiglu(g, u)?,
+                    FfnAct::Relu2 => ops::relu2_mul(g, u)?,
+                }
             }
-            let acts = self.quantize_for(&layer.w_down, gate, acts_a)?;
+            let hidden: &[f32] = match &layer.ffn_sub_norm {
+                Some(w) => {
+                    ops::rms_norm(gate, w, cfg.rms_eps, sub_ff)?;
+                    sub_ff
+                }
+                None => gate,
+            };
+            let acts = self.quantize_for(&layer.w_down, hidden, acts_a)?;
             self.matmul(&layer.w_down, acts, proj)?;
             ops::add_assign(x, proj)?;
         }

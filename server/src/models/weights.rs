@@ -10,6 +10,7 @@ use crate::gguf::GgufFile;
 use crate::{Error, Result};
 use ryzanstein_kernels::formats::AlignedBytes;
 use ryzanstein_kernels::packed::{pack_into, packed_len};
+use ryzanstein_kernels::ternary::TernaryRef;
 use ryzanstein_kernels::{DType, MatRef, PackedRef};
 
 /// The backing store every [`Weight`] of a model points into.
@@ -128,6 +129,8 @@ pub(crate) struct Weight {
     /// Where the repacked copy the matmuls use lies in the store's arena, once
     /// [`Store::pack`] made one.
     packed: Option<std::ops::Range<usize>>,
+    /// [`DType::I2S`]: each row's scale (the weights are the ternary codes times it).
+    row_scales: Vec<f32>,
 }
 
 impl Weight {
@@ -147,6 +150,7 @@ impl Weight {
                 len: view.data.len(),
             },
             packed: None,
+            row_scales: Vec::new(),
         };
         // Validate shape and alignment once, at load.
         MatRef::new(dtype, rows, cols, view.data)
@@ -165,6 +169,31 @@ impl Weight {
             cols,
             bytes: Bytes::Owned(buf),
             packed: None,
+            row_scales: Vec::new(),
+        })
+    }
+
+    /// An owned ternary matrix: its codes ([`DType::I2S`], `cols / 4` bytes per row) and a
+    /// scale per row.
+    pub fn from_ternary(
+        rows: usize,
+        cols: usize,
+        codes: &[u8],
+        scales: Vec<f32>,
+    ) -> Result<Weight> {
+        TernaryRef::new(rows, cols, codes, &scales).map_err(Error::Kernel)?;
+        let mut w = Weight::owned(DType::I2S, rows, cols, codes)?;
+        w.row_scales = scales;
+        Ok(w)
+    }
+
+    /// The ternary view of a [`DType::I2S`] matrix (`None` for other types).
+    pub fn ternary<'a>(&'a self, store: &'a Store) -> Option<TernaryRef<'a>> {
+        (self.dtype == DType::I2S).then(|| TernaryRef {
+            rows: self.rows,
+            cols: self.cols,
+            codes: self.mat(store).data,
+            scales: &self.row_scales,
         })
     }
 

@@ -266,6 +266,32 @@ impl HfDir {
     /// The zero-copy view of tensor `name`: F32, F16 or BF16; other dtypes are an error naming
     /// the tensor and its dtype.
     pub fn tensor(&self, name: &str) -> Result<HfTensor<'_>> {
+        let (stored_name, dtype, shape, data) = self.raw_tensor(name)?;
+        let dtype = match dtype {
+            "F32" => DType::F32,
+            "F16" => DType::F16,
+            "BF16" => DType::BF16,
+            other => {
+                return Err(Error::model_file(
+                    &self.dir,
+                    format!(
+                        "tensor {name:?} has dtype {other}; only F32, F16 and BF16 weights are \
+                         supported"
+                    ),
+                ))
+            }
+        };
+        Ok(HfTensor {
+            name: stored_name,
+            dtype,
+            shape: shape.to_vec(),
+            data,
+        })
+    }
+
+    /// Tensor `name` as stored, whatever its dtype: its name, safetensors dtype (`"U8"`,
+    /// `"F32"`, ...), shape and bytes.
+    pub fn raw_tensor(&self, name: &str) -> Result<(&str, &str, &[usize], &[u8])> {
         let not_found = || {
             Error::model_file(
                 &self.dir,
@@ -278,20 +304,6 @@ impl HfDir {
         };
         let shard = &self.shards[*self.index.get(name).ok_or_else(not_found)?];
         let (stored_name, entry) = shard.entries.get_key_value(name).ok_or_else(not_found)?;
-        let dtype = match entry.dtype.as_str() {
-            "F32" => DType::F32,
-            "F16" => DType::F16,
-            "BF16" => DType::BF16,
-            other => {
-                return Err(Error::model_file(
-                    &shard.path,
-                    format!(
-                        "tensor {name:?} has dtype {other}; only F32, F16 and BF16 weights are \
-                         supported"
-                    ),
-                ))
-            }
-        };
         // Shard::open checked the range against the map length.
         let data = shard.map.get(entry.range.clone()).ok_or_else(|| {
             Error::model_file(
@@ -299,12 +311,7 @@ impl HfDir {
                 format!("tensor {name:?} lies beyond the end of the file"),
             )
         })?;
-        Ok(HfTensor {
-            name: stored_name,
-            dtype,
-            shape: entry.shape.clone(),
-            data,
-        })
+        Ok((stored_name, &entry.dtype, &entry.shape, data))
     }
 
     /// `tokenizer.json`, if the directory has one.
