@@ -151,6 +151,51 @@ pub fn from_tq1_0(blocks: &[u8], codes: &mut [u8]) -> Result<f32, String> {
     })
 }
 
+/// A row of ternary `values` (a multiple of 256) as GGUF `TQ2_0` blocks with scale `d`
+/// (ggml's layout; for writing test and benchmark files).
+pub fn to_tq2_0(values: &[i8], d: f16) -> Vec<u8> {
+    let mut out = Vec::with_capacity(values.len() / TQ2_0_BLOCK * TQ2_0_BYTES);
+    for block in values.chunks_exact(TQ2_0_BLOCK) {
+        let mut qs = [0u8; 64];
+        for (j, &v) in block.iter().enumerate() {
+            let (chunk, l, m) = (j / 128, (j % 128) / 32, j % 32);
+            qs[chunk * 32 + m] |= ((v.clamp(-1, 1) + 1) as u8) << (2 * l);
+        }
+        out.extend_from_slice(&qs);
+        out.extend_from_slice(&d.to_le_bytes());
+    }
+    out
+}
+
+/// A row of ternary `values` (a multiple of 256) as GGUF `TQ1_0` blocks with scale `d`:
+/// ggml packs five (or four) digits `w + 1` as `ceil(sum d_n 3^(4-n) * 256 / 243)`.
+pub fn to_tq1_0(values: &[i8], d: f16) -> Vec<u8> {
+    let pack = |digits: &mut dyn Iterator<Item = i8>, n: usize| -> u8 {
+        let mut q: u16 = 0;
+        for v in digits {
+            q = q * 3 + (v.clamp(-1, 1) + 1) as u16;
+        }
+        for _ in n..5 {
+            q *= 3;
+        }
+        (q * 256).div_ceil(243) as u8
+    };
+    let mut out = Vec::with_capacity(values.len() / TQ1_0_BLOCK * TQ1_0_BYTES);
+    for v in values.chunks_exact(TQ1_0_BLOCK) {
+        for m in 0..32 {
+            out.push(pack(&mut (0..5).map(|n| v[n * 32 + m]), 5));
+        }
+        for m in 0..16 {
+            out.push(pack(&mut (0..5).map(|n| v[160 + n * 16 + m]), 5));
+        }
+        for m in 0..4 {
+            out.push(pack(&mut (0..4).map(|n| v[240 + n * 4 + m]), 4));
+        }
+        out.extend_from_slice(&d.to_le_bytes());
+    }
+    out
+}
+
 /// Hugging Face's packed BitNet weight (`uint8`, shape `[rows / 4, cols]`): weight `(r, c)`
 /// with `r = i * rows / 4 + k` is bits `2i..2i+1` of byte `(k, c)`, code `w + 1`. Writes the
 /// codes of every row.
@@ -209,17 +254,11 @@ mod tests {
     #[test]
     fn tq2_0_blocks_convert_when_they_share_a_scale() {
         let values: Vec<i8> = (0..512).map(|j| ((j * 5 + 1) % 3) as i8 - 1).collect();
-        let d = f16::from_f32(0.25);
-        let mut blocks = Vec::new();
-        for b in 0..2 {
-            let mut qs = [0u8; 64];
-            for j in 0..256 {
-                let (chunk, l, m) = (j / 128, (j % 128) / 32, j % 32);
-                qs[chunk * 32 + m] |= ((values[b * 256 + j] + 1) as u8) << (2 * l);
-            }
-            blocks.extend_from_slice(&qs);
-            blocks.extend_from_slice(&d.to_le_bytes());
-        }
+        let mut blocks = to_tq2_0(&values, f16::from_f32(0.25));
+        // ggml's layout: weight 32 l + m of each 128 is in bits 2l of byte m.
+        assert_eq!(blocks[3] & 3, (values[3] + 1) as u8);
+        assert_eq!((blocks[3] >> 2) & 3, (values[32 + 3] + 1) as u8);
+        assert_eq!((blocks[32] >> 6) & 3, (values[128 + 96] + 1) as u8);
         let mut codes = vec![0u8; 128];
         assert_eq!(from_tq2_0(&blocks, &mut codes), Ok(0.25));
         let mut back = vec![0i8; 512];
@@ -234,33 +273,19 @@ mod tests {
 
     #[test]
     fn tq1_0_digits_decode_as_ggml_packs_them() {
-        // Pack as ggml does: five digits d0..d4 (0..2) as ceil((sum d_n 3^(4-n)) * 256 / 243).
         let values: Vec<i8> = (0..256).map(|j| ((j * 11 + j / 7) % 3) as i8 - 1).collect();
-        let pack = |digits: &[i8]| -> u8 {
-            let mut q: u16 = 0;
-            for &d in digits {
-                q = q * 3 + (d + 1) as u16;
-            }
-            // Pad to five digits for the 4-digit qh bytes.
-            for _ in digits.len()..5 {
-                q *= 3;
-            }
-            ((q * 256).div_ceil(243)) as u8
-        };
-        let mut b = vec![0u8; TQ1_0_BYTES];
-        for m in 0..32 {
-            let d: Vec<i8> = (0..5).map(|n| values[n * 32 + m]).collect();
-            b[m] = pack(&d);
-        }
-        for m in 0..16 {
-            let d: Vec<i8> = (0..5).map(|n| values[160 + n * 16 + m]).collect();
-            b[32 + m] = pack(&d);
-        }
-        for m in 0..4 {
-            let d: Vec<i8> = (0..4).map(|n| values[240 + n * 4 + m]).collect();
-            b[48 + m] = pack(&d);
-        }
-        b[52..].copy_from_slice(&f16::from_f32(1.5).to_le_bytes());
+        let b = to_tq1_0(&values, f16::from_f32(1.5));
+        assert_eq!(b.len(), TQ1_0_BYTES);
+        // Digits 1, 0, 2, 1, 1 (most significant first) are 3^4 + 2*9 + 3 + 1 = 103, stored as
+        // ceil(103 * 256 / 243) = 109 (ggml's example arithmetic).
+        let one = to_tq1_0(
+            &std::iter::once([0i8, -1, 1, 0, 0])
+                .flat_map(|d| (0..5).flat_map(move |n| std::iter::repeat_n(d[n], 32)))
+                .chain(std::iter::repeat_n(0, 96))
+                .collect::<Vec<_>>(),
+            f16::ONE,
+        );
+        assert_eq!(one[0], 109);
         let mut codes = vec![0u8; 64];
         assert_eq!(from_tq1_0(&b, &mut codes), Ok(1.5));
         let mut back = vec![0i8; 256];

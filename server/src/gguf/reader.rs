@@ -330,8 +330,13 @@ fn tensor_bytes(name: &str, dims: &[u64], t: GgmlType) -> std::result::Result<us
              multiple of the block size {block}"
         ));
     }
+    let trailer = match t {
+        GgmlType::I2_S => super::types::I2_S_TRAILER as u64,
+        _ => 0,
+    };
     (n / block)
         .checked_mul(t.type_size() as u64)
+        .and_then(|b| b.checked_add(trailer))
         .and_then(|b| usize::try_from(b).ok())
         .ok_or_else(|| {
             format!("corrupt GGUF file: tensor {name:?} {t} {dims:?} is too large to address")

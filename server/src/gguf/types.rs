@@ -6,8 +6,10 @@ macro_rules! ggml_types {
     ($( $variant:ident = $id:literal, $name:literal, $block:literal, $size:literal; )*) => {
         /// Every ggml tensor type id a GGUF file may name (ids from ggml's `enum ggml_type`).
         ///
-        /// Ids 4 and 5 (Q4_2, Q4_3), 31..=33 (Q4_0_4_4 and friends) and 36..=38 (IQ4_NL_4_4 and
-        /// friends) were removed from ggml and are rejected as unknown.
+        /// Ids 4 and 5 (Q4_2, Q4_3), 31..=33 (Q4_0_4_4 and friends) and 37..=38 (IQ4_NL_4_8 and
+        /// friends) were removed from ggml and are rejected as unknown. Id 36 (IQ4_NL_4_4 in
+        /// ggml, removed there) is bitnet.cpp's I2_S: 2-bit ternary codes, four per byte, then
+        /// the tensor's one f32 scale in 32 more bytes ([`I2_S_TRAILER`]).
         #[allow(non_camel_case_types)]
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         pub enum GgmlType {
@@ -84,10 +86,20 @@ ggml_types! {
     BF16 = 30, "BF16", 1, 2;
     TQ1_0 = 34, "TQ1_0", 256, 54;
     TQ2_0 = 35, "TQ2_0", 256, 66;
+    I2_S = 36, "I2_S", 4, 1;
     MXFP4 = 39, "MXFP4", 32, 17;
 }
 
+/// Bytes after an I2_S tensor's codes: its f32 scale, padded to 32 bytes (bitnet.cpp).
+pub const I2_S_TRAILER: usize = 32;
+
 impl GgmlType {
+    /// Whether the engine reads this type as ternary codes (converted to the kernels'
+    /// [`DType::I2S`] at load).
+    pub fn is_ternary(self) -> bool {
+        matches!(self, GgmlType::TQ1_0 | GgmlType::TQ2_0 | GgmlType::I2_S)
+    }
+
     /// The kernels' dtype for this type, or `None` when the kernels cannot compute with it.
     pub fn to_dtype(self) -> Option<DType> {
         Some(match self {
@@ -123,12 +135,12 @@ mod tests {
             assert_eq!(GgmlType::from_id(t as u32), Some(t), "{t}");
             assert!(t.block_size() >= 1 && t.type_size() >= 1, "{t}");
         }
-        assert_eq!(GgmlType::ALL.len(), 32);
+        assert_eq!(GgmlType::ALL.len(), 33);
     }
 
     #[test]
     fn removed_and_unknown_ids_are_none() {
-        for id in [4, 5, 31, 32, 33, 36, 37, 38, 40, 1000, u32::MAX] {
+        for id in [4, 5, 31, 32, 33, 37, 38, 40, 1000, u32::MAX] {
             assert_eq!(GgmlType::from_id(id), None, "id {id}");
         }
     }

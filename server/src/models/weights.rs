@@ -6,11 +6,12 @@
 //! pass reads them, so a decode step streams one contiguous range; the arena is an anonymous
 //! mapping that asks for transparent huge pages (fewer TLB misses over ~100 MB per token).
 
+use crate::gguf::GgmlType;
 use crate::gguf::GgufFile;
 use crate::{Error, Result};
 use ryzanstein_kernels::formats::AlignedBytes;
 use ryzanstein_kernels::packed::{pack_into, packed_len};
-use ryzanstein_kernels::ternary::TernaryRef;
+use ryzanstein_kernels::ternary::{self, codes, TernaryRef};
 use ryzanstein_kernels::{DType, MatRef, PackedRef};
 
 /// The backing store every [`Weight`] of a model points into.
@@ -137,6 +138,9 @@ impl Weight {
     /// Borrow tensor `name` of a GGUF file as a `rows x cols` matrix (ggml dims `[cols, rows...]`).
     pub fn from_gguf(file: &GgufFile, name: &str) -> Result<Weight> {
         let view = file.tensor(name)?;
+        if view.info.ggml_type.is_ternary() {
+            return Self::ternary_from_gguf(file, name);
+        }
         let dtype = view.dtype()?;
         let cols = view.info.row_len();
         let rows = view.info.n_rows();
@@ -156,6 +160,71 @@ impl Weight {
         MatRef::new(dtype, rows, cols, view.data)
             .map_err(|e| Error::model_file(file.path(), format!("tensor {name:?}: {e}")))?;
         Ok(w)
+    }
+
+    /// A ternary GGUF tensor as codes and row scales: bitnet.cpp's I2_S is the codes' own
+    /// layout and stays mapped (its one scale follows the codes); TQ2_0 and TQ1_0 rows are
+    /// converted, and each row's blocks must share one scale (a BitNet model's do).
+    fn ternary_from_gguf(file: &GgufFile, name: &str) -> Result<Weight> {
+        let view = file.tensor(name)?;
+        let (cols, rows) = (view.info.row_len(), view.info.n_rows());
+        let bad = |what: String| Error::model_file(file.path(), format!("tensor {name:?}: {what}"));
+        if !cols.is_multiple_of(ternary::BLOCK) {
+            return Err(bad(format!(
+                "ternary rows of {cols} weights are not a whole number of {}-weight blocks",
+                ternary::BLOCK
+            )));
+        }
+        let code_len = rows * cols / 4;
+        match view.info.ggml_type {
+            GgmlType::I2_S => {
+                let codes = &view.data[..code_len];
+                let s = &view.data[code_len..code_len + 4];
+                let scale = f32::from_le_bytes([s[0], s[1], s[2], s[3]]);
+                if !(scale.is_finite() && scale >= 0.0) {
+                    return Err(bad(format!(
+                        "the I2_S scale is {scale}; the file is corrupt"
+                    )));
+                }
+                if !codes::valid(codes) {
+                    return Err(bad(
+                        "an I2_S code is 3, which stands for no ternary value; the file is corrupt"
+                            .into(),
+                    ));
+                }
+                let start = codes.as_ptr() as usize - file.bytes().as_ptr() as usize;
+                Ok(Weight {
+                    dtype: DType::I2S,
+                    rows,
+                    cols,
+                    bytes: Bytes::Mapped {
+                        start,
+                        len: code_len,
+                    },
+                    packed: None,
+                    row_scales: vec![scale; rows],
+                })
+            }
+            t => {
+                let row_bytes = view.data.len() / rows.max(1);
+                let mut out = vec![0u8; code_len];
+                let mut scales = Vec::with_capacity(rows);
+                for (r, (src, dst)) in view
+                    .data
+                    .chunks_exact(row_bytes)
+                    .zip(out.chunks_exact_mut(cols / 4))
+                    .enumerate()
+                {
+                    let scale = match t {
+                        GgmlType::TQ2_0 => codes::from_tq2_0(src, dst),
+                        _ => codes::from_tq1_0(src, dst),
+                    }
+                    .map_err(|e| bad(format!("row {r}: {e}")))?;
+                    scales.push(scale);
+                }
+                Weight::from_ternary(rows, cols, &out, scales)
+            }
+        }
     }
 
     /// An owned matrix from raw bytes in `dtype` (copied into an aligned buffer).
