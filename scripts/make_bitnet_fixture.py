@@ -21,8 +21,10 @@ int8 re-quantisation of every BitLinear input turns those small roundings into l
 differences of a few tenths, so this is the reference the server matches closely; the plain
 one bounds how far the f16 cache takes it.
 
-Needs torch (CPU) and transformers; rerun: python3 scripts/make_bitnet_fixture.py
-(scripts/setup-python.sh --torch makes a venv with them).
+Needs torch, transformers, accelerate and safetensors from PyPI in a venv of its own (the
+fixture is committed; CI does not run this). The PyPI torch wheel for Linux needs its CUDA
+runtime packages installed too (pip installs them), but runs on the CPU. Rerun:
+python3 scripts/make_bitnet_fixture.py (it rewrites server/tests/data/hf_tiny_bitnet).
 """
 
 from __future__ import annotations
