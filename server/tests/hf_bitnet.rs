@@ -40,19 +40,7 @@ fn ids_of(seq: &Value) -> Vec<u32> {
         .collect()
 }
 
-fn max_diff(a: &[f32], b: &Value) -> f32 {
-    let b: Vec<f32> = b
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap() as f32)
-        .collect();
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
+use common::max_diff_json as max_diff;
 
 /// The largest difference to reference `key` over every sequence, batched and incremental.
 fn worst_diff(model: &dyn CausalLm, key: &str) -> f32 {

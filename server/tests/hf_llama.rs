@@ -24,19 +24,7 @@ fn load() -> Box<dyn CausalLm> {
     models::load(&ModelFiles::HfDir(fixture()), 2).expect("load the Hugging Face directory")
 }
 
-fn max_diff(a: &[f32], b: &Value) -> f32 {
-    let b: Vec<f32> = b
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap() as f32)
-        .collect();
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
+use common::max_diff_json as max_diff;
 
 #[test]
 fn logits_match_reference_batched_and_incremental() {

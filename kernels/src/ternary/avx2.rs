@@ -4,6 +4,7 @@
 //! offset `sum(q)` is subtracted at the end. Exact, like the scalar reference.
 
 use super::{BLOCK, BLOCK_BYTES};
+pub(super) use crate::x86::avx2_kquants::hsum_epi32;
 use std::arch::x86_64::*;
 
 /// Blocks summed in i16 before widening: a block adds at most 4 * 2 * 2 * 128 = 2048 in
@@ -28,20 +29,11 @@ pub(super) unsafe fn block_products(codes: *const u8, q: *const i8) -> __m256i {
     _mm256_add_epi16(_mm256_add_epi16(p0, p1), _mm256_add_epi16(p2, p3))
 }
 
-#[inline]
-#[target_feature(enable = "avx2")]
-pub(super) unsafe fn hsum_epi32(v: __m256i) -> i32 {
-    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
-    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
-    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
-    _mm_cvtsi128_si32(s)
-}
-
 /// `sum((c - 1) * q)` over one row.
 ///
 /// # Safety
-/// The CPU must have AVX2; `q.len() == 4 * codes.len()`, a multiple of [`BLOCK`].
-#[target_feature(enable = "avx2")]
+/// The CPU must have AVX2, FMA and F16C (every x86 rung above scalar); `q.len() == 4 * codes.len()`, a multiple of [`BLOCK`].
+#[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot(codes: &[u8], q: &[i8], sum: i32) -> i32 {
     let nb = codes.len() / BLOCK_BYTES;
     let ones = _mm256_set1_epi16(1);

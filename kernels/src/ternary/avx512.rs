@@ -32,7 +32,7 @@ unsafe fn acts_x2(q: *const i8, g: usize) -> __m512i {
 
 /// The last, odd block's `sum(c * q)` in i32 (through the AVX2 routine).
 #[inline]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn tail(codes: &[u8], q: &[i8], nb: usize) -> i32 {
     if nb.is_multiple_of(2) {
         return 0;
@@ -50,7 +50,7 @@ unsafe fn tail(codes: &[u8], q: &[i8], nb: usize) -> i32 {
 /// # Safety
 /// The CPU must have AVX-512 F and BW (and AVX2); `q.len() == 4 * codes.len()`, a multiple
 /// of [`BLOCK`].
-#[target_feature(enable = "avx512f,avx512bw,avx2")]
+#[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
 pub unsafe fn dot(codes: &[u8], q: &[i8], sum: i32) -> i32 {
     let nb = codes.len() / BLOCK_BYTES;
     let pairs = nb / 2;
@@ -83,7 +83,7 @@ pub unsafe fn dot(codes: &[u8], q: &[i8], sum: i32) -> i32 {
 ///
 /// # Safety
 /// The CPU must have AVX-512 F, BW and VNNI (and AVX2); lengths as for [`dot`].
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
 pub unsafe fn dot_vnni(codes: &[u8], q: &[i8], sum: i32) -> i32 {
     let nb = codes.len() / BLOCK_BYTES;
     let mut acc = _mm512_setzero_si512();

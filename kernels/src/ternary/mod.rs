@@ -123,7 +123,8 @@ mod x86_tables {
     fn avx2_dot(codes: &[u8], q: &[i8], sum: i32) -> i32 {
         assert!(Isa::Avx2.runs(), "AVX2 kernel on a CPU without AVX2");
         super::check_dot(codes, q);
-        // SAFETY: the CPU has AVX2 (checked above) and the lengths match (checked above).
+        // SAFETY: the CPU has AVX2, FMA and F16C (Isa::Avx2, checked above) and the lengths
+        // match (checked above).
         unsafe { avx2::dot(codes, q, sum) }
     }
     fn avx512_dot(codes: &[u8], q: &[i8], sum: i32) -> i32 {
