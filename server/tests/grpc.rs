@@ -332,10 +332,8 @@ fn keys_limits_validation_deadlines_and_cancellation_take_the_http_path() {
         };
         let mut timed = with_key(long.clone(), Some("sk-b"));
         timed.set_timeout(Duration::from_millis(600));
-        let started = Instant::now();
         let e = generate(&mut client, timed).await.unwrap_err();
         assert_eq!(e.code(), Code::DeadlineExceeded, "{e:?}");
-        assert!(started.elapsed() < Duration::from_secs(60));
 
         // A cancelled call frees its sequence and KV blocks.
         let mut stream = client
