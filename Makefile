@@ -13,7 +13,7 @@ export RYZANSTEIN_VENV := $(VENV)
 PYTHON := $(VENV)/bin/python
 BIN := $(CARGO_TARGET_DIR)/release/ryzanstein
 
-.PHONY: help setup setup-bench model model-q4-k-m build demo test test-aarch64 e2e bench bench-serving bench-fairness llama-server references fmt lint crds crds-check kube-tools k8s chart-lint image
+.PHONY: help setup setup-bench model model-q4-k-m build demo test test-aarch64 e2e bench bench-ternary bench-serving bench-fairness llama-server references fmt lint crds crds-check kube-tools k8s chart-lint image
 
 help: ## List the targets (this text)
 	@echo "Ryzanstein — CPU-first LLM inference server (OpenAI-compatible API)"
@@ -74,6 +74,7 @@ test-aarch64: ## The kernel tests for aarch64 under qemu (NEON and dotprod paths
 bench: setup-bench model build llama-server ## Compare speed and memory with llama.cpp; writes docs/BENCHMARKS.md
 	$(CARGO) build --release -p ryzanstein-kernels --example membw
 	$(PYTHON) scripts/bench.py --bin $(BIN) --membw $(CARGO_TARGET_DIR)/release/examples/membw --write docs/BENCHMARKS.md
+	$(PYTHON) scripts/bench_ternary.py --bin $(BIN) --write docs/BENCHMARKS.md
 	$(PYTHON) scripts/bench_speculative.py --bin $(BIN) --write docs/BENCHMARKS.md
 	$(PYTHON) scripts/bench_serving.py --bin $(BIN) --llama-server $(LLAMA_SERVER) --write docs/BENCHMARKS.md
 	$(PYTHON) scripts/bench_fairness.py --bin $(BIN) --llama-server $(LLAMA_SERVER) --write docs/BENCHMARKS.md
@@ -84,6 +85,9 @@ LLAMA_SERVER := $(CACHE_DIR)/llama-server/bin/llama-server
 
 llama-server: ## Build llama.cpp's llama-server (llama-cpp-python 0.3.36's llama.cpp) into ~/.cache/ryzanstein/llama-server (~15 min once)
 	scripts/build-llama-server.sh
+
+bench-ternary: setup-bench model build ## Only the ternary (BitNet b1.58) decode table: our ternary kernels vs our Q4_0 and llama.cpp TQ2_0
+	$(PYTHON) scripts/bench_ternary.py --bin $(BIN) --write docs/BENCHMARKS.md
 
 bench-serving: setup model build llama-server ## Only the serving table: throughput and TTFT at 1/4/16 clients, ours vs llama-server
 	$(PYTHON) scripts/bench_serving.py --bin $(BIN) --llama-server $(LLAMA_SERVER) --write docs/BENCHMARKS.md

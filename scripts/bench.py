@@ -193,9 +193,12 @@ def parse_timings(stderr: str) -> dict:
     raise ValueError("no timings JSON line on stderr")
 
 
-def run_ours(args, prompt: str, threads: int, max_tokens: int) -> tuple[dict, int]:
+def run_ours(args, prompt: str, threads: int, max_tokens: int,
+             extra: tuple[str, ...] = ()) -> tuple[dict, int]:
+    """One `ryzanstein generate` process; `extra` are more command-line options."""
     cmd = [str(args.bin), "generate", "--model", str(args.model), "--prompt", prompt,
-           "--max-tokens", str(max_tokens), "--ignore-eos", "--threads", str(threads), "--timings"]
+           "--max-tokens", str(max_tokens), "--ignore-eos", "--threads", str(threads), "--timings",
+           *extra]
     code, _, err, rss = run_child(cmd)
     if code != 0:
         sys.exit(f"bench: `{' '.join(cmd[:2])} ...` failed (exit {code}):\n{err[-4000:]}")
@@ -235,7 +238,7 @@ def speeds(runs: list[dict]) -> tuple[float, float, float]:
 GGML_TYPES = {
     0: (1, 4), 1: (1, 2), 2: (32, 18), 3: (32, 20), 6: (32, 22), 7: (32, 24), 8: (32, 34),
     9: (32, 36), 10: (256, 84), 11: (256, 110), 12: (256, 144), 13: (256, 176), 14: (256, 210),
-    15: (256, 292), 30: (1, 2),
+    15: (256, 292), 30: (1, 2), 34: (256, 54), 35: (256, 66),
 }
 
 
@@ -288,10 +291,12 @@ def gguf_tensors(path: Path) -> dict[str, tuple[list[int], int]]:
         return tensors
 
 
-def weight_bytes_per_token(path: Path) -> tuple[int, str]:
+def weight_bytes_per_token(path: Path, tensors: dict | None = None) -> tuple[int, str]:
     """Bytes of weights one generated token reads: every tensor but the token embedding, plus
-    the output matrix (the token embedding itself when tied) and one embedding row."""
-    tensors = gguf_tensors(path)
+    the output matrix (the token embedding itself when tied) and one embedding row. `tensors`
+    (name -> (dims, bytes), as gguf_tensors returns) replaces the file's table when given."""
+    if tensors is None:
+        tensors = gguf_tensors(path)
     embd_dims, embd_bytes = tensors["token_embd.weight"]
     rows = embd_dims[1] if len(embd_dims) > 1 else 1
     total = sum(b for name, (_, b) in tensors.items() if name != "token_embd.weight")

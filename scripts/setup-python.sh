@@ -4,14 +4,15 @@
 #                                       schemathesis (fuzzes the HTTP API from /openapi.json)
 #   scripts/setup-python.sh --bench  -> also llama-cpp-python (the llama.cpp peer used by
 #                                       scripts/bench.py and scripts/make_references.py); this
-#                                       compiles llama.cpp from the sdist and takes ~10 minutes.
+#                                       compiles llama.cpp from the sdist and takes ~10 minutes;
+#                                       and gguf (scripts/bench_ternary.py writes its GGUF files).
 # A marker file inside the venv records what was installed, so reruns return at once.
 set -euo pipefail
 
 CACHE="${RYZANSTEIN_CACHE:-$HOME/.cache/ryzanstein}"
 VENV="${RYZANSTEIN_VENV:-$CACHE/venv}"
 BASE_REQS=(openai numpy schemathesis==4.32.5)
-BENCH_REQS=(llama-cpp-python==0.3.36 jinja2)
+BENCH_REQS=(llama-cpp-python==0.3.36 jinja2 gguf==0.19.0)
 
 bench=0
 case "${1:-}" in
@@ -66,6 +67,6 @@ msg = (f"python: ok (numpy {numpy.__version__}, openai {openai.__version__}, "
        f"schemathesis {importlib.metadata.version('schemathesis')}")
 if sys.argv[1] == "1":
     import llama_cpp
-    msg += f", llama-cpp-python {llama_cpp.__version__}"
+    msg += f", llama-cpp-python {llama_cpp.__version__}, gguf {importlib.metadata.version('gguf')}"
 print(msg + ")")
 PY
