@@ -20,6 +20,7 @@ pub mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub mod avx512;
 pub mod codes;
+pub mod lut;
 pub mod scalar;
 
 use crate::dispatch::Isa;
