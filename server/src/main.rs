@@ -10,6 +10,7 @@ use ryzanstein_server::api::{self, auth::ApiKeys, ratelimit::RateLimiter, AppSta
 use ryzanstein_server::chat_template::ChatMessage;
 use ryzanstein_server::embeddings::{self, EmbeddingModel};
 use ryzanstein_server::engine::{self, EngineOptions, GenEvent, GenRequest};
+use ryzanstein_server::models;
 use ryzanstein_server::sampler::SamplingParams;
 use ryzanstein_server::source::pin::Sha256Pin;
 
@@ -78,6 +79,19 @@ struct ModelArgs {
     /// Shortest n-gram the prompt lookup matches.
     #[arg(long, value_name = "N", default_value_t = 2)]
     draft_ngram_min: usize,
+    /// Quantise the model's projections at load. `ternary`: BitNet's absmean rule per tensor
+    /// with int8 activations, on any Llama-family model; for speed measurements only (a model
+    /// not trained for it answers nonsense).
+    #[arg(long, value_enum, value_name = "TYPE")]
+    quantize: Option<models::Quantize>,
+    /// The kernels that multiply ternary weights: `i2s` (2-bit codes times int8, maddubs or
+    /// VNNI), `lut` (lookup tables, pshufb) or `auto` (the faster here).
+    #[arg(long, value_enum, default_value_t = models::TernaryKernel::Auto)]
+    ternary_kernel: models::TernaryKernel,
+    /// The output matrix's type: `auto` (Q8_0 for a float head of a ternary model), `stored`
+    /// or `q8_0` (any float head).
+    #[arg(long, value_enum, default_value_t = models::LmHead::Auto)]
+    lm_head: models::LmHead,
 }
 
 /// A memory size: a byte count with an optional unit (K, M, G, T; KiB/KB and so on, all
@@ -150,6 +164,11 @@ impl ModelArgs {
                 min_ngram: self.draft_ngram_min.clamp(1, self.draft_ngram.max(1)),
             }),
             model_sha256,
+            model: models::ModelOptions {
+                quantize: self.quantize,
+                ternary_kernel: self.ternary_kernel,
+                lm_head: self.lm_head,
+            },
         })
     }
 }

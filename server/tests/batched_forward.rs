@@ -10,7 +10,7 @@ use ryzanstein_server::models::{BatchItem, CausalLm, KvStore, Llama};
 
 fn load() -> Llama {
     let g = GgufFile::open(common::model_path()).expect("open model");
-    Llama::from_gguf(&g, 2).expect("load llama")
+    Llama::from_gguf(&g, 2, &Default::default()).expect("load llama")
 }
 
 fn argmax(x: &[f32]) -> u32 {

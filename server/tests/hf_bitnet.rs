@@ -22,13 +22,25 @@ use serde_json::Value;
 const TOL: f32 = 1e-3;
 /// Against transformers as is (logits of magnitude ~10): the f16 attention's effect.
 const TOL_F32_ATTENTION: f32 = 1.0;
+/// The Q8_0 head against the f32 head (logits of magnitude ~10).
+const Q8_0_HEAD_TOL: f32 = 0.5;
 
 fn fixture() -> std::path::PathBuf {
     common::test_data("hf_tiny_bitnet")
 }
 
+/// The head as stored (f32): the reference comparison.
 fn load(dir: &std::path::Path) -> Box<dyn CausalLm> {
-    models::load(&ModelFiles::HfDir(dir.to_path_buf()), 2).expect("load the BitNet directory")
+    load_with_head(dir, models::LmHead::Stored)
+}
+
+fn load_with_head(dir: &std::path::Path, lm_head: models::LmHead) -> Box<dyn CausalLm> {
+    let opts = models::ModelOptions {
+        lm_head,
+        ..Default::default()
+    };
+    models::load_with(&ModelFiles::HfDir(dir.to_path_buf()), 2, &opts)
+        .expect("load the BitNet directory")
 }
 
 fn ids_of(seq: &Value) -> Vec<u32> {
@@ -75,6 +87,34 @@ fn logits_match_transformers_bitlinear() {
         d <= TOL_F32_ATTENTION,
         "max |logit diff| {d} against transformers"
     );
+}
+
+/// By default a ternary model's float head is requantised to Q8_0 (so it does not read more
+/// bytes per token than the layers): the logits move by the Q8_0 rounding of the head (and of
+/// the tied embedding) only, and the greedy choice stays.
+#[test]
+fn the_default_q8_0_head_stays_close_to_the_stored_head() {
+    let stored = load(&fixture());
+    let q8 = load_with_head(&fixture(), models::LmHead::Auto);
+    let ids = [1u32, 7, 22, 40, 3, 15, 9];
+    let (mut a, mut b) = (stored.new_state(ids.len()), q8.new_state(ids.len()));
+    let mut worst = 0.0f32;
+    for id in ids {
+        let (x, y) = (
+            stored.forward(&mut a, &[id]).unwrap(),
+            q8.forward(&mut b, &[id]).unwrap(),
+        );
+        assert_ne!(x, y, "the Q8_0 head must change the logits a little");
+        worst = x
+            .iter()
+            .zip(&y)
+            .map(|(p, q)| (p - q).abs())
+            .fold(worst, f32::max);
+        let argmax = |v: &[f32]| (0..v.len()).max_by(|&i, &j| v[i].total_cmp(&v[j])).unwrap();
+        assert_eq!(argmax(&x), argmax(&y), "greedy choice after token {id}");
+    }
+    eprintln!("max |logit diff| Q8_0 head against the f32 head: {worst}");
+    assert!(worst <= Q8_0_HEAD_TOL, "max |logit diff| {worst}");
 }
 
 #[test]

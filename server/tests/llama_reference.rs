@@ -14,7 +14,7 @@ const TOL: f32 = 0.05;
 
 fn load() -> Llama {
     let g = GgufFile::open(common::model_path()).expect("open model");
-    Llama::from_gguf(&g, 2).expect("load llama")
+    Llama::from_gguf(&g, 2, &Default::default()).expect("load llama")
 }
 
 fn ids(v: &Value) -> Vec<u32> {

@@ -82,7 +82,7 @@ fn load() -> Llama {
         path.display()
     );
     let g = GgufFile::open(&path).expect("open Q4_K_M model");
-    Llama::from_gguf(&g, 2).expect("load Q4_K_M llama")
+    Llama::from_gguf(&g, 2, &Default::default()).expect("load Q4_K_M llama")
 }
 
 /// Every type llama.cpp's Q4_K_M chose for this model is in the file and loads.

@@ -46,18 +46,33 @@ pub fn valid(codes: &[u8]) -> bool {
         .all(|&b| (0..4).all(|f| (b >> (2 * f)) & 3 != 3))
 }
 
-/// BitNet's absmean ternarisation of a row: `s = mean|w|` (at least 1e-5),
-/// `v = round_ties_even(w / s)` clamped to -1..=1. Writes the codes and returns `s` (the
-/// weights are then `v * s`).
-pub fn ternarize(w: &[f32], codes: &mut [u8]) -> f32 {
+/// BitNet's absmean ternarisation of a `rows x cols` tensor `w` (row-major): one scale for
+/// the whole tensor, `s = mean|W|` (at least 1e-5), `v = round_ties_even(W / s)` clamped to
+/// -1..=1. Each row's codes are padded with zero weights to `padded_cols` (a multiple of
+/// [`BLOCK`], at least `cols`), so `codes` holds `rows * padded_cols / 4` bytes. Returns `s`
+/// (the weights are then `v * s`).
+pub fn ternarize(w: &[f32], rows: usize, cols: usize, padded_cols: usize, codes: &mut [u8]) -> f32 {
+    assert!(
+        w.len() == rows * cols
+            && padded_cols >= cols
+            && padded_cols.is_multiple_of(BLOCK)
+            && codes.len() == rows * padded_cols / 4,
+        "ternarize: {} values as {rows}x{cols} padded to {padded_cols} into {} bytes",
+        w.len(),
+        codes.len()
+    );
     let mean = (w.iter().map(|v| v.abs() as f64).sum::<f64>() / w.len().max(1) as f64) as f32;
     let s = mean.max(1e-5);
-    let inv = 1.0 / s;
-    let values: Vec<i8> = w
-        .iter()
-        .map(|v| (v * inv).round_ties_even().clamp(-1.0, 1.0) as i8)
-        .collect();
-    encode(&values, codes);
+    let mut values = vec![0i8; padded_cols];
+    for (row, out) in w
+        .chunks_exact(cols.max(1))
+        .zip(codes.chunks_exact_mut(padded_cols / 4))
+    {
+        for (v, x) in values.iter_mut().zip(row) {
+            *v = (x / s).round_ties_even().clamp(-1.0, 1.0) as i8;
+        }
+        encode(&values, out);
+    }
     s
 }
 
@@ -239,15 +254,19 @@ mod tests {
 
     #[test]
     fn absmean_ternarisation_scales_by_the_mean_magnitude() {
-        let w: Vec<f32> = (0..128).map(|j| (j as f32 - 64.0) / 64.0).collect();
-        let mut codes = vec![0u8; 32];
-        let s = ternarize(&w, &mut codes);
-        let mean = w.iter().map(|v| v.abs()).sum::<f32>() / 128.0;
-        assert!((s - mean).abs() < 1e-6);
+        // Two rows of 100 weights, padded to 128: one scale for the tensor, zero padding.
+        let w: Vec<f32> = (0..200).map(|j| (j as f32 - 64.0) / 64.0).collect();
+        let mut codes = vec![0u8; 64];
+        let s = ternarize(&w, 2, 100, 128, &mut codes);
+        let mean = w.iter().map(|v| v.abs()).sum::<f32>() / 200.0;
+        assert!((s - mean).abs() < 1e-5);
         let mut v = vec![0i8; 128];
-        decode(&codes, &mut v);
-        for (x, q) in w.iter().zip(&v) {
-            assert_eq!(*q as f32, (x / s).round_ties_even().clamp(-1.0, 1.0));
+        for r in 0..2 {
+            decode(&codes[r * 32..(r + 1) * 32], &mut v);
+            for (x, q) in w[r * 100..(r + 1) * 100].iter().zip(&v) {
+                assert_eq!(*q as f32, (x / s).round_ties_even().clamp(-1.0, 1.0));
+            }
+            assert!(v[100..].iter().all(|&q| q == 0), "padding is zero weights");
         }
     }
 

@@ -22,7 +22,11 @@ pub fn load(spec: &str, opts: &EngineOptions) -> Result<Engine> {
             let g = GgufFile::open(path)?;
             let tok = Tokenizer::from_gguf(&g)?;
             let template = ChatTemplate::from_gguf(&g, &tok)?;
-            (tok, template, models::load_gguf(&g, opts.threads)?)
+            (
+                tok,
+                template,
+                models::load_gguf_with(&g, opts.threads, &opts.model)?,
+            )
         }
         ModelFiles::HfDir(dir) => {
             let hf = HfDir::open(dir)?;
@@ -38,7 +42,8 @@ pub fn load(spec: &str, opts: &EngineOptions) -> Result<Engine> {
                 Some(cfg) => ChatTemplate::from_tokenizer_config(cfg)?,
                 None => None,
             };
-            let model: Box<dyn CausalLm> = Box::new(models::hf_llama::load(&hf, opts.threads)?);
+            let model: Box<dyn CausalLm> =
+                Box::new(models::hf_llama::load(&hf, opts.threads, &opts.model)?);
             (tok, template, model)
         }
     };

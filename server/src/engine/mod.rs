@@ -66,6 +66,8 @@ pub struct EngineOptions {
     pub draft: Option<draft::DraftOptions>,
     /// The sha256 the model's file must have (`--model-sha256`; see [`crate::source::pin`]).
     pub model_sha256: Option<crate::source::pin::Sha256Pin>,
+    /// How the weights are prepared at load (`--quantize`, `--ternary-kernel`, `--lm-head`).
+    pub model: crate::models::ModelOptions,
 }
 
 impl Default for EngineOptions {
@@ -80,6 +82,7 @@ impl Default for EngineOptions {
             prefix_cache: true,
             draft: None,
             model_sha256: None,
+            model: crate::models::ModelOptions::default(),
         }
     }
 }

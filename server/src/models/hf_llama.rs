@@ -157,7 +157,7 @@ pub fn config(dir: &HfDir) -> Result<LlamaConfig> {
 }
 
 /// Load a Llama-family checkpoint directory.
-pub fn load(dir: &HfDir, threads: usize) -> Result<Llama> {
+pub fn load(dir: &HfDir, threads: usize, opts: &super::ModelOptions) -> Result<Llama> {
     let cfg = config(dir)?;
     let path = dir.dir().to_path_buf();
     let mat = |name: &str, rows: usize, cols: usize| -> Result<Weight> {
@@ -237,7 +237,7 @@ pub fn load(dir: &HfDir, threads: usize) -> Result<Llama> {
         ));
     };
     let output_norm = norm("model.norm.weight")?;
-    Llama::from_parts(cfg, tok_embd, layers, output_norm, output, threads)
+    Llama::from_parts(cfg, tok_embd, layers, output_norm, output, threads, opts)
 }
 
 /// A BitNet projection `name` (`rows x cols`) as ternary codes with one scale for the tensor:
@@ -290,17 +290,7 @@ fn ternary(dir: &HfDir, name: &str, rows: usize, cols: usize) -> Result<Weight> 
                 t.shape
             )));
         }
-        let w = t.to_f32_vec();
-        let mean = (w.iter().map(|v| v.abs() as f64).sum::<f64>() / w.len() as f64) as f32;
-        let s = mean.max(1e-5);
-        let values: Vec<i8> = w
-            .iter()
-            .map(|v| (v / s).round_ties_even().clamp(-1.0, 1.0) as i8)
-            .collect();
-        for (r, out) in code_bytes.chunks_exact_mut(cols / 4).enumerate() {
-            codes::encode(&values[r * cols..(r + 1) * cols], out);
-        }
-        s
+        codes::ternarize(&t.to_f32_vec(), rows, cols, cols, &mut code_bytes)
     };
     Weight::from_ternary(rows, cols, &code_bytes, vec![scale; rows]).map_err(|e| err(e.to_string()))
 }

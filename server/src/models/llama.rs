@@ -8,6 +8,8 @@
 //! with its batch-dependent summation order). The kernels behind it give the same bits on every
 //! instruction set.
 
+use super::options::{LmHead, ModelOptions, Quantize, TernaryKernel};
+use super::requantize;
 use super::weights::{Store, Weight};
 use super::{BatchItem, CausalLm, KvShape, KvStore, BLOCK};
 use crate::gguf::GgufFile;
@@ -19,7 +21,7 @@ use ryzanstein_kernels::ops::{self, Rope, RopeStyle};
 use ryzanstein_kernels::packed::matmul_packed_with;
 use ryzanstein_kernels::seg_rows::SegRows;
 use ryzanstein_kernels::ternary;
-use ryzanstein_kernels::Pool;
+use ryzanstein_kernels::{DType, Pool};
 use std::sync::Mutex;
 
 /// Hyper-parameters, from GGUF metadata (`{arch}.*` keys) or a Hugging Face config.json.
@@ -205,6 +207,11 @@ struct Scratch {
     acts2: Option<QuantizedActs>,
 }
 
+/// Whether `acts`, quantised for another matrix, serve `w` as they are.
+fn fits(w: &Weight, acts: &QuantizedActs) -> bool {
+    w.dtype.vec_dot_type() == acts.dtype && w.cols == acts.k
+}
+
 /// `v` holding `n` values (their contents are about to be overwritten).
 fn sized(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
     v.resize(n, 0.0);
@@ -239,7 +246,7 @@ impl Llama {
     }
 
     /// Load from a GGUF file; weights stay in the memory map.
-    pub fn from_gguf(g: &GgufFile, threads: usize) -> Result<Llama> {
+    pub fn from_gguf(g: &GgufFile, threads: usize, opts: &ModelOptions) -> Result<Llama> {
         let cfg = LlamaConfig::from_gguf(g)?;
         let norm = |name: &str| -> Result<Vec<f32>> {
             let v = g.tensor(name)?.to_f32_vec()?;
@@ -299,8 +306,41 @@ impl Llama {
             cfg,
             scratch: Mutex::default(),
         };
+        model.prepare(opts)?;
         model.pack_weights()?;
         Ok(model)
+    }
+
+    /// Apply the load options: ternarise the projections (`--quantize ternary`), then requantise
+    /// a float output matrix to Q8_0 (`--lm-head`; by default when the projections are ternary).
+    fn prepare(&mut self, opts: &ModelOptions) -> Result<()> {
+        if opts.ternary_kernel == TernaryKernel::Lut {
+            return Err(Error::Model(
+                "--ternary-kernel lut: the lookup-table kernels are not in this build yet".into(),
+            ));
+        }
+        if opts.quantize == Some(Quantize::Ternary) {
+            for layer in &mut self.layers {
+                for w in layer.weights_mut() {
+                    let dense = std::mem::replace(w, Weight::empty());
+                    *w = requantize::ternarise(dense, &self.store)?;
+                }
+            }
+        }
+        let ternary = self
+            .layers
+            .iter_mut()
+            .any(|l| l.weights_mut().iter().any(|w| w.dtype == DType::I2S));
+        let head = self.output.as_mut().unwrap_or(&mut self.tok_embd);
+        let requantise = match opts.lm_head {
+            LmHead::Stored => false,
+            LmHead::Q8_0 => true,
+            LmHead::Auto => ternary && requantize::q8_0_applies(head),
+        };
+        if requantise && requantize::q8_0_applies(head) {
+            *head = requantize::to_q8_0(head, &self.store)?;
+        }
+        Ok(())
     }
 
     /// Repack every matrix that has an eight-row kernel (see `ryzanstein_kernels::packed`),
@@ -325,6 +365,7 @@ impl Llama {
         output_norm: Vec<f32>,
         output: Option<Weight>,
         threads: usize,
+        opts: &ModelOptions,
     ) -> Result<Llama> {
         cfg.validate()?;
         let layers = layers
@@ -353,6 +394,7 @@ impl Llama {
             pool: pool(threads)?,
             scratch: Mutex::default(),
         };
+        model.prepare(opts)?;
         model.pack_weights()?;
         Ok(model)
     }
@@ -379,7 +421,20 @@ impl Llama {
     ) -> Result<&'a QuantizedActs> {
         let kt = ryzanstein_kernels::dispatch::kernels();
         let a = acts.get_or_insert_with(QuantizedActs::empty);
-        quantize_acts_into(kt, a, w.dtype.vec_dot_type(), x, w.cols)?;
+        if w.in_cols == w.cols {
+            quantize_acts_into(kt, a, w.dtype.vec_dot_type(), x, w.cols)?;
+        } else {
+            // Ternary rows padded to whole blocks: pad each activation row with zeros (which
+            // change neither its int8 scale nor any product).
+            let mut padded = vec![0.0f32; x.len() / w.in_cols * w.cols];
+            for (p, r) in padded
+                .chunks_exact_mut(w.cols)
+                .zip(x.chunks_exact(w.in_cols))
+            {
+                p[..w.in_cols].copy_from_slice(r);
+            }
+            quantize_acts_into(kt, a, w.dtype.vec_dot_type(), &padded, w.cols)?;
+        }
         Ok(a)
     }
 
@@ -553,7 +608,7 @@ impl Llama {
             ops::rms_norm(x, &layer.attn_norm, cfg.rms_eps, h)?;
             let acts = self.quantize_for(&layer.wq, h, acts_a)?;
             self.matmul(&layer.wq, acts, q)?;
-            let acts_kv = if layer.wk.dtype.vec_dot_type() == acts.dtype {
+            let acts_kv = if fits(&layer.wk, acts) {
                 acts
             } else {
                 self.quantize_for(&layer.wk, h, acts_b)?
@@ -600,7 +655,7 @@ impl Llama {
             ops::rms_norm(x, &layer.ffn_norm, cfg.rms_eps, h)?;
             let acts = self.quantize_for(&layer.w_gate, h, acts_a)?;
             self.matmul(&layer.w_gate, acts, gate)?;
-            let acts = if layer.w_up.dtype.vec_dot_type() == acts.dtype {
+            let acts = if fits(&layer.w_up, acts) {
                 acts
             } else {
                 self.quantize_for(&layer.w_up, h, acts_b)?

@@ -72,25 +72,48 @@ pub use kv::{KvShape, KvStore, SeqState, BLOCK};
 
 pub mod hf_llama;
 pub mod llama;
+pub mod options;
+mod requantize;
 mod weights;
 
 pub use llama::Llama;
+pub use options::{LmHead, ModelOptions, Quantize, TernaryKernel};
 
 /// Load the model in `files` (a GGUF file or a Hugging Face directory), choosing the
 /// architecture from its metadata.
 pub fn load(files: &crate::source::ModelFiles, threads: usize) -> Result<Box<dyn CausalLm>> {
+    load_with(files, threads, &ModelOptions::default())
+}
+
+/// [`load`] with load options (post-training quantisation, kernels, the LM head's type).
+pub fn load_with(
+    files: &crate::source::ModelFiles,
+    threads: usize,
+    opts: &ModelOptions,
+) -> Result<Box<dyn CausalLm>> {
     use crate::source::ModelFiles;
     match files {
-        ModelFiles::Gguf(path) => load_gguf(&crate::gguf::GgufFile::open(path)?, threads),
+        ModelFiles::Gguf(path) => {
+            load_gguf_with(&crate::gguf::GgufFile::open(path)?, threads, opts)
+        }
         ModelFiles::HfDir(dir) => {
             let dir = crate::safetensors_dir::HfDir::open(dir)?;
-            Ok(Box::new(hf_llama::load(&dir, threads)?))
+            Ok(Box::new(hf_llama::load(&dir, threads, opts)?))
         }
     }
 }
 
 /// Load the model of an open GGUF file.
 pub fn load_gguf(g: &crate::gguf::GgufFile, threads: usize) -> Result<Box<dyn CausalLm>> {
+    load_gguf_with(g, threads, &ModelOptions::default())
+}
+
+/// [`load_gguf`] with load options.
+pub fn load_gguf_with(
+    g: &crate::gguf::GgufFile,
+    threads: usize,
+    opts: &ModelOptions,
+) -> Result<Box<dyn CausalLm>> {
     let arch = g.architecture()?;
     if !llama::GGUF_ARCHITECTURES.contains(&arch) {
         return Err(crate::Error::model_file(
@@ -101,5 +124,5 @@ pub fn load_gguf(g: &crate::gguf::GgufFile, threads: usize) -> Result<Box<dyn Ca
             ),
         ));
     }
-    Ok(Box::new(Llama::from_gguf(g, threads)?))
+    Ok(Box::new(Llama::from_gguf(g, threads, opts)?))
 }

@@ -132,6 +132,9 @@ pub(crate) struct Weight {
     packed: Option<std::ops::Range<usize>>,
     /// [`DType::I2S`]: each row's scale (the weights are the ternary codes times it).
     row_scales: Vec<f32>,
+    /// The activations' width: `cols`, or fewer for ternary rows padded with zero weights to
+    /// whole blocks ([`Weight::from_ternary_padded`]); the activations are padded to match.
+    pub in_cols: usize,
 }
 
 impl Weight {
@@ -155,6 +158,7 @@ impl Weight {
             },
             packed: None,
             row_scales: Vec::new(),
+            in_cols: cols,
         };
         // Validate shape and alignment once, at load.
         MatRef::new(dtype, rows, cols, view.data)
@@ -203,6 +207,7 @@ impl Weight {
                     },
                     packed: None,
                     row_scales: vec![scale; rows],
+                    in_cols: cols,
                 })
             }
             t => {
@@ -227,6 +232,19 @@ impl Weight {
         }
     }
 
+    /// A 0 x 0 placeholder (while a matrix is being replaced).
+    pub fn empty() -> Weight {
+        Weight {
+            dtype: DType::F32,
+            rows: 0,
+            cols: 0,
+            bytes: Bytes::Owned(AlignedBytes::zeroed(0)),
+            packed: None,
+            row_scales: Vec::new(),
+            in_cols: 0,
+        }
+    }
+
     /// An owned matrix from raw bytes in `dtype` (copied into an aligned buffer).
     pub fn owned(dtype: DType, rows: usize, cols: usize, data: &[u8]) -> Result<Weight> {
         let mut buf = AlignedBytes::zeroed(data.len());
@@ -239,6 +257,7 @@ impl Weight {
             bytes: Bytes::Owned(buf),
             packed: None,
             row_scales: Vec::new(),
+            in_cols: cols,
         })
     }
 
@@ -253,6 +272,25 @@ impl Weight {
         TernaryRef::new(rows, cols, codes, &scales).map_err(Error::Kernel)?;
         let mut w = Weight::owned(DType::I2S, rows, cols, codes)?;
         w.row_scales = scales;
+        Ok(w)
+    }
+
+    /// An owned ternary matrix for `in_cols`-wide activations whose rows are padded with zero
+    /// weights to whole blocks: `cols = in_cols` rounded up to [`ternary::BLOCK`], and `codes`
+    /// holds `cols / 4` bytes per row.
+    pub fn from_ternary_padded(
+        rows: usize,
+        in_cols: usize,
+        codes: &[u8],
+        scales: Vec<f32>,
+    ) -> Result<Weight> {
+        let mut w = Weight::from_ternary(
+            rows,
+            in_cols.next_multiple_of(ternary::BLOCK),
+            codes,
+            scales,
+        )?;
+        w.in_cols = in_cols;
         Ok(w)
     }
 
