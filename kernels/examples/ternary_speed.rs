@@ -2,10 +2,11 @@
 //! `vpdpbusd`) against `ternary::lut::matmul` (table lookups), each with the best kernels for
 //! this CPU, one token, on one and two threads.
 //!
-//! `cargo run --release -p ryzanstein-kernels --example ternary_speed -- [--ms 400]`
+//! `cargo run --release -p ryzanstein-kernels --example ternary_speed -- [--ms 400]
+//! [--shape 2048x2048] [--threads 1]` (by default every shape, on two threads then one)
 //!
 //! For each shape (BitNet-2B-like projections, and 1536x576 padded to 1536x640) it prints the
-//! median microseconds per call and the weight bytes per second (`rows * cols / 4` bytes, the
+//! median microseconds per call (the two matmuls measured in alternating rounds) and the weight bytes per second (`rows * cols / 4` bytes, the
 //! same for both layouts), twice: `hot`, the same matrix every call (it stays in L2/L3), and
 //! `cold`, a rotation over copies of the matrix that together exceed the L3 (64 MiB of each
 //! layout), as a decode step's stream of layers sees it. `tables` is the LUT call's share
@@ -20,20 +21,38 @@ use std::time::{Duration, Instant};
 const SHAPES: [(usize, usize); 4] = [(2048, 2048), (5632, 2048), (2048, 5632), (1536, 640)];
 const COLD_BYTES: usize = 64 << 20;
 
-/// The median time of `f` over `budget` (at least 20 calls, after 10 untimed ones).
-fn median(budget: Duration, mut f: impl FnMut()) -> Duration {
-    for _ in 0..10 {
+/// Rounds in which the two matmuls take turns (this machine is shared: a slow spell then
+/// falls on both).
+const ROUNDS: usize = 8;
+
+/// Per-call times of `f` for `budget` (at least 5 calls), after 3 untimed ones.
+fn times(budget: Duration, f: &mut dyn FnMut(), out: &mut Vec<Duration>) {
+    for _ in 0..3 {
         f();
     }
-    let mut times = Vec::new();
     let start = Instant::now();
-    while times.len() < 20 || start.elapsed() < budget {
+    let mut n = 0;
+    while n < 5 || start.elapsed() < budget {
         let t = Instant::now();
         f();
-        times.push(t.elapsed());
+        out.push(t.elapsed());
+        n += 1;
     }
-    times.sort();
-    times[times.len() / 2]
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// The median call times of `a` and `b`, measured in alternating rounds over `budget` each.
+fn race(budget: Duration, a: &mut dyn FnMut(), b: &mut dyn FnMut()) -> (Duration, Duration) {
+    let (mut ta, mut tb) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        times(budget / ROUNDS as u32, a, &mut ta);
+        times(budget / ROUNDS as u32, b, &mut tb);
+    }
+    (median(ta), median(tb))
 }
 
 struct Copies {
@@ -87,10 +106,23 @@ fn main() {
             .expect("--ms N");
         budget = Duration::from_millis(ms);
     }
+    let arg = |name: &str| {
+        let i = args.iter().position(|a| a == name)?;
+        Some(
+            args.get(i + 1)
+                .unwrap_or_else(|| panic!("{name} needs a value"))
+                .clone(),
+        )
+    };
+    let only_shape = arg("--shape");
+    let threads_list: Vec<usize> = match arg("--threads") {
+        Some(t) => vec![t.parse().expect("--threads N")],
+        None => vec![2, 1],
+    };
     let (kt, kl) = (ternary::kernels(), lut::kernels());
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
-        "i2s kernels {:?}, lut kernels {:?}, 1 token, median of >= {} ms per row; load average {}",
+        "i2s kernels {:?}, lut kernels {:?}, 1 token, the median call of {} ms per kernel in {ROUNDS} alternating rounds; load average {}",
         kt.isa,
         kl.isa,
         budget.as_millis(),
@@ -104,29 +136,41 @@ fn main() {
         "shape", "thr", "cache", "i2s µs", "GB/s", "lut µs", "GB/s", "tables", "lut/i2s"
     );
     for &(rows, cols) in &SHAPES {
+        if only_shape
+            .as_ref()
+            .is_some_and(|s| *s != format!("{rows}x{cols}"))
+        {
+            continue;
+        }
         let bytes = rows * cols / 4;
         let cold_n = COLD_BYTES.div_ceil(bytes);
         let m = copies(rows, cols, cold_n, (rows * 31 + cols) as u64);
         let a = acts(cols);
-        let mut out = vec![0.0f32; rows];
+        let (mut out_i2s, mut out_lut) = (vec![0.0f32; rows], vec![0.0f32; rows]);
         let mut tables = vec![0u8; lut::table_len(cols)];
-        let build = median(budget / 4, || {
-            (kl.build_tables)(a.i8_row(0), &mut tables);
-        });
-        for threads in [2, 1] {
+        let mut build = Vec::new();
+        times(
+            budget / 4,
+            &mut || (kl.build_tables)(a.i8_row(0), &mut tables),
+            &mut build,
+        );
+        let build = median(build);
+        for &threads in &threads_list {
             let pool = Pool::new(threads).expect("threads");
             for (cache, n) in [("hot", 1), ("cold", cold_n)] {
-                let mut i = 0;
-                let i2s = median(budget, || {
-                    let w = TernaryRef::new(rows, cols, &m.codes[i % n], &m.scales).unwrap();
-                    ternary::matmul(kt, &pool, w, &a, &mut out).unwrap();
-                    i += 1;
-                });
-                let mut i = 0;
-                let tl = median(budget, || {
-                    lut::matmul(kl, &pool, m.lut[i % n].as_ref(), &a, &mut out).unwrap();
-                    i += 1;
-                });
+                let (mut i, mut j) = (0, 0);
+                let (i2s, tl) = race(
+                    budget,
+                    &mut || {
+                        let w = TernaryRef::new(rows, cols, &m.codes[i % n], &m.scales).unwrap();
+                        ternary::matmul(kt, &pool, w, &a, &mut out_i2s).unwrap();
+                        i += 1;
+                    },
+                    &mut || {
+                        lut::matmul(kl, &pool, m.lut[j % n].as_ref(), &a, &mut out_lut).unwrap();
+                        j += 1;
+                    },
+                );
                 let us = |d: Duration| d.as_secs_f64() * 1e6;
                 let gbs = |d: Duration| bytes as f64 / d.as_secs_f64() / 1e9;
                 println!(

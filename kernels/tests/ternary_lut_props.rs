@@ -1,13 +1,13 @@
 //! The lookup-table ternary kernels of every instruction set this CPU has against the `I2_S`
-//! kernels, bit for bit: tile sums against `ternary::scalar::dot` over the whole int8 range
+//! kernels, bit for bit: panel sums against `ternary::scalar::dot` over the whole int8 range
 //! (-128 included, which per-token quantisation never writes), extreme rows at the u8 / u16
 //! accumulation limits, and the pooled matmul against `ternary::matmul` with the scalar
-//! kernels for shapes whose rows are not whole tiles; the packing's refusals.
+//! kernels for shapes whose rows are not whole panels; the packing's refusals.
 
 use proptest::prelude::*;
 use ryzanstein_kernels::dispatch::Isa;
 use ryzanstein_kernels::matmul::quantize_acts;
-use ryzanstein_kernels::ternary::lut::{self, LutMatrix, LutRef, TILE_ROWS};
+use ryzanstein_kernels::ternary::lut::{self, LutMatrix, LutRef, PANEL_ROWS};
 use ryzanstein_kernels::ternary::{self, codes, TernaryRef, BLOCK};
 use ryzanstein_kernels::{DType, Pool};
 
@@ -28,15 +28,20 @@ fn encoded(values: &[i8]) -> Vec<u8> {
     c
 }
 
-/// Tile sums of every ISA for `rows x cols` weights `w` against each activation row of `q`,
+/// Panel sums of every ISA for `rows x cols` weights `w` against each activation row of `q`,
 /// checked against the scalar `I2_S` dot product row by row.
-fn check_tile_sums(rows: usize, cols: usize, w: &[i8], q: &[Vec<i8>]) -> Result<(), TestCaseError> {
+fn check_panel_sums(
+    rows: usize,
+    cols: usize,
+    w: &[i8],
+    q: &[Vec<i8>],
+) -> Result<(), TestCaseError> {
     let c = encoded(w);
     let scales = vec![1.0; rows];
     let m = TernaryRef::new(rows, cols, &c, &scales).unwrap();
     let packed = LutMatrix::from_ternary(m).unwrap();
     let data = packed.as_ref().data;
-    let tiles = rows.div_ceil(TILE_ROWS);
+    let panels = rows.div_ceil(PANEL_ROWS);
     let mut want_tables = vec![0u8; lut::table_len(cols)];
     for q in q {
         let sum: i32 = q.iter().map(|&x| x as i32).sum();
@@ -49,18 +54,18 @@ fn check_tile_sums(rows: usize, cols: usize, w: &[i8], q: &[Vec<i8>]) -> Result<
             let mut tables = vec![0u8; lut::table_len(cols)];
             (kl.build_tables)(q, &mut tables);
             prop_assert!(tables == want_tables, "{:?} tables", isa);
-            // All tiles at once, and one tile at a time (the SIMD kernels' lone-tile path).
-            let mut sums = vec![0i32; tiles * TILE_ROWS];
-            (kl.tile_sums)(data, cols, &tables, &mut sums);
+            // All panels at once, and one at a time.
+            let mut sums = vec![0i32; panels * PANEL_ROWS];
+            (kl.panel_sums)(data, cols, &tables, &mut sums);
             prop_assert_eq!(&sums[..rows], &want[..], "{:?}", isa);
             prop_assert!(sums[rows..].iter().all(|&s| s == 0), "{:?} padding", isa);
-            let tb = lut::tile_bytes(cols);
-            for t in 0..tiles {
-                let mut one = vec![0i32; TILE_ROWS];
-                (kl.tile_sums)(&data[t * tb..(t + 1) * tb], cols, &tables, &mut one);
+            let tb = lut::panel_bytes(cols);
+            for t in 0..panels {
+                let mut one = vec![0i32; PANEL_ROWS];
+                (kl.panel_sums)(&data[t * tb..(t + 1) * tb], cols, &tables, &mut one);
                 prop_assert_eq!(
                     &one[..],
-                    &sums[t * TILE_ROWS..(t + 1) * TILE_ROWS],
+                    &sums[t * PANEL_ROWS..(t + 1) * PANEL_ROWS],
                     "{:?}",
                     isa
                 );
@@ -74,7 +79,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
     #[test]
-    fn every_isa_computes_the_exact_tile_sums(
+    fn every_isa_computes_the_exact_panel_sums(
         rows in 1usize..100,
         blocks in 1usize..24,
         tokens in 1usize..4,
@@ -86,7 +91,7 @@ proptest! {
         let q: Vec<Vec<i8>> = (0..tokens)
             .map(|_| (0..cols).map(|_| next() as i8).collect())
             .collect();
-        check_tile_sums(rows, cols, &w, &q)?;
+        check_panel_sums(rows, cols, &w, &q)?;
     }
 
     /// The largest entries: every weight +1 or every weight -1 (or alternating), every
@@ -103,7 +108,7 @@ proptest! {
         let w: Vec<i8> = (0..rows * cols)
             .map(|i| if weight == 0 { [1, -1][i % 2] } else { weight })
             .collect();
-        check_tile_sums(rows, cols, &w, &[vec![act; cols]])?;
+        check_panel_sums(rows, cols, &w, &[vec![act; cols]])?;
     }
 
     #[test]
@@ -148,12 +153,12 @@ fn the_packing_refuses_bad_shapes_and_codes() {
     let c = vec![0x55u8; 3 * 32];
     let scales = [1.0f32; 3];
     let m = TernaryRef::new(3, 128, &c, &scales).unwrap();
-    assert_eq!(lut::packed_len(3, 128), 1024);
-    let mut out = vec![0u8; 1024];
+    assert_eq!(lut::packed_len(3, 128), 2048);
+    let mut out = vec![0u8; 2048];
     lut::pack_into(m, &mut out).unwrap();
     // The buffer too short or too long.
-    assert!(lut::pack_into(m, &mut vec![0u8; 1023]).is_err());
-    assert!(lut::pack_into(m, &mut vec![0u8; 1025]).is_err());
+    assert!(lut::pack_into(m, &mut vec![0u8; 2047]).is_err());
+    assert!(lut::pack_into(m, &mut vec![0u8; 2049]).is_err());
     // Shapes that `TernaryRef::new` would have refused (its fields are public).
     let bad = |rows, cols, codes: &[u8], scales: &[f32]| {
         let r = TernaryRef {
@@ -178,10 +183,10 @@ fn the_packing_refuses_bad_shapes_and_codes() {
 
 #[test]
 fn packed_refs_and_the_matmul_check_shapes() {
-    assert!(LutRef::new(3, 128, &[0; 1024], &[1.0; 3]).is_ok());
-    assert!(LutRef::new(3, 128, &[0; 1023], &[1.0; 3]).is_err());
-    assert!(LutRef::new(3, 128, &[0; 1024], &[1.0; 2]).is_err());
-    assert!(LutRef::new(3, 100, &[0; 800], &[1.0; 3]).is_err());
+    assert!(LutRef::new(3, 128, &[0; 2048], &[1.0; 3]).is_ok());
+    assert!(LutRef::new(3, 128, &[0; 2047], &[1.0; 3]).is_err());
+    assert!(LutRef::new(3, 128, &[0; 2048], &[1.0; 2]).is_err());
+    assert!(LutRef::new(3, 100, &[0; 1600], &[1.0; 3]).is_err());
     assert!(LutRef::new(0, 128, &[], &[]).is_ok());
 
     let c = vec![0x55u8; 64];

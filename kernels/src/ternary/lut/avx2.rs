@@ -1,14 +1,20 @@
 //! AVX2 lookup-table kernels (see the module above for the layouts and the instruction
-//! sequence): the table builder, shared by the AVX-512 kernels, and the tile sums with
-//! `pshufb` on two pairs per `ymm` (one per 128-bit lane). Exact, like the scalar reference.
+//! sequence): the table builder, shared by the AVX-512 kernels, and the panel sums with
+//! `pshufb` on two pairs per `ymm` (one per 128-bit lane), both halves of a panel against one
+//! load of each table. Exact, like the scalar reference.
 
-use super::{tile_bytes, BIAS, TILES_PER_TASK, TILE_ROWS};
+use super::{panel_bytes, BIAS, PANEL_ROWS};
 use std::arch::x86_64::*;
 
-/// Steps summed in the u8 accumulators: `8 * 31` and `8 * 16` fit a byte.
+/// Steps (one lookup per byte lane each) summed in the u8 accumulators: `8 * 31` and
+/// `8 * 16` fit a byte.
 pub(super) const U8_STEPS: usize = 8;
 /// Steps summed in u16 before widening: eight flushes of at most `8 * 512`, 32768.
 pub(super) const U16_STEPS: usize = 64;
+
+/// How far ahead of the panel's stream the weights are prefetched (to L2: the hardware
+/// prefetchers alone left the cold-weights case at about half the DRAM bandwidth).
+pub(super) const PREFETCH: usize = 4096;
 
 /// `(w0, w1)` of entries `idx[0..8]` as i16 pairs, the `madd` operand giving those entries.
 #[inline]
@@ -68,38 +74,43 @@ unsafe fn widen_u16(v: __m256i) -> __m256i {
     )
 }
 
-/// `N` consecutive tiles at `w` against one token's `tables`; 32 sums per tile to `sums`.
+/// One panel at `w` against one token's `tables`; its 64 sums to `sums`.
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn tiles<const N: usize>(w: *const u8, cols: usize, tables: *const u8, sums: *mut i32) {
-    let tb = tile_bytes(cols);
-    let steps = cols / 4; // two pairs per step; a multiple of 32
+unsafe fn panel(w: *const u8, cols: usize, tables: *const u8, sums: *mut i32) {
+    // A group: four pairs, 128 bytes of weights (two halves) and of tables, two steps here.
+    let groups = cols / 8; // a multiple of 16
     let nib = _mm256_set1_epi8(0x0f);
     let join = _mm256_set1_epi16(0x2001); // bytes (1, 32): L + 32 H
     let zero = _mm256_setzero_si256();
-    // [tile][rows 0..8, 8..16, 16..24, 24..32]
-    let mut acc32 = [[zero; 4]; N];
-    let mut s = 0;
-    while s < steps {
-        let end = (s + U16_STEPS).min(steps);
-        let mut acc16 = [[zero; 4]; N];
-        while s < end {
-            // [tile][L rows 0..16, H rows 0..16, L rows 16..32, H rows 16..32]
-            let mut acc8 = [[zero; 4]; N];
-            for _ in 0..U8_STEPS {
-                let t = tables.add((s / 2) * 128 + (s % 2) * 32);
-                let tl = _mm256_loadu_si256(t as *const __m256i);
-                let th = _mm256_loadu_si256(t.add(64) as *const __m256i);
-                for (i, a) in acc8.iter_mut().enumerate() {
-                    let v = _mm256_loadu_si256(w.add(i * tb + s * 32) as *const __m256i);
-                    let lo = _mm256_and_si256(v, nib);
-                    let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), nib);
-                    a[0] = _mm256_add_epi8(a[0], _mm256_shuffle_epi8(tl, lo));
-                    a[1] = _mm256_add_epi8(a[1], _mm256_shuffle_epi8(th, lo));
-                    a[2] = _mm256_add_epi8(a[2], _mm256_shuffle_epi8(tl, hi));
-                    a[3] = _mm256_add_epi8(a[3], _mm256_shuffle_epi8(th, hi));
+    // [half][rows 0..8, 8..16, 16..24, 24..32 of the half]
+    let mut acc32 = [[zero; 4]; 2];
+    let mut g = 0;
+    while g < groups {
+        let end = (g + U16_STEPS / 2).min(groups);
+        let mut acc16 = [[zero; 4]; 2];
+        while g < end {
+            // [half][L rows 0..16, H rows 0..16, L rows 16..32, H rows 16..32]
+            let mut acc8 = [[zero; 4]; 2];
+            for _ in 0..U8_STEPS / 2 {
+                let (wg, tg) = (w.add(g * 128), tables.add(g * 128));
+                _mm_prefetch::<_MM_HINT_T1>(wg.wrapping_add(PREFETCH) as *const i8);
+                _mm_prefetch::<_MM_HINT_T1>(wg.wrapping_add(PREFETCH + 64) as *const i8);
+                for step in 0..2 {
+                    let tl = _mm256_loadu_si256(tg.add(32 * step) as *const __m256i);
+                    let th = _mm256_loadu_si256(tg.add(64 + 32 * step) as *const __m256i);
+                    for (half, a) in acc8.iter_mut().enumerate() {
+                        let at = wg.add(64 * half + 32 * step);
+                        let v = _mm256_loadu_si256(at as *const __m256i);
+                        let lo = _mm256_and_si256(v, nib);
+                        let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), nib);
+                        a[0] = _mm256_add_epi8(a[0], _mm256_shuffle_epi8(tl, lo));
+                        a[1] = _mm256_add_epi8(a[1], _mm256_shuffle_epi8(th, lo));
+                        a[2] = _mm256_add_epi8(a[2], _mm256_shuffle_epi8(tl, hi));
+                        a[3] = _mm256_add_epi8(a[3], _mm256_shuffle_epi8(th, hi));
+                    }
                 }
-                s += 1;
+                g += 1;
             }
             for (a16, a8) in acc16.iter_mut().zip(&acc8) {
                 for half in 0..2 {
@@ -118,40 +129,28 @@ unsafe fn tiles<const N: usize>(w: *const u8, cols: usize, tables: *const u8, su
         }
     }
     let bias = _mm256_set1_epi32(BIAS * (cols / 2) as i32);
-    for (i, a32) in acc32.iter().enumerate() {
+    for (half, a32) in acc32.iter().enumerate() {
         for (q, &a) in a32.iter().enumerate() {
-            let p = sums.add(i * TILE_ROWS + 8 * q) as *mut __m256i;
+            let p = sums.add(32 * half + 8 * q) as *mut __m256i;
             _mm256_storeu_si256(p, _mm256_sub_epi32(a, bias));
         }
     }
 }
 
-/// As `scalar::tile_sums`.
+/// As `scalar::panel_sums`.
 ///
 /// # Safety
-/// The CPU must have AVX2, FMA and F16C; the lengths as `check_tiles` checks them.
+/// The CPU must have AVX2, FMA and F16C; the lengths as `check_panels` checks them.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn tile_sums(w: &[u8], cols: usize, tables: &[u8], sums: &mut [i32]) {
-    let tb = tile_bytes(cols);
-    let n = w.len() / tb;
-    let mut i = 0;
-    while i + TILES_PER_TASK <= n {
-        tiles::<TILES_PER_TASK>(
-            w.as_ptr().add(i * tb),
+pub unsafe fn panel_sums(w: &[u8], cols: usize, tables: &[u8], sums: &mut [i32]) {
+    let pb = panel_bytes(cols);
+    for i in 0..w.len() / pb {
+        panel(
+            w.as_ptr().add(i * pb),
             cols,
             tables.as_ptr(),
-            sums.as_mut_ptr().add(i * TILE_ROWS),
+            sums.as_mut_ptr().add(i * PANEL_ROWS),
         );
-        i += TILES_PER_TASK;
-    }
-    while i < n {
-        tiles::<1>(
-            w.as_ptr().add(i * tb),
-            cols,
-            tables.as_ptr(),
-            sums.as_mut_ptr().add(i * TILE_ROWS),
-        );
-        i += 1;
     }
 }
 

@@ -4,12 +4,16 @@
 //! **Weights** are repacked once, at load ([`pack_into`]), from the `I2_S` codes: each row's
 //! weights go in pairs `(w0, w1)` (weights `2p`, `2p + 1`), and the nine ternary pairs are a
 //! 4-bit index `3 (w0 + 1) + (w1 + 1)` (code `3`, which no encoder writes, is refused). Rows go
-//! in tiles of [`TILE_ROWS`] = 32 (the last tile padded with zero weights, index 4, whose
-//! outputs are never written); a tile stores, for each pair `p` in turn, 16 bytes: byte `j`
-//! holds row `j`'s index in its low nibble and row `16 + j`'s in its high nibble. So the 32
-//! rows' indices for one pair are 16 contiguous bytes, and a tile is `8 * cols` bytes (2 bits
-//! per weight, as `I2_S`). The layout is the same for every instruction set
-//! ([`scalar::index_at`] defines it), so the server packs once whichever kernels it runs.
+//! in panels of [`PANEL_ROWS`] = 64 (the last panel padded with zero weights, index 4, whose
+//! outputs are never written). A panel is two halves of 32 rows; for one pair, a half's 32
+//! indices are 16 bytes (byte `j`: row `j` in the low nibble, row `16 + j` in the high one),
+//! and a panel stores, for each group of four pairs, the first half's 64 bytes then the
+//! second half's ([`scalar::index_position`]): `16 * cols` bytes per panel, 2 bits per weight
+//! as `I2_S`. So the 32 indices a `pshufb` lane needs are contiguous, one step of a kernel
+//! reads one contiguous run for both halves, and a panel (and the whole matrix) is read as a
+//! single forward stream, which the prefetchers follow (two separate 32-row tiles, tried
+//! first, left the cold-weights case well below the DRAM bandwidth). The layout is the same
+//! for every instruction set, so the server packs once whichever kernels it runs.
 //!
 //! **Tables** are built per token, once per call: for each pair of activations `(a0, a1)`
 //! and each index, the exact entry `e = w0 a0 + w1 a1 + 256` (`0..=512`), stored as two
@@ -34,9 +38,10 @@
 //! rejoining `unpack` + `maddubs` runs once per eight lookups: about 4.5 shuffles per step
 //! instead of 8.
 //!
-//! Work items are groups of [`TILES_PER_TASK`] tiles; each kernel keeps one step's tables in
-//! registers for both tiles. Tokens are taken [`TOKENS_PER_PASS`] at a time: their tables are
-//! built (on the pool, one token per piece), then every tile group runs against each of them.
+//! Work items are panels; each kernel keeps one step's tables in registers for both halves,
+//! and prefetches the weights [`avx2::PREFETCH`] bytes ahead into L2. Tokens are taken
+//! [`TOKENS_PER_PASS`] at a time: their tables are built (on the pool, one token per piece),
+//! then every panel runs against each of them.
 
 #[cfg(target_arch = "x86_64")]
 pub mod avx2;
@@ -51,20 +56,16 @@ use crate::pool::{Pool, SyncPtr};
 use crate::{DType, KernelError};
 use std::cell::RefCell;
 
-/// Rows per tile of the packed layout.
-pub const TILE_ROWS: usize = 32;
-/// Bytes per pair of weights in a tile (32 rows, a nibble each).
-pub const PAIR_BYTES: usize = TILE_ROWS / 2;
+/// Rows per panel of the packed layout.
+pub const PANEL_ROWS: usize = 64;
 /// The bias added to every table entry, so that entries are `0..=512`.
 pub const BIAS: i32 = 256;
-/// Tiles per piece of work (the SIMD kernels share each table load between them).
-pub const TILES_PER_TASK: usize = 2;
 /// Tokens whose tables are built at once (their tables stay in L2: `16 * cols` bytes each).
 pub const TOKENS_PER_PASS: usize = 8;
 
-/// Bytes of one packed tile of `cols`-weight rows.
-pub fn tile_bytes(cols: usize) -> usize {
-    cols / 2 * PAIR_BYTES
+/// Bytes of one packed panel of `cols`-weight rows.
+pub fn panel_bytes(cols: usize) -> usize {
+    PANEL_ROWS * cols / 4
 }
 
 /// Bytes of one token's tables for `cols` activations.
@@ -72,9 +73,9 @@ pub fn table_len(cols: usize) -> usize {
     16 * cols
 }
 
-/// Bytes [`pack_into`] writes for a `rows x cols` matrix (rows padded to whole tiles).
+/// Bytes [`pack_into`] writes for a `rows x cols` matrix (rows padded to whole panels).
 pub fn packed_len(rows: usize, cols: usize) -> usize {
-    rows.div_ceil(TILE_ROWS) * tile_bytes(cols)
+    rows.div_ceil(PANEL_ROWS) * panel_bytes(cols)
 }
 
 /// Checks a whole-block shape (`cols` a positive multiple of [`BLOCK`]).
@@ -90,7 +91,7 @@ fn check_cols(op: &'static str, cols: usize) -> Result<(), KernelError> {
     Ok(())
 }
 
-/// Repacks `w` into the tile layout (see the module documentation); `out` must be
+/// Repacks `w` into the panel layout (see the module documentation); `out` must be
 /// [`packed_len`] bytes. Codes `3` are refused (they have no ternary value).
 pub fn pack_into(w: TernaryRef<'_>, out: &mut [u8]) -> Result<(), KernelError> {
     let op = "lut::pack_into";
@@ -125,9 +126,9 @@ pub fn pack_into(w: TernaryRef<'_>, out: &mut [u8]) -> Result<(), KernelError> {
     }
     out.fill(0);
     let mut values = vec![0i8; cols];
-    for (t, tile) in out.chunks_exact_mut(tile_bytes(cols)).enumerate() {
-        for r in 0..TILE_ROWS {
-            let row = t * TILE_ROWS + r;
+    for (t, panel) in out.chunks_exact_mut(panel_bytes(cols)).enumerate() {
+        for r in 0..PANEL_ROWS {
+            let row = t * PANEL_ROWS + r;
             if row < rows {
                 codes::decode(w.row(row), &mut values);
             } else {
@@ -135,14 +136,14 @@ pub fn pack_into(w: TernaryRef<'_>, out: &mut [u8]) -> Result<(), KernelError> {
             }
             for (p, v) in values.chunks_exact(2).enumerate() {
                 let idx = scalar::index_of((v[0] + 1) as u8, (v[1] + 1) as u8);
-                scalar::set_index(tile, p, r, idx);
+                scalar::set_index(panel, p, r, idx);
             }
         }
     }
     Ok(())
 }
 
-/// A packed `rows x cols` ternary matrix: [`packed_len`] bytes of tiles and a scale per row.
+/// A packed `rows x cols` ternary matrix: [`packed_len`] bytes of panels and a scale per row.
 #[derive(Debug, Clone, Copy)]
 pub struct LutRef<'a> {
     pub rows: usize,
@@ -180,12 +181,12 @@ impl<'a> LutRef<'a> {
     }
 }
 
-/// 64 bytes, 64-aligned: the storage unit of [`LutMatrix`] (a tile is a whole number of them).
+/// 64 bytes, 64-aligned: the storage unit of [`LutMatrix`] (a panel is a whole number of them).
 #[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 #[repr(C, align(64))]
 struct Line([u8; 64]);
 
-/// An owned packed matrix (its tiles cache-line aligned).
+/// An owned packed matrix (its panels cache-line aligned).
 #[derive(Debug, Clone)]
 pub struct LutMatrix {
     rows: usize,
@@ -220,16 +221,16 @@ impl LutMatrix {
 
 /// `(q, tables)`: one token's tables ([`table_len`] bytes) from its activations.
 pub type BuildFn = fn(&[i8], &mut [u8]);
-/// `(w, cols, tables, sums)`: `sums[32 i + r] = sum((c - 1) * q)` for row `r` of tile `i` of
-/// `w` (whole tiles), from one token's tables.
-pub type TileSumsFn = fn(&[u8], usize, &[u8], &mut [i32]);
+/// `(w, cols, tables, sums)`: `sums[64 i + r] = sum((c - 1) * q)` for row `r` of panel `i`
+/// of `w` (whole panels), from one token's tables.
+pub type PanelSumsFn = fn(&[u8], usize, &[u8], &mut [i32]);
 
 /// The lookup-table kernels of one instruction set.
 #[derive(Debug)]
 pub struct LutKernels {
     pub isa: Isa,
     pub build_tables: BuildFn,
-    pub tile_sums: TileSumsFn,
+    pub panel_sums: PanelSumsFn,
 }
 
 fn check_tables(q: &[i8], tables: &[u8]) {
@@ -241,14 +242,14 @@ fn check_tables(q: &[i8], tables: &[u8]) {
     );
 }
 
-fn check_tiles(w: &[u8], cols: usize, tables: &[u8], sums: &[i32]) {
+fn check_panels(w: &[u8], cols: usize, tables: &[u8], sums: &[i32]) {
     assert!(
         cols > 0
             && cols.is_multiple_of(BLOCK)
-            && w.len().is_multiple_of(tile_bytes(cols))
-            && sums.len() == w.len() / tile_bytes(cols) * TILE_ROWS
+            && w.len().is_multiple_of(panel_bytes(cols))
+            && sums.len() == w.len() / panel_bytes(cols) * PANEL_ROWS
             && tables.len() == table_len(cols),
-        "lut tile sums: {} weight bytes of {cols}-weight rows, {} table bytes, {} sums",
+        "lut panel sums: {} weight bytes of {cols}-weight rows, {} table bytes, {} sums",
         w.len(),
         tables.len(),
         sums.len()
@@ -258,7 +259,7 @@ fn check_tiles(w: &[u8], cols: usize, tables: &[u8], sums: &[i32]) {
 static SCALAR: LutKernels = LutKernels {
     isa: Isa::Scalar,
     build_tables: scalar::build_tables,
-    tile_sums: scalar::tile_sums,
+    panel_sums: scalar::panel_sums,
 };
 
 #[cfg(target_arch = "x86_64")]
@@ -272,38 +273,38 @@ mod x86_tables {
         // match (checked above).
         unsafe { avx2::build_tables(q, tables) }
     }
-    fn avx2_tiles(w: &[u8], cols: usize, tables: &[u8], sums: &mut [i32]) {
+    fn avx2_panels(w: &[u8], cols: usize, tables: &[u8], sums: &mut [i32]) {
         assert!(Isa::Avx2.runs(), "AVX2 kernel on a CPU without AVX2");
-        check_tiles(w, cols, tables, sums);
+        check_panels(w, cols, tables, sums);
         // SAFETY: as above.
-        unsafe { avx2::tile_sums(w, cols, tables, sums) }
+        unsafe { avx2::panel_sums(w, cols, tables, sums) }
     }
-    fn avx512_tiles(w: &[u8], cols: usize, tables: &[u8], sums: &mut [i32]) {
+    fn avx512_panels(w: &[u8], cols: usize, tables: &[u8], sums: &mut [i32]) {
         assert!(
             Isa::Avx512.runs(),
             "AVX-512 kernel on a CPU without AVX-512"
         );
-        check_tiles(w, cols, tables, sums);
+        check_panels(w, cols, tables, sums);
         // SAFETY: the CPU has AVX-512 F/BW and AVX2 (Isa::Avx512, checked above); the
         // lengths match (checked above).
-        unsafe { avx512::tile_sums(w, cols, tables, sums) }
+        unsafe { avx512::panel_sums(w, cols, tables, sums) }
     }
 
     pub(super) static AVX2: LutKernels = LutKernels {
         isa: Isa::Avx2,
         build_tables: avx2_build,
-        tile_sums: avx2_tiles,
+        panel_sums: avx2_panels,
     };
     pub(super) static AVX512: LutKernels = LutKernels {
         isa: Isa::Avx512,
         build_tables: avx2_build,
-        tile_sums: avx512_tiles,
+        panel_sums: avx512_panels,
     };
     /// VNNI adds nothing to table lookups: the AVX-512 kernels.
     pub(super) static AVX512_VNNI: LutKernels = LutKernels {
         isa: Isa::Avx512Vnni,
         build_tables: avx2_build,
-        tile_sums: avx512_tiles,
+        panel_sums: avx512_panels,
     };
 }
 
@@ -386,9 +387,8 @@ pub fn matmul(
         return Ok(());
     }
     let inv: Vec<f32> = acts.row_scale.iter().map(|s| 1.0 / s).collect();
-    let (tb, tl) = (tile_bytes(cols), table_len(cols));
-    let tiles = rows.div_ceil(TILE_ROWS);
-    let groups = tiles.div_ceil(TILES_PER_TASK);
+    let (pb, tl) = (panel_bytes(cols), table_len(cols));
+    let panels = rows.div_ceil(PANEL_ROWS);
     let base = SyncPtr(out.as_mut_ptr());
     let n = acts.n;
     with_tables(TOKENS_PER_PASS.min(n) * tl, |buf| {
@@ -399,22 +399,20 @@ pub fn matmul(
                 (kl.build_tables)(acts.i8_row(t0 + i), tab)
             });
             let tables = &*tables;
-            pool.for_each_chunk(groups, pool.chunk_for(groups, 4, 1), &|range| {
-                let mut sums = [0i32; TILE_ROWS * TILES_PER_TASK];
-                for g in range {
-                    let first = g * TILES_PER_TASK;
-                    let last = (first + TILES_PER_TASK).min(tiles);
-                    let sums = &mut sums[..(last - first) * TILE_ROWS];
-                    let r0 = first * TILE_ROWS;
-                    let live = (rows - r0).min(sums.len());
+            pool.for_each_chunk(panels, pool.chunk_for(panels, 4, 1), &|range| {
+                let mut sums = [0i32; PANEL_ROWS];
+                for p in range {
+                    let r0 = p * PANEL_ROWS;
+                    let live = (rows - r0).min(PANEL_ROWS);
+                    let panel = &w.data[p * pb..(p + 1) * pb];
                     for (i, tab) in tables.chunks_exact(tl).enumerate() {
-                        (kl.tile_sums)(&w.data[first * tb..last * tb], cols, tab, sums);
+                        (kl.panel_sums)(panel, cols, tab, &mut sums);
                         let t = t0 + i;
                         for (j, &isum) in sums[..live].iter().enumerate() {
                             let r = r0 + j;
                             // SAFETY: `t * rows + r < out.len()` (`r < rows`, `t < n`,
-                            // checked above), and each tile belongs to one group, handed out
-                            // once, so the writes are disjoint.
+                            // checked above), and each panel is handed out once, so the
+                            // writes are disjoint.
                             unsafe {
                                 *base.get().add(t * rows + r) = isum as f32 * w.scales[r] * inv[t]
                             };

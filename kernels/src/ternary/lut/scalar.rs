@@ -1,9 +1,9 @@
 //! The scalar reference of the lookup-table kernels, and the definition of both layouts
-//! (see the module above): where a row's pair index lives in a tile ([`index_at`]), where a
+//! (see the module above): where a row's pair index lives in a panel ([`index_at`]), where a
 //! pair's two 16-byte tables live in a token's tables ([`table_offsets`]), what a table entry
-//! holds ([`entry`]), and the tile sums computed from them entry by entry.
+//! holds ([`entry`]), and the panel sums computed from them entry by entry.
 
-use super::{tile_bytes, BIAS, PAIR_BYTES, TILE_ROWS};
+use super::{panel_bytes, BIAS, PANEL_ROWS};
 
 /// Byte offsets of pair `p`'s `L` and `H` tables in one token's tables: pairs go in groups
 /// of four (eight activations, 128 bytes): the four `L` tables, then the four `H` tables.
@@ -39,17 +39,29 @@ pub fn entry(idx: u8, a0: i8, a1: i8) -> (u8, u8) {
     ((e & 31) as u8, (e >> 5) as u8)
 }
 
-/// The pair index of row `r` (`0..32`) of a tile for pair `p`: byte `16 p + r % 16` of the
-/// tile, its low nibble for rows `0..16` and its high nibble for rows `16..32`.
+/// Byte and shift of row `r`'s (`0..64`) pair index for pair `p` in a panel: pairs go in
+/// groups of four (128 bytes): rows `0..32` of the four pairs (16 bytes each), then rows
+/// `32..64`; of a pair's 16 bytes, byte `j` holds row `j` in its low nibble and row `16 + j`
+/// in its high nibble.
 #[inline]
-pub fn index_at(tile: &[u8], p: usize, r: usize) -> u8 {
-    (tile[p * PAIR_BYTES + r % 16] >> (4 * (r / 16))) & 15
+pub fn index_position(p: usize, r: usize) -> (usize, u32) {
+    let (g, k) = (p / 4, p % 4);
+    let (half, rr) = (r / 32, r % 32);
+    (g * 128 + half * 64 + k * 16 + rr % 16, 4 * (rr / 16) as u32)
 }
 
-/// Writes pair index `idx` of row `r` for pair `p` into a tile (the nibble must be clear).
+/// The pair index of row `r` of a panel for pair `p`.
 #[inline]
-pub fn set_index(tile: &mut [u8], p: usize, r: usize, idx: u8) {
-    tile[p * PAIR_BYTES + r % 16] |= idx << (4 * (r / 16));
+pub fn index_at(panel: &[u8], p: usize, r: usize) -> u8 {
+    let (byte, shift) = index_position(p, r);
+    (panel[byte] >> shift) & 15
+}
+
+/// Writes pair index `idx` of row `r` for pair `p` into a panel (the nibble must be clear).
+#[inline]
+pub fn set_index(panel: &mut [u8], p: usize, r: usize, idx: u8) {
+    let (byte, shift) = index_position(p, r);
+    panel[byte] |= idx << shift;
 }
 
 /// One token's tables: `q` (a multiple of [`crate::ternary::BLOCK`] activations) into
@@ -66,20 +78,20 @@ pub fn build_tables(q: &[i8], tables: &mut [u8]) {
     }
 }
 
-/// `sums[32 i + r] = sum((c - 1) * q)` for row `r` of tile `i` of `w` (whole tiles of
+/// `sums[64 i + r] = sum((c - 1) * q)` for row `r` of panel `i` of `w` (whole panels of
 /// `cols`-weight rows), from one token's `tables`: the sum of the rows' entries `L + 32 H`
 /// over every pair, less the bias.
-pub fn tile_sums(w: &[u8], cols: usize, tables: &[u8], sums: &mut [i32]) {
-    super::check_tiles(w, cols, tables, sums);
+pub fn panel_sums(w: &[u8], cols: usize, tables: &[u8], sums: &mut [i32]) {
+    super::check_panels(w, cols, tables, sums);
     let bias = BIAS * (cols / 2) as i32;
-    for (tile, sums) in w
-        .chunks_exact(tile_bytes(cols))
-        .zip(sums.chunks_exact_mut(TILE_ROWS))
+    for (panel, sums) in w
+        .chunks_exact(panel_bytes(cols))
+        .zip(sums.chunks_exact_mut(PANEL_ROWS))
     {
         for (r, sum) in sums.iter_mut().enumerate() {
             let mut acc = 0i32;
             for p in 0..cols / 2 {
-                let idx = index_at(tile, p, r) as usize;
+                let idx = index_at(panel, p, r) as usize;
                 let (lo, hi) = table_offsets(p);
                 acc += tables[lo + idx] as i32 + 32 * tables[hi + idx] as i32;
             }
@@ -115,16 +127,21 @@ mod tests {
     }
 
     #[test]
-    fn indices_round_trip_through_a_tile() {
-        let mut tile = vec![0u8; 2 * PAIR_BYTES];
-        for p in 0..2 {
-            for r in 0..TILE_ROWS {
-                set_index(&mut tile, p, r, ((p * 7 + r) % 9) as u8);
+    fn indices_round_trip_through_a_panel() {
+        let mut panel = vec![0u8; panel_bytes(128)];
+        let mut seen = vec![0u8; panel.len() * 2];
+        for p in 0..64 {
+            for r in 0..PANEL_ROWS {
+                set_index(&mut panel, p, r, ((p * 7 + r) % 9) as u8);
+                let (byte, shift) = index_position(p, r);
+                seen[2 * byte + shift as usize / 4] += 1;
             }
         }
-        for p in 0..2 {
-            for r in 0..TILE_ROWS {
-                assert_eq!(index_at(&tile, p, r), ((p * 7 + r) % 9) as u8);
+        // Every nibble of the panel is used once.
+        assert!(seen.iter().all(|&n| n == 1));
+        for p in 0..64 {
+            for r in 0..PANEL_ROWS {
+                assert_eq!(index_at(&panel, p, r), ((p * 7 + r) % 9) as u8);
             }
         }
     }
