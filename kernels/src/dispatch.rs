@@ -111,9 +111,12 @@ impl Isa {
         LADDER[..=best].to_vec()
     }
 
-    /// Whether this CPU can run `self`.
+    /// Whether this CPU can run `self` (the CPU is asked once; the kernels' guards call this
+    /// on every call).
     pub fn runs(self) -> bool {
-        Isa::available().contains(&self)
+        static BEST: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+        let best = *BEST.get_or_init(|| Isa::detect().rung().unwrap_or(0));
+        self.rung().is_some_and(|r| r <= best)
     }
 
     /// `self` if this CPU runs it, else the best instruction set it has.

@@ -38,6 +38,42 @@ proptest! {
         }
     }
 
+    /// The four-row kernels against the one-row scalar reference, including the extreme rows
+    /// (all +1 weights, all activations -128 or 127) beside random ones.
+    #[test]
+    fn every_isa_computes_four_rows_at_once(
+        (rows, q) in (1usize..40).prop_flat_map(|b| (
+            proptest::collection::vec(proptest::collection::vec(-1i8..=1, b * BLOCK), 4),
+            proptest::collection::vec(any::<i8>(), b * BLOCK),
+        )),
+        extreme in any::<bool>(),
+    ) {
+        let mut rows = rows;
+        let mut q = q;
+        if extreme {
+            rows[2].fill(1);
+            q.fill(-128);
+        }
+        let c: Vec<Vec<u8>> = rows.iter().map(|w| encoded(w)).collect();
+        let sum: i32 = q.iter().map(|&x| x as i32).sum();
+        let want: Vec<i32> = c.iter().map(|c| ternary::scalar::dot(c, &q, sum)).collect();
+        for isa in Isa::available() {
+            let kt = kernels_for(isa).unwrap();
+            let got = (kt.dot4)(std::array::from_fn(|k| &c[k][..]), &q, sum);
+            prop_assert_eq!(&got[..], &want[..], "{:?}", isa);
+        }
+    }
+
+    /// The rounding without the library call is `round_ties_even` (ties included).
+    #[test]
+    fn the_fast_rounding_is_round_ties_even(y in -5_000_000f32..5_000_000.0, half in -300i32..300) {
+        let tie = half as f32 + 0.5;
+        for v in [y, y / 1000.0, tie] {
+            let want = v.clamp(-4_194_304.0, 4_194_304.0).round_ties_even();
+            prop_assert_eq!(ternary::round_ties_even_small(v), want, "{}", v);
+        }
+    }
+
     /// The extreme case for the i16 accumulation: every activation -128 or 127, every weight
     /// +1 (the largest magnitudes a lane can collect).
     #[test]

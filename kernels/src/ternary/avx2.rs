@@ -54,3 +54,32 @@ pub unsafe fn dot(codes: &[u8], q: &[i8], sum: i32) -> i32 {
     }
     hsum_epi32(acc) - sum
 }
+
+/// `sum((c - 1) * q)` of four rows (`codes[k]`) against one activation row: [`dot`] with each
+/// activation load shared by the four rows.
+///
+/// # Safety
+/// As for [`dot`], for each row.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot4(codes: [&[u8]; 4], q: &[i8], sum: i32) -> [i32; 4] {
+    let nb = codes[0].len() / BLOCK_BYTES;
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [_mm256_setzero_si256(); 4];
+    let mut b = 0;
+    while b < nb {
+        let end = (b + I16_BLOCKS).min(nb);
+        let mut acc16 = [_mm256_setzero_si256(); 4];
+        for blk in b..end {
+            let x = q.as_ptr().add(blk * BLOCK);
+            for (acc16, row) in acc16.iter_mut().zip(codes) {
+                let p = block_products(row.as_ptr().add(blk * BLOCK_BYTES), x);
+                *acc16 = _mm256_add_epi16(*acc16, p);
+            }
+        }
+        for (acc, acc16) in acc.iter_mut().zip(acc16) {
+            *acc = _mm256_add_epi32(*acc, _mm256_madd_epi16(acc16, ones));
+        }
+        b = end;
+    }
+    std::array::from_fn(|k| hsum_epi32(acc[k]) - sum)
+}

@@ -79,6 +79,68 @@ pub unsafe fn dot(codes: &[u8], q: &[i8], sum: i32) -> i32 {
     _mm512_reduce_add_epi32(acc) + tail(codes, q, nb) - sum
 }
 
+/// `sum((c - 1) * q)` of four rows (`codes[k]`) against one activation row, with `maddubs`:
+/// [`dot`] with each activation load shared by the four rows.
+///
+/// # Safety
+/// As for [`dot`], for each row.
+#[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
+pub unsafe fn dot4(codes: [&[u8]; 4], q: &[i8], sum: i32) -> [i32; 4] {
+    let nb = codes[0].len() / BLOCK_BYTES;
+    let pairs = nb / 2;
+    let ones = _mm512_set1_epi16(1);
+    let mut acc = [_mm512_setzero_si512(); 4];
+    let mut p = 0;
+    while p < pairs {
+        let end = (p + I16_BLOCKS).min(pairs);
+        let mut acc16 = [_mm512_setzero_si512(); 4];
+        for i in p..end {
+            let x = q.as_ptr().add(2 * i * BLOCK);
+            let a = [acts_x2(x, 0), acts_x2(x, 1), acts_x2(x, 2), acts_x2(x, 3)];
+            for (acc16, row) in acc16.iter_mut().zip(codes) {
+                let c = codes_x2(row.as_ptr().add(2 * i * BLOCK_BYTES));
+                let s01 = _mm512_add_epi16(
+                    _mm512_maddubs_epi16(c[0], a[0]),
+                    _mm512_maddubs_epi16(c[1], a[1]),
+                );
+                let s23 = _mm512_add_epi16(
+                    _mm512_maddubs_epi16(c[2], a[2]),
+                    _mm512_maddubs_epi16(c[3], a[3]),
+                );
+                *acc16 = _mm512_add_epi16(*acc16, _mm512_add_epi16(s01, s23));
+            }
+        }
+        for (acc, acc16) in acc.iter_mut().zip(acc16) {
+            *acc = _mm512_add_epi32(*acc, _mm512_madd_epi16(acc16, ones));
+        }
+        p = end;
+    }
+    std::array::from_fn(|k| _mm512_reduce_add_epi32(acc[k]) + tail(codes[k], q, nb) - sum)
+}
+
+/// `sum((c - 1) * q)` of four rows, with `vpdpbusd`: [`dot_vnni`] with each activation load
+/// shared by the four rows.
+///
+/// # Safety
+/// As for [`dot_vnni`], for each row.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+pub unsafe fn dot4_vnni(codes: [&[u8]; 4], q: &[i8], sum: i32) -> [i32; 4] {
+    let nb = codes[0].len() / BLOCK_BYTES;
+    let mut acc = [_mm512_setzero_si512(); 4];
+    for i in 0..nb / 2 {
+        let x = q.as_ptr().add(2 * i * BLOCK);
+        let a = [acts_x2(x, 0), acts_x2(x, 1), acts_x2(x, 2), acts_x2(x, 3)];
+        for (acc, row) in acc.iter_mut().zip(codes) {
+            let c = codes_x2(row.as_ptr().add(2 * i * BLOCK_BYTES));
+            *acc = _mm512_dpbusd_epi32(*acc, c[0], a[0]);
+            *acc = _mm512_dpbusd_epi32(*acc, c[1], a[1]);
+            *acc = _mm512_dpbusd_epi32(*acc, c[2], a[2]);
+            *acc = _mm512_dpbusd_epi32(*acc, c[3], a[3]);
+        }
+    }
+    std::array::from_fn(|k| _mm512_reduce_add_epi32(acc[k]) + tail(codes[k], q, nb) - sum)
+}
+
 /// `sum((c - 1) * q)` over one row, with `vpdpbusd`.
 ///
 /// # Safety

@@ -69,7 +69,7 @@ pub fn ternarize(w: &[f32], rows: usize, cols: usize, padded_cols: usize, codes:
         .zip(codes.chunks_exact_mut(padded_cols / 4))
     {
         for (v, x) in values.iter_mut().zip(row) {
-            *v = (x / s).round_ties_even().clamp(-1.0, 1.0) as i8;
+            *v = super::round_ties_even_small(x / s).clamp(-1.0, 1.0) as i8;
         }
         encode(&values, out);
     }

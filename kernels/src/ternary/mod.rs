@@ -94,27 +94,44 @@ pub fn quantize_row(x: &[f32], q: &mut [i8]) -> (f32, i32) {
     let scale = 127.0 / max;
     let mut sum = 0i32;
     for (o, &v) in q.iter_mut().zip(x) {
-        let r = (v * scale).round_ties_even().clamp(-128.0, 127.0) as i8;
+        let r = round_ties_even_small(v * scale).clamp(-128.0, 127.0) as i8;
         *o = r;
         sum += r as i32;
     }
     (scale, sum)
 }
 
+/// `y.round_ties_even()` for `|y| <= 2^22` (and NaN for NaN; larger values are clamped by
+/// every caller): adding and subtracting `1.5 * 2^23` rounds to an integer in the default
+/// rounding mode, ties to even, without the library call `round_ties_even` becomes on CPUs
+/// the baseline target does not assume SSE4.1 on.
+#[inline]
+pub fn round_ties_even_small(y: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0;
+    let y = y.clamp(-4_194_304.0, 4_194_304.0);
+    (y + MAGIC) - MAGIC
+}
+
 /// `(codes, q, sum(q))` → `sum((c - 1) * q)` over one row (`q.len() == 4 * codes.len()`, a
 /// multiple of [`BLOCK`]).
 pub type DotFn = fn(&[u8], &[i8], i32) -> i32;
+
+/// [`DotFn`] of four rows (of one length) against one activation row: the SIMD kernels load
+/// each run of activations once for the four.
+pub type Dot4Fn = fn([&[u8]; 4], &[i8], i32) -> [i32; 4];
 
 /// The ternary kernels of one instruction set.
 #[derive(Debug)]
 pub struct TernaryKernels {
     pub isa: Isa,
     pub dot: DotFn,
+    pub dot4: Dot4Fn,
 }
 
 static SCALAR: TernaryKernels = TernaryKernels {
     isa: Isa::Scalar,
     dot: scalar::dot,
+    dot4: scalar::dot4,
 };
 
 #[cfg(target_arch = "x86_64")]
@@ -147,17 +164,45 @@ mod x86_tables {
         unsafe { avx512::dot_vnni(codes, q, sum) }
     }
 
+    fn avx2_dot4(codes: [&[u8]; 4], q: &[i8], sum: i32) -> [i32; 4] {
+        assert!(Isa::Avx2.runs(), "AVX2 kernel on a CPU without AVX2");
+        codes.iter().for_each(|c| super::check_dot4(c, codes[0], q));
+        // SAFETY: as for `avx2_dot`, for each of the four rows (checked above).
+        unsafe { avx2::dot4(codes, q, sum) }
+    }
+    fn avx512_dot4(codes: [&[u8]; 4], q: &[i8], sum: i32) -> [i32; 4] {
+        assert!(
+            Isa::Avx512.runs(),
+            "AVX-512 kernel on a CPU without AVX-512"
+        );
+        codes.iter().for_each(|c| super::check_dot4(c, codes[0], q));
+        // SAFETY: as for `avx512_dot`, for each of the four rows (checked above).
+        unsafe { avx512::dot4(codes, q, sum) }
+    }
+    fn vnni_dot4(codes: [&[u8]; 4], q: &[i8], sum: i32) -> [i32; 4] {
+        assert!(
+            Isa::Avx512Vnni.runs(),
+            "VNNI kernel on a CPU without AVX-512 VNNI"
+        );
+        codes.iter().for_each(|c| super::check_dot4(c, codes[0], q));
+        // SAFETY: as for `vnni_dot`, for each of the four rows (checked above).
+        unsafe { avx512::dot4_vnni(codes, q, sum) }
+    }
+
     pub(super) static AVX2: TernaryKernels = TernaryKernels {
         isa: Isa::Avx2,
         dot: avx2_dot,
+        dot4: avx2_dot4,
     };
     pub(super) static AVX512: TernaryKernels = TernaryKernels {
         isa: Isa::Avx512,
         dot: avx512_dot,
+        dot4: avx512_dot4,
     };
     pub(super) static AVX512_VNNI: TernaryKernels = TernaryKernels {
         isa: Isa::Avx512Vnni,
         dot: vnni_dot,
+        dot4: vnni_dot4,
     };
 }
 
@@ -168,6 +213,16 @@ fn check_dot(codes: &[u8], q: &[i8]) {
         codes.len(),
         q.len()
     );
+}
+
+/// [`check_dot`] for one of four rows, which must all be as long as the first.
+fn check_dot4(codes: &[u8], first: &[u8], q: &[i8]) {
+    assert_eq!(
+        codes.len(),
+        first.len(),
+        "ternary dot4: rows of different lengths"
+    );
+    check_dot(codes, q);
 }
 
 /// The kernels of `isa`, when this CPU runs it (AArch64 uses the scalar reference for now).
@@ -191,7 +246,8 @@ pub fn kernels() -> &'static TernaryKernels {
     kernels_for(crate::isa()).unwrap_or(&SCALAR)
 }
 
-/// Weight rows per piece of work: their codes stay in L1 while every activation row passes.
+/// Weight rows per piece of work (a multiple of four, for [`TernaryKernels::dot4`]): their
+/// codes stay in L1 while every activation row passes.
 const ROWS_PER_TASK: usize = 16;
 
 /// `out[t * rows + r] = sum_i w[r][i] * x[t][i]`, with `w` ternary times its row scale and
@@ -223,13 +279,26 @@ pub fn matmul(
     let groups = rows.div_ceil(ROWS_PER_TASK);
     pool.for_each_chunk(groups, pool.chunk_for(groups, 4, 1), &|range| {
         for g in range {
-            for r in g * ROWS_PER_TASK..((g + 1) * ROWS_PER_TASK).min(rows) {
-                let codes = w.row(r);
-                for (t, (&sum, &inv)) in acts.row_sum.iter().zip(&inv).enumerate() {
-                    let isum = (kt.dot)(codes, acts.i8_row(t), sum);
-                    // SAFETY: `t * rows + r < out.len()` (checked above), and each row `r`
-                    // belongs to one group, handed out once, so the writes are disjoint.
-                    unsafe { *base.get().add(t * rows + r) = isum as f32 * w.scales[r] * inv };
+            let (start, end) = (g * ROWS_PER_TASK, ((g + 1) * ROWS_PER_TASK).min(rows));
+            for (t, (&sum, &inv)) in acts.row_sum.iter().zip(&inv).enumerate() {
+                let q = acts.i8_row(t);
+                let mut r = start;
+                while r < end {
+                    let isums: &[i32] = &if r + 4 <= end {
+                        (kt.dot4)(std::array::from_fn(|k| w.row(r + k)), q, sum)
+                    } else {
+                        [(kt.dot)(w.row(r), q, sum), 0, 0, 0]
+                    };
+                    let n = if r + 4 <= end { 4 } else { 1 };
+                    for (k, &isum) in isums[..n].iter().enumerate() {
+                        // SAFETY: `t * rows + r + k < out.len()` (checked above), and each
+                        // row belongs to one group, handed out once, so the writes are
+                        // disjoint.
+                        unsafe {
+                            *base.get().add(t * rows + r + k) = isum as f32 * w.scales[r + k] * inv
+                        };
+                    }
+                    r += n;
                 }
             }
         }

@@ -11,3 +11,8 @@ pub fn dot(codes: &[u8], q: &[i8], _sum: i32) -> i32 {
         .map(|(j, &x)| (code_at(codes, j) as i32 - 1) * x as i32)
         .sum()
 }
+
+/// [`dot`] of four rows against one activation row.
+pub fn dot4(codes: [&[u8]; 4], q: &[i8], sum: i32) -> [i32; 4] {
+    codes.map(|c| dot(c, q, sum))
+}

@@ -307,18 +307,13 @@ impl Llama {
             scratch: Mutex::default(),
         };
         model.prepare(opts)?;
-        model.pack_weights()?;
+        model.pack_weights(opts)?;
         Ok(model)
     }
 
     /// Apply the load options: ternarise the projections (`--quantize ternary`), then requantise
     /// a float output matrix to Q8_0 (`--lm-head`; by default when the projections are ternary).
     fn prepare(&mut self, opts: &ModelOptions) -> Result<()> {
-        if opts.ternary_kernel == TernaryKernel::Lut {
-            return Err(Error::Model(
-                "--ternary-kernel lut: the lookup-table kernels are not in this build yet".into(),
-            ));
-        }
         if opts.quantize == Some(Quantize::Ternary) {
             for layer in &mut self.layers {
                 for w in layer.weights_mut() {
@@ -345,7 +340,7 @@ impl Llama {
 
     /// Repack every matrix that has an eight-row kernel (see `ryzanstein_kernels::packed`),
     /// in the order a forward pass reads them.
-    fn pack_weights(&mut self) -> Result<()> {
+    fn pack_weights(&mut self, opts: &ModelOptions) -> Result<()> {
         let mut ws: Vec<&mut Weight> = Vec::new();
         for layer in &mut self.layers {
             ws.extend(layer.weights_mut());
@@ -354,7 +349,8 @@ impl Llama {
             ws.push(w);
         }
         ws.push(&mut self.tok_embd);
-        self.store.pack(&mut ws)
+        let lut = opts.ternary_kernel.resolve() == TernaryKernel::Lut;
+        self.store.pack(&mut ws, lut)
     }
 
     /// Assemble a model from already-built parts (Hugging Face checkpoints, tests).
@@ -395,13 +391,17 @@ impl Llama {
             scratch: Mutex::default(),
         };
         model.prepare(opts)?;
-        model.pack_weights()?;
+        model.pack_weights(opts)?;
         Ok(model)
     }
 
     fn matmul(&self, w: &Weight, acts: &QuantizedActs, out: &mut [f32]) -> Result<()> {
         if let Some(t) = w.ternary(&self.store) {
             ternary::matmul(ternary::kernels(), &self.pool, t, acts, out)?;
+            return Ok(());
+        }
+        if let Some(t) = w.lut(&self.store) {
+            ternary::lut::matmul(ternary::lut::kernels(), &self.pool, t, acts, out)?;
             return Ok(());
         }
         let kt = ryzanstein_kernels::dispatch::kernels();

@@ -23,6 +23,16 @@ pub enum TernaryKernel {
     Lut,
 }
 
+impl TernaryKernel {
+    /// `Auto` made concrete for this CPU.
+    pub fn resolve(self) -> TernaryKernel {
+        match self {
+            TernaryKernel::Auto => TernaryKernel::I2s,
+            k => k,
+        }
+    }
+}
+
 /// The type of the output matrix (the LM head, or the token embedding tied to it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum LmHead {

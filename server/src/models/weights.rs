@@ -11,6 +11,7 @@ use crate::gguf::GgufFile;
 use crate::{Error, Result};
 use ryzanstein_kernels::formats::AlignedBytes;
 use ryzanstein_kernels::packed::{pack_into, packed_len};
+use ryzanstein_kernels::ternary::lut::LutRef;
 use ryzanstein_kernels::ternary::{self, codes, TernaryRef};
 use ryzanstein_kernels::{DType, MatRef, PackedRef};
 
@@ -55,12 +56,17 @@ impl Store {
     }
 
     /// Repack `weights` (in this order) into one arena where the eight-row kernels exist for
-    /// their type and shape; see [`Weight::pack`] for what happens to the originals.
-    pub fn pack(&mut self, weights: &mut [&mut Weight]) -> Result<()> {
+    /// their type and shape, and (`lut`) ternary matrices into the lookup-table kernels'
+    /// tiles; see [`Weight::release_original`] for what happens to the originals.
+    pub fn pack(&mut self, weights: &mut [&mut Weight], lut: bool) -> Result<()> {
         let mut total = 0usize;
         let mut ranges = Vec::with_capacity(weights.len());
         for w in weights.iter() {
-            let range = match packed_len(w.dtype, w.rows, w.cols) {
+            let len = match w.dtype {
+                DType::I2S if lut => Some(ternary::lut::packed_len(w.rows, w.cols)),
+                _ => packed_len(w.dtype, w.rows, w.cols),
+            };
+            let range = match len {
                 Some(len) if w.packed.is_none() => {
                     let start = total.next_multiple_of(ARENA_ALIGN);
                     total = start + len;
@@ -90,7 +96,11 @@ impl Store {
         };
         for (w, range) in weights.iter_mut().zip(&ranges) {
             if let Some(r) = range {
-                pack_into(w.mat(self), &mut buf[r.clone()]).map_err(Error::Kernel)?;
+                match w.ternary(self) {
+                    Some(t) => ternary::lut::pack_into(t, &mut buf[r.clone()]),
+                    None => pack_into(w.mat(self), &mut buf[r.clone()]),
+                }
+                .map_err(Error::Kernel)?;
                 // Let the original go at once, so the peak resident set holds one of each.
                 w.release_original(self);
             }
@@ -294,9 +304,10 @@ impl Weight {
         Ok(w)
     }
 
-    /// The ternary view of a [`DType::I2S`] matrix (`None` for other types).
+    /// The ternary view of a [`DType::I2S`] matrix (`None` for other types, and once packed
+    /// for the lookup-table kernels: see [`Weight::lut`]).
     pub fn ternary<'a>(&'a self, store: &'a Store) -> Option<TernaryRef<'a>> {
-        (self.dtype == DType::I2S).then(|| TernaryRef {
+        (self.dtype == DType::I2S && self.packed.is_none()).then(|| TernaryRef {
             rows: self.rows,
             cols: self.cols,
             codes: self.mat(store).data,
@@ -317,9 +328,23 @@ impl Weight {
         }
     }
 
+    /// A ternary matrix's lookup-table tiles, if [`Store::pack`] made them.
+    pub fn lut<'a>(&'a self, store: &'a Store) -> Option<LutRef<'a>> {
+        let r = self.packed.clone().filter(|_| self.dtype == DType::I2S)?;
+        Some(
+            LutRef::new(
+                self.rows,
+                self.cols,
+                &store.arena.bytes()[r],
+                &self.row_scales,
+            )
+            .expect("packed ranges are laid out for their matrix"),
+        )
+    }
+
     /// The repacked copy, if [`Store::pack`] made one.
     pub fn packed<'a>(&self, store: &'a Store) -> Option<PackedRef<'a>> {
-        let r = self.packed.clone()?;
+        let r = self.packed.clone().filter(|_| self.dtype != DType::I2S)?;
         Some(
             PackedRef::new(self.dtype, self.rows, self.cols, &store.arena.bytes()[r])
                 .expect("packed ranges are laid out for their matrix"),
