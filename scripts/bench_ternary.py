@@ -201,7 +201,7 @@ def quantize_rows(values, qtype, chunk_rows: int):
 
 
 def write_synthetic(shape: dict, seed: int, smollm2: Path, paths: dict) -> None:
-    """Writes the TQ2_0 and the Q4_0 file (paths: "TQ2_0"/"Q4_0" -> path) from the same values,
+    """Writes the TQ2_0, Q4_0 and Q4_1 files (paths: kind -> path) from the same values,
     tensor by tensor, each file through its own streaming writer."""
     import numpy as np
     import gguf
@@ -210,8 +210,9 @@ def write_synthetic(shape: dict, seed: int, smollm2: Path, paths: dict) -> None:
     src = gguf.GGUFReader(smollm2)
     n_vocab = len(src.fields["tokenizer.ggml.tokens"].data)
     plan = tensor_plan(shape, n_vocab)
-    proj_type = {"TQ2_0": Q.TQ2_0, "Q4_0": Q.Q4_0}
-    file_type = {"TQ2_0": gguf.LlamaFileType.MOSTLY_TQ2_0, "Q4_0": gguf.LlamaFileType.MOSTLY_Q4_0}
+    proj_type = {"TQ2_0": Q.TQ2_0, "Q4_0": Q.Q4_0, "Q4_1": Q.Q4_1}
+    file_type = {"TQ2_0": gguf.LlamaFileType.MOSTLY_TQ2_0, "Q4_0": gguf.LlamaFileType.MOSTLY_Q4_0,
+                 "Q4_1": gguf.LlamaFileType.MOSTLY_Q4_1}
     tmp = {k: p.with_name(p.name + ".part") for k, p in paths.items()}
     writers = {}
     for kind, path in tmp.items():
@@ -287,12 +288,12 @@ def write_synthetic(shape: dict, seed: int, smollm2: Path, paths: dict) -> None:
 
 def synthetic_files(args, shape: dict) -> dict:
     key = shape_key(shape, args.seed)
-    paths = {kind: args.bench_dir / f"{key}.{kind}.gguf" for kind in ("TQ2_0", "Q4_0")}
+    paths = {kind: args.bench_dir / f"{key}.{kind}.gguf" for kind in ("TQ2_0", "Q4_0", "Q4_1")}
     if all(p.is_file() for p in paths.values()):
         print(f"bench_ternary: reusing {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
         return paths
     args.bench_dir.mkdir(parents=True, exist_ok=True)
-    print(f"bench_ternary: writing {key} (TQ2_0 and Q4_0) into {args.bench_dir}...", file=sys.stderr)
+    print(f"bench_ternary: writing {key} (TQ2_0, Q4_0 and Q4_1) into {args.bench_dir}...", file=sys.stderr)
     t0 = time.perf_counter()
     write_synthetic(shape, args.seed, args.smollm2, paths)
     sizes = ", ".join(f"{p.name} {p.stat().st_size / 1e6:.0f} MB" for p in paths.values())
@@ -367,6 +368,7 @@ def make_rows(args, synth: dict | None, smol_q4_0: Path | None) -> list[Row]:
             rows.append(Row(f"ours-tq2-{k}", "synthetic", "Ryzanstein", synth["TQ2_0"],
                             f"TQ2_0 file as I2S ternary ({kernel_label(k)})", kernel_flags(k)))
         rows.append(Row("ours-q40", "synthetic", "Ryzanstein", synth["Q4_0"], "Q4_0"))
+        rows.append(Row("ours-q41", "synthetic", "Ryzanstein", synth["Q4_1"], "Q4_1"))
     if smol_q4_0:
         for k in args.kernels:
             rows.append(Row(f"ours-tern-{k}", "smollm2", "Ryzanstein", args.smollm2,
@@ -439,6 +441,7 @@ def ratio_specs(args) -> list[tuple[str, str, str, str, float | None]]:
         specs += [
             ("synthetic", f"ours-tq2-{k}", "ours-q40", f"Ryzanstein ternary ({label}) / Ryzanstein Q4_0", 2.0),
             ("synthetic", f"ours-tq2-{k}", "llama-tq2", f"Ryzanstein ternary ({label}) / llama.cpp TQ2_0", 1.5),
+            ("synthetic", f"ours-tq2-{k}", "ours-q41", f"Ryzanstein ternary ({label}) / Ryzanstein Q4_1", None),
         ]
     for k in args.kernels:
         label = kernel_label(k)
@@ -467,15 +470,18 @@ def render(args, rows: list[Row], speeds: dict, shape: dict, n_vocab: int, promp
         "",
     ]
     if "synthetic" in models:
-        synth = {r.weights: r.path for r in rows if r.model == "synthetic" and r.engine == "llama.cpp"}
+        synth = {r.path.name.rsplit(".", 2)[-2]: r.path for r in rows if r.model == "synthetic"
+                 and r.path.name.endswith((".TQ2_0.gguf", ".Q4_0.gguf", ".Q4_1.gguf"))}
         sizes = ", ".join(f"{w} {p.stat().st_size / 1e6:.0f} MB" for w, p in synth.items())
         lines += [
             f"- **synthetic BitNet**: a llama-architecture model shaped like BitNet b1.58 "
             f"({describe_shape(shape, n_vocab)}; rope theta {ROPE_THETA:g}, RMS eps {RMS_EPS:g}; "
             "SmolLM2's tokenizer), written by the script with random seeded weights: each projection "
             "ternary {-1, 0, +1} times one absmean scale per tensor, norms f32, the tied token "
-            "embedding Q8_0. Two files from the same values: projections in TQ2_0 (exact) and in "
-            f"Q4_0 (Q4_0's asymmetric range stores one sign of each block as 7/8 of the scale); {sizes}. "
+            "embedding Q8_0. Three files from the same values: projections in TQ2_0 (exact), in "
+            "Q4_0 (Q4_0's asymmetric range stores one sign of each block as 7/8 of the scale) and "
+            "in Q4_1 (Ryzanstein's fastest 4-bit path: it repacks Q4_1 for its eight-row kernels "
+            f"and runs Q4_0 row by row); {sizes}. "
             "Ryzanstein converts the TQ2_0 rows to its I2S ternary codes at load and runs them "
             "with the named `--ternary-kernel`.",
         ]

@@ -216,6 +216,7 @@ fn check_dot(codes: &[u8], q: &[i8]) {
 }
 
 /// [`check_dot`] for one of four rows, which must all be as long as the first.
+#[cfg(target_arch = "x86_64")]
 fn check_dot4(codes: &[u8], first: &[u8], q: &[i8]) {
     assert_eq!(
         codes.len(),

@@ -14,7 +14,7 @@ pub enum Quantize {
 /// The kernels that multiply ternary weights.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum TernaryKernel {
-    /// The fastest on this CPU (see docs/BENCHMARKS.md's ternary table).
+    /// `lut` where it has SIMD kernels (x86 with AVX2), else `i2s` ([`TernaryKernel::resolve`]).
     #[default]
     Auto,
     /// 2-bit codes times int8 activations (`maddubs` on AVX2, `vpdpbusd` on AVX-512 VNNI).
@@ -24,9 +24,17 @@ pub enum TernaryKernel {
 }
 
 impl TernaryKernel {
-    /// `Auto` made concrete for this CPU.
+    /// `Auto` made concrete for this CPU: the lookup tables where they have SIMD kernels
+    /// (x86 with AVX2: they stream the weights faster, see the ternary table in
+    /// docs/BENCHMARKS.md), else the I2S codes.
     pub fn resolve(self) -> TernaryKernel {
+        use ryzanstein_kernels::dispatch::Isa;
         match self {
+            TernaryKernel::Auto
+                if ryzanstein_kernels::ternary::lut::kernels().isa != Isa::Scalar =>
+            {
+                TernaryKernel::Lut
+            }
             TernaryKernel::Auto => TernaryKernel::I2s,
             k => k,
         }
