@@ -125,8 +125,16 @@ pub fn check(root: &Path) -> Result<Vec<Drift>> {
 }
 
 /// The repository root, found from this crate's manifest directory at build time.
+///
+/// `cargo run` sets `CARGO_MANIFEST_DIR` for the process: that one is used first, because the
+/// compile-time value names wherever the binary was built, and cargo reuses a build from another
+/// checkout of the same workspace sharing the target directory (its fingerprints use paths
+/// relative to the workspace).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    Path::new(&manifest)
         .parent()
         .expect("operator/ sits inside the repository root")
         .to_owned()
