@@ -7,34 +7,22 @@
 
 use half::f16;
 use ryzanstein_kernels::ternary::codes;
-use ryzanstein_server::gguf::{GgmlType, GgufFile, GgufWriter, Value};
+use ryzanstein_server::gguf::{GgmlType, GgufFile};
 use ryzanstein_server::models::{self, CausalLm};
 
-const D: usize = 256;
-const FF: usize = 512;
-const HEADS: usize = 4;
-const KV_HEADS: usize = 2;
-const HEAD_DIM: usize = 64;
-const LAYERS: usize = 2;
-const VOCAB: usize = 40;
+mod common;
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn ternary(&mut self, n: usize) -> Vec<i8> {
-        (0..n).map(|_| (self.next() % 3) as i8 - 1).collect()
-    }
-    fn floats(&mut self, n: usize, center: f32, spread: f32) -> Vec<f32> {
-        (0..n)
-            .map(|_| center + spread * ((self.next() % 20001) as f32 / 10000.0 - 1.0))
-            .collect()
-    }
-}
+use common::{Rng, TinyLlama};
+
+const SHAPE: TinyLlama = TinyLlama {
+    d: 256,
+    ff: 512,
+    heads: 4,
+    kv_heads: 2,
+    head_dim: 64,
+    layers: 2,
+};
+const VOCAB: usize = 40;
 
 /// A `rows x cols` ternary tensor in `t` (the values are `v * scale`).
 fn encode(t: GgmlType, v: &[i8], cols: usize, scale: f32) -> Vec<u8> {
@@ -61,32 +49,16 @@ fn encode(t: GgmlType, v: &[i8], cols: usize, scale: f32) -> Vec<u8> {
 /// second block scale.
 fn model_gguf(t: GgmlType, broken_row: bool) -> Vec<u8> {
     let mut rng = Rng(0x5eed_1234_abcd);
-    let mut w = GgufWriter::new()
-        .kv("general.architecture", Value::String("llama".into()))
-        .kv("llama.embedding_length", Value::U32(D as u32))
-        .kv("llama.block_count", Value::U32(LAYERS as u32))
-        .kv("llama.feed_forward_length", Value::U32(FF as u32))
-        .kv("llama.attention.head_count", Value::U32(HEADS as u32))
-        .kv("llama.attention.head_count_kv", Value::U32(KV_HEADS as u32))
-        .kv("llama.context_length", Value::U32(64))
-        .kv("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5));
+    let d = SHAPE.d;
+    let mut w = SHAPE.writer();
     w = w.f32_tensor(
         "token_embd.weight",
-        &[D as u64, VOCAB as u64],
-        &rng.floats(D * VOCAB, 0.0, 1.0),
+        &[d as u64, VOCAB as u64],
+        &rng.floats(d * VOCAB, 0.0, 1.0),
     );
-    w = w.f32_tensor("output_norm.weight", &[D as u64], &rng.floats(D, 1.0, 0.1));
-    let (q, kv) = (HEADS * HEAD_DIM, KV_HEADS * HEAD_DIM);
-    for i in 0..LAYERS {
-        for (name, rows, cols) in [
-            ("attn_q", q, D),
-            ("attn_k", kv, D),
-            ("attn_v", kv, D),
-            ("attn_output", D, q),
-            ("ffn_gate", FF, D),
-            ("ffn_up", FF, D),
-            ("ffn_down", D, FF),
-        ] {
+    w = w.f32_tensor("output_norm.weight", &[d as u64], &rng.floats(d, 1.0, 0.1));
+    for i in 0..SHAPE.layers {
+        for (name, rows, cols) in SHAPE.projections() {
             let v = rng.ternary(rows * cols);
             let scale = 1.0 / (4u32 << (rng.next() % 3)) as f32;
             let mut data = encode(t, &v, cols, scale);
@@ -104,13 +76,13 @@ fn model_gguf(t: GgmlType, broken_row: bool) -> Vec<u8> {
         }
         w = w.f32_tensor(
             &format!("blk.{i}.attn_norm.weight"),
-            &[D as u64],
-            &rng.floats(D, 1.0, 0.1),
+            &[d as u64],
+            &rng.floats(d, 1.0, 0.1),
         );
         w = w.f32_tensor(
             &format!("blk.{i}.ffn_norm.weight"),
-            &[D as u64],
-            &rng.floats(D, 1.0, 0.1),
+            &[d as u64],
+            &rng.floats(d, 1.0, 0.1),
         );
     }
     w.to_bytes()

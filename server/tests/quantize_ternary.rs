@@ -9,34 +9,14 @@
 //! - the lookup-table kernels give the I2S kernels' logits bit for bit, padded or not.
 
 use ryzanstein_kernels::ternary::codes;
-use ryzanstein_server::gguf::{GgmlType, GgufFile, GgufWriter, Value};
+use ryzanstein_server::gguf::{GgmlType, GgufFile};
 use ryzanstein_server::models::{self, CausalLm, LmHead, ModelOptions, Quantize, TernaryKernel};
 
-struct Shape {
-    d: usize,
-    ff: usize,
-    heads: usize,
-    kv_heads: usize,
-    head_dim: usize,
-}
+mod common;
 
-const LAYERS: usize = 2;
+use common::{Rng, TinyLlama};
+
 const VOCAB: usize = 40;
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn floats(&mut self, n: usize, center: f32, spread: f32) -> Vec<f32> {
-        (0..n)
-            .map(|_| center + spread * ((self.next() % 20001) as f32 / 10000.0 - 1.0))
-            .collect()
-    }
-}
 
 /// How the projections are written.
 #[derive(Clone, Copy, PartialEq)]
@@ -59,41 +39,18 @@ fn absmean(w: &[f32]) -> (Vec<i8>, f32) {
     (v, s)
 }
 
-fn model_gguf(shape: &Shape, proj: Proj) -> Vec<u8> {
-    let Shape {
-        d,
-        ff,
-        heads,
-        kv_heads,
-        head_dim,
-    } = *shape;
+fn model_gguf(shape: &TinyLlama, proj: Proj) -> Vec<u8> {
+    let d = shape.d;
     let mut rng = Rng(0x07e5_70fa_b1e5);
-    let mut w = GgufWriter::new()
-        .kv("general.architecture", Value::String("llama".into()))
-        .kv("llama.embedding_length", Value::U32(d as u32))
-        .kv("llama.block_count", Value::U32(LAYERS as u32))
-        .kv("llama.feed_forward_length", Value::U32(ff as u32))
-        .kv("llama.attention.head_count", Value::U32(heads as u32))
-        .kv("llama.attention.head_count_kv", Value::U32(kv_heads as u32))
-        .kv("llama.context_length", Value::U32(64))
-        .kv("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5));
+    let mut w = shape.writer();
     w = w.f32_tensor(
         "token_embd.weight",
         &[d as u64, VOCAB as u64],
         &rng.floats(d * VOCAB, 0.0, 1.0),
     );
     w = w.f32_tensor("output_norm.weight", &[d as u64], &rng.floats(d, 1.0, 0.1));
-    let (q, kv) = (heads * head_dim, kv_heads * head_dim);
-    for i in 0..LAYERS {
-        for (name, rows, cols) in [
-            ("attn_q", q, d),
-            ("attn_k", kv, d),
-            ("attn_v", kv, d),
-            ("attn_output", d, q),
-            ("ffn_gate", ff, d),
-            ("ffn_up", ff, d),
-            ("ffn_down", d, ff),
-        ] {
+    for i in 0..shape.layers {
+        for (name, rows, cols) in shape.projections() {
             let spread = 1.0 / (cols as f32).sqrt() * 2.0;
             let f = rng.floats(rows * cols, 0.0, spread);
             let (v, s) = absmean(&f);
@@ -153,20 +110,22 @@ fn logits(model: &dyn CausalLm) -> Vec<Vec<f32>> {
     out
 }
 
-const WHOLE_BLOCKS: Shape = Shape {
+const WHOLE_BLOCKS: TinyLlama = TinyLlama {
     d: 256,
     ff: 512,
     heads: 4,
     kv_heads: 2,
     head_dim: 64,
+    layers: 2,
 };
 
-const PADDED: Shape = Shape {
+const PADDED: TinyLlama = TinyLlama {
     d: 96,
     ff: 160,
     heads: 3,
     kv_heads: 1,
     head_dim: 32,
+    layers: 2,
 };
 
 #[test]

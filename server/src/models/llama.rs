@@ -330,7 +330,7 @@ impl Llama {
         let requantise = match opts.lm_head {
             LmHead::Stored => false,
             LmHead::Q8_0 => true,
-            LmHead::Auto => ternary && requantize::q8_0_applies(head),
+            LmHead::Auto => ternary,
         };
         if requantise && requantize::q8_0_applies(head) {
             *head = requantize::to_q8_0(head, &self.store)?;
@@ -425,15 +425,21 @@ impl Llama {
             quantize_acts_into(kt, a, w.dtype.vec_dot_type(), x, w.cols)?;
         } else {
             // Ternary rows padded to whole blocks: pad each activation row with zeros (which
-            // change neither its int8 scale nor any product).
-            let mut padded = vec![0.0f32; x.len() / w.in_cols * w.cols];
-            for (p, r) in padded
-                .chunks_exact_mut(w.cols)
-                .zip(x.chunks_exact(w.in_cols))
-            {
-                p[..w.in_cols].copy_from_slice(r);
+            // change neither its int8 scale nor any product), in a buffer kept per thread.
+            thread_local! {
+                static PADDED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
             }
-            quantize_acts_into(kt, a, w.dtype.vec_dot_type(), &padded, w.cols)?;
+            PADDED.with_borrow_mut(|padded| {
+                padded.clear();
+                padded.resize(x.len() / w.in_cols * w.cols, 0.0);
+                for (p, r) in padded
+                    .chunks_exact_mut(w.cols)
+                    .zip(x.chunks_exact(w.in_cols))
+                {
+                    p[..w.in_cols].copy_from_slice(r);
+                }
+                quantize_acts_into(kt, a, w.dtype.vec_dot_type(), padded, w.cols)
+            })?;
         }
         Ok(a)
     }
