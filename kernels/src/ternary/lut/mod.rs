@@ -40,8 +40,9 @@
 //!
 //! Work items are panels; each kernel keeps one step's tables in registers for both halves,
 //! and prefetches the weights [`avx2::PREFETCH`] bytes ahead into L2. Tokens are taken
-//! [`TOKENS_PER_PASS`] at a time: their tables are built (on the pool, one token per piece),
-//! then every panel runs against each of them.
+//! [`TOKENS_PER_PASS`] at a time; every thread that takes panels of a pass builds that pass's
+//! tables in its own buffer (tables built once and shared would move between the cores' caches
+//! on every call), then runs its panels against each of them.
 
 #[cfg(target_arch = "x86_64")]
 pub mod avx2;
@@ -54,7 +55,7 @@ use crate::dispatch::Isa;
 use crate::matmul::QuantizedActs;
 use crate::pool::{Pool, SyncPtr};
 use crate::{DType, KernelError};
-use std::cell::RefCell;
+use std::cell::Cell;
 
 /// Rows per panel of the packed layout.
 pub const PANEL_ROWS: usize = 64;
@@ -330,26 +331,40 @@ pub fn kernels() -> &'static LutKernels {
 }
 
 thread_local! {
-    /// The calling thread's table buffer, kept between calls (at most
+    /// This thread's table buffer, kept between calls (at most
     /// `TOKENS_PER_PASS * 16 * cols` bytes plus alignment).
-    static TABLES: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    static TABLES: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
 }
 
-/// `len` bytes of `v`, 64-byte aligned, growing `v` if needed.
-fn aligned(v: &mut Vec<u8>, len: usize) -> &mut [u8] {
-    if v.len() < len + 63 {
-        v.resize(len + 63, 0);
+/// One thread's tables for a pass: its buffer, taken from [`TABLES`] (and given back on
+/// drop), 64-byte aligned.
+struct Tables {
+    buf: Vec<u8>,
+    off: usize,
+    len: usize,
+}
+
+impl Tables {
+    fn take(len: usize) -> Tables {
+        let mut buf = TABLES.with(Cell::take);
+        if buf.len() < len + 63 {
+            buf.resize(len + 63, 0);
+        }
+        let off = buf.as_ptr().align_offset(64);
+        Tables { buf, off, len }
     }
-    let off = v.as_ptr().align_offset(64);
-    &mut v[off..off + len]
+    fn get(&self) -> &[u8] {
+        &self.buf[self.off..self.off + self.len]
+    }
+    fn get_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[self.off..self.off + self.len]
+    }
 }
 
-/// `f` on `len` bytes of table buffer (the thread's own, or a fresh one if it is in use).
-fn with_tables<R>(len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
-    TABLES.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut v) => f(aligned(&mut v, len)),
-        Err(_) => f(aligned(&mut Vec::new(), len)),
-    })
+impl Drop for Tables {
+    fn drop(&mut self) {
+        TABLES.with(|c| c.set(std::mem::take(&mut self.buf)));
+    }
 }
 
 /// `out[t * rows + r] = isum * scale_w[r] / scale_x[t]`, exactly as
@@ -391,36 +406,40 @@ pub fn matmul(
     let panels = rows.div_ceil(PANEL_ROWS);
     let base = SyncPtr(out.as_mut_ptr());
     let n = acts.n;
-    with_tables(TOKENS_PER_PASS.min(n) * tl, |buf| {
-        for t0 in (0..n).step_by(TOKENS_PER_PASS) {
-            let nt = TOKENS_PER_PASS.min(n - t0);
-            let tables = &mut buf[..nt * tl];
-            pool.chunks_mut(tables, tl, 1, &|i, tab| {
-                (kl.build_tables)(acts.i8_row(t0 + i), tab)
-            });
-            let tables = &*tables;
-            pool.for_each_chunk(panels, pool.chunk_for(panels, 4, 1), &|range| {
-                let mut sums = [0i32; PANEL_ROWS];
-                for p in range {
-                    let r0 = p * PANEL_ROWS;
-                    let live = (rows - r0).min(PANEL_ROWS);
-                    let panel = &w.data[p * pb..(p + 1) * pb];
-                    for (i, tab) in tables.chunks_exact(tl).enumerate() {
-                        (kl.panel_sums)(panel, cols, tab, &mut sums);
-                        let t = t0 + i;
-                        for (j, &isum) in sums[..live].iter().enumerate() {
-                            let r = r0 + j;
-                            // SAFETY: `t * rows + r < out.len()` (`r < rows`, `t < n`,
-                            // checked above), and each panel is handed out once, so the
-                            // writes are disjoint.
-                            unsafe {
-                                *base.get().add(t * rows + r) = isum as f32 * w.scales[r] * inv[t]
-                            };
-                        }
+    for t0 in (0..n).step_by(TOKENS_PER_PASS) {
+        let nt = TOKENS_PER_PASS.min(n - t0);
+        // Every thread that takes panels builds the pass's tables itself, in its own cache:
+        // tables built once by one thread would move (16 * cols bytes per token) to the other
+        // cores on every call, and be invalidated there again by the next call's build.
+        let build = || {
+            let mut tables = Tables::take(nt * tl);
+            for (i, tab) in tables.get_mut().chunks_exact_mut(tl).enumerate() {
+                (kl.build_tables)(acts.i8_row(t0 + i), tab);
+            }
+            tables
+        };
+        let chunk = pool.chunk_for(panels, 4, 1);
+        pool.for_each_chunk_with(panels, chunk, &build, &|tables, range| {
+            let mut sums = [0i32; PANEL_ROWS];
+            for p in range {
+                let r0 = p * PANEL_ROWS;
+                let live = (rows - r0).min(PANEL_ROWS);
+                let panel = &w.data[p * pb..(p + 1) * pb];
+                for (i, tab) in tables.get().chunks_exact(tl).enumerate() {
+                    (kl.panel_sums)(panel, cols, tab, &mut sums);
+                    let t = t0 + i;
+                    for (j, &isum) in sums[..live].iter().enumerate() {
+                        let r = r0 + j;
+                        // SAFETY: `t * rows + r < out.len()` (`r < rows`, `t < n`, checked
+                        // above), and each panel is handed out once, so the writes are
+                        // disjoint.
+                        unsafe {
+                            *base.get().add(t * rows + r) = isum as f32 * w.scales[r] * inv[t]
+                        };
                     }
                 }
-            });
-        }
-    });
+            }
+        });
+    }
     Ok(())
 }
