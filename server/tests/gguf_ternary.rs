@@ -14,14 +14,7 @@ mod common;
 
 use common::{Rng, TinyLlama};
 
-const SHAPE: TinyLlama = TinyLlama {
-    d: 256,
-    ff: 512,
-    heads: 4,
-    kv_heads: 2,
-    head_dim: 64,
-    layers: 2,
-};
+const SHAPE: TinyLlama = TinyLlama::WHOLE_BLOCKS;
 const VOCAB: usize = 40;
 
 /// A `rows x cols` ternary tensor in `t` (the values are `v * scale`).

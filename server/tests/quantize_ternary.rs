@@ -110,15 +110,6 @@ fn logits(model: &dyn CausalLm) -> Vec<Vec<f32>> {
     out
 }
 
-const WHOLE_BLOCKS: TinyLlama = TinyLlama {
-    d: 256,
-    ff: 512,
-    heads: 4,
-    kv_heads: 2,
-    head_dim: 64,
-    layers: 2,
-};
-
 const PADDED: TinyLlama = TinyLlama {
     d: 96,
     ff: 160,
@@ -130,8 +121,8 @@ const PADDED: TinyLlama = TinyLlama {
 
 #[test]
 fn ternarised_at_load_equals_the_i2_s_file_of_the_same_ternarisation() {
-    let float = model_gguf(&WHOLE_BLOCKS, Proj::Float);
-    let i2s = model_gguf(&WHOLE_BLOCKS, Proj::I2S);
+    let float = model_gguf(&TinyLlama::WHOLE_BLOCKS, Proj::Float);
+    let i2s = model_gguf(&TinyLlama::WHOLE_BLOCKS, Proj::I2S);
     let want = logits(load(&i2s, opts(None, TernaryKernel::I2s)).as_ref());
     for kernel in [TernaryKernel::I2s, TernaryKernel::Lut] {
         let got = logits(load(&float, opts(Some(Quantize::Ternary), kernel)).as_ref());

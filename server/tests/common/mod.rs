@@ -99,6 +99,17 @@ pub struct TinyLlama {
 }
 
 impl TinyLlama {
+    /// Hidden 256, FFN 512, 4 heads / 2 KV heads of 64, 2 layers: every row a whole number of
+    /// 256-weight ternary blocks.
+    pub const WHOLE_BLOCKS: TinyLlama = TinyLlama {
+        d: 256,
+        ff: 512,
+        heads: 4,
+        kv_heads: 2,
+        head_dim: 64,
+        layers: 2,
+    };
+
     /// A writer holding this shape's metadata (context 64, RMS eps 1e-5), no tensors yet.
     pub fn writer(&self) -> ryzanstein_server::gguf::GgufWriter {
         use ryzanstein_server::gguf::{GgufWriter, Value};
