@@ -203,8 +203,16 @@ struct Scratch {
     sub_ff: Vec<f32>,
     kv16: Vec<f16>,
     v16: Vec<f16>,
+    acts: ActsBuf,
+    acts2: ActsBuf,
+}
+
+/// Quantised activations kept between matmuls, and the zero-padded copy of their rows that
+/// ternary matrices with padded rows quantise from.
+#[derive(Default)]
+struct ActsBuf {
     acts: Option<QuantizedActs>,
-    acts2: Option<QuantizedActs>,
+    padded: Vec<f32>,
 }
 
 /// Whether `acts`, quantised for another matrix, serve `w` as they are.
@@ -412,34 +420,30 @@ impl Llama {
         Ok(())
     }
 
-    /// Quantise `x` for `w` into `acts` (reusing its buffers).
+    /// Quantise `x` for `w` into `buf` (reusing its buffers).
     fn quantize_for<'a>(
         &self,
         w: &Weight,
         x: &[f32],
-        acts: &'a mut Option<QuantizedActs>,
+        buf: &'a mut ActsBuf,
     ) -> Result<&'a QuantizedActs> {
         let kt = ryzanstein_kernels::dispatch::kernels();
-        let a = acts.get_or_insert_with(QuantizedActs::empty);
+        let a = buf.acts.get_or_insert_with(QuantizedActs::empty);
         if w.in_cols == w.cols {
             quantize_acts_into(kt, a, w.dtype.vec_dot_type(), x, w.cols)?;
         } else {
             // Ternary rows padded to whole blocks: pad each activation row with zeros (which
-            // change neither its int8 scale nor any product), in a buffer kept per thread.
-            thread_local! {
-                static PADDED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+            // change neither its int8 scale nor any product).
+            let padded = &mut buf.padded;
+            padded.clear();
+            padded.resize(x.len() / w.in_cols * w.cols, 0.0);
+            for (p, r) in padded
+                .chunks_exact_mut(w.cols)
+                .zip(x.chunks_exact(w.in_cols))
+            {
+                p[..w.in_cols].copy_from_slice(r);
             }
-            PADDED.with_borrow_mut(|padded| {
-                padded.clear();
-                padded.resize(x.len() / w.in_cols * w.cols, 0.0);
-                for (p, r) in padded
-                    .chunks_exact_mut(w.cols)
-                    .zip(x.chunks_exact(w.in_cols))
-                {
-                    p[..w.in_cols].copy_from_slice(r);
-                }
-                quantize_acts_into(kt, a, w.dtype.vec_dot_type(), padded, w.cols)
-            })?;
+            quantize_acts_into(kt, a, w.dtype.vec_dot_type(), padded, w.cols)?;
         }
         Ok(a)
     }
